@@ -1,0 +1,29 @@
+# make test · make demo · make bench — each installs what it needs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= out
+
+.PHONY: test demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# CPU jax comes from the plain `jax` wheel; torch==2.13.0 is the CPU build (test extra).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test,plot]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q
+
+demo: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) examples/quickstart.py
+
+bench: $(STAMP)
+	@echo "no benchmarks yet"
+
+clean:
+	rm -rf $(VENV) $(OUT)
