@@ -1,0 +1,217 @@
+"""Float64 NumPy references of adaptive gradient methods.
+
+Written from the papers' update rules, using the conventions optax documents
+(where eps sits, how bias correction and momentum are applied), and
+independently of any optax or adaptive_tx code: these are what the library is
+tested against.
+
+Every ``run_<name>(params0, grads, lr, **hyper)`` returns the parameter after
+each step (``len(grads)`` arrays). ``lr`` is a float or a schedule ``lr(t)``
+called with t = 0, 1, 2, ... (the number of steps already taken, as in optax).
+Each step is ``p <- p - lr_t * u_t``; inside the formulas t counts from 1.
+"""
+
+import numpy as np
+
+
+def _schedule(value):
+    """A constant or a schedule, as a float-valued function of t = 0, 1, ..."""
+    if callable(value):
+        return lambda t: float(value(t))
+    return lambda t: float(value)
+
+
+def _iterate(params0, grads, lr, direction):
+    """p <- p - lr(t - 1) * direction(t, g_t, p) for t = 1..T; returns every iterate."""
+    lr = _schedule(lr)
+    p = np.array(params0, dtype=np.float64)
+    iterates = []
+    for t, g in enumerate(grads, start=1):
+        p = p - lr(t - 1) * direction(t, np.asarray(g, dtype=np.float64), p)
+        iterates.append(p.copy())
+    return iterates
+
+
+def _ema(average, value, decay):
+    return decay * average + (1.0 - decay) * value
+
+
+def _debias(moment, decay, t):
+    return moment / (1.0 - decay**t)
+
+
+def _first_moment_hat(m, g, b1, t, nesterov):
+    """mhat = m_t / (1 - b1^t); with Nesterov (Dozat 2016) the look-ahead
+    mhat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)."""
+    if nesterov:
+        return b1 * m / (1.0 - b1 ** (t + 1)) + (1.0 - b1) * g / (1.0 - b1**t)
+    return _debias(m, b1, t)
+
+
+def run_adagrad(params0, grads, lr, initial_accumulator_value=0.1, eps=1e-7):
+    """Adagrad (diagonal).
+
+    G_t = G_{t-1} + g_t^2,  G_0 = initial_accumulator_value
+    u_t = g_t / sqrt(G_t + eps)  where G_t > 0, else 0
+
+    Duchi, Hazan, Singer, "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization", JMLR 12, 2011 (no arXiv version):
+    https://jmlr.org/papers/v12/duchi11a.html
+    """
+    accumulator = initial_accumulator_value
+
+    def direction(t, g, p):
+        nonlocal accumulator
+        accumulator = accumulator + g * g
+        scale = np.zeros_like(accumulator)
+        np.divide(1.0, np.sqrt(accumulator + eps), out=scale, where=accumulator > 0)
+        return scale * g
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_rmsprop(params0, grads, lr, decay=0.9, eps=1e-8, initial_scale=0.0,
+                eps_in_sqrt=True, centered=False, momentum=None, nesterov=False,
+                bias_correction=False):
+    """RMSProp, optionally centered, bias-corrected and with momentum.
+
+    nu_t = decay nu_{t-1} + (1 - decay) g_t^2,  nu_0 = initial_scale
+    mu_t = decay mu_{t-1} + (1 - decay) g_t,    mu_0 = 0   (centered only)
+    bias_correction: nuhat = nu_t / (1 - decay^t), muhat = mu_t / (1 - decay^t)
+    var = nuhat - muhat^2 if centered else nuhat
+    s_t = 1 / sqrt(var + eps) if eps_in_sqrt else 1 / (sqrt(var) + eps)
+    The learning rate comes before momentum: v_t = lr_t s_t g_t, and
+    trace_t = v_t + momentum trace_{t-1};  step = trace_t, or with nesterov
+    step = v_t + momentum trace_t;  p <- p - step (p <- p - v_t without momentum).
+
+    Hinton, Srivastava, Swersky, "Neural Networks for Machine Learning,
+    Lecture 6e: rmsprop", 2012:
+    http://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf
+    Centered form: Graves, "Generating Sequences With Recurrent Neural
+    Networks", 2013, eqs. (38)-(41): https://arxiv.org/abs/1308.0850
+    """
+    lr = _schedule(lr)
+    nu, mu, trace = initial_scale, 0.0, 0.0
+
+    def step(t, g, p):
+        nonlocal nu, mu, trace
+        nu, mu = _ema(nu, g * g, decay), _ema(mu, g, decay)
+        nuhat, muhat = (_debias(nu, decay, t), _debias(mu, decay, t)) if bias_correction else (nu, mu)
+        var = nuhat - muhat**2 if centered else nuhat
+        s = 1.0 / np.sqrt(var + eps) if eps_in_sqrt else 1.0 / (np.sqrt(var) + eps)
+        v = lr(t - 1) * s * g
+        if momentum is None:
+            return v
+        trace = v + momentum * trace
+        return v + momentum * trace if nesterov else trace
+
+    # `step` already includes the learning rate (it is applied before momentum).
+    return _iterate(params0, grads, 1.0, step)
+
+
+def run_adam(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
+             nesterov=False, weight_decay=0.0):
+    """Adam; NAdam with nesterov=True; AdamW with weight_decay != 0.
+
+    m_t = b1 m_{t-1} + (1 - b1) g_t,  v_t = b2 v_{t-1} + (1 - b2) g_t^2
+    mhat = m_t / (1 - b1^t)
+      (nesterov: mhat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t))
+    vhat = v_t / (1 - b2^t)
+    u_t = mhat / (sqrt(vhat + eps_root) + eps) + wd_t p_{t-1}
+    (weight_decay may be a schedule wd(t), t = 0, 1, ...; it is multiplied by
+    lr_t together with the rest of u_t.)
+
+    Kingma, Ba, "Adam: A Method for Stochastic Optimization", 2014:
+    https://arxiv.org/abs/1412.6980
+    Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016:
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+    Loshchilov, Hutter, "Decoupled Weight Decay Regularization", ICLR 2019:
+    https://arxiv.org/abs/1711.05101
+    """
+    wd = _schedule(weight_decay)
+    m = v = 0.0
+
+    def direction(t, g, p):
+        nonlocal m, v
+        m, v = _ema(m, g, b1), _ema(v, g * g, b2)
+        mhat = _first_moment_hat(m, g, b1, t, nesterov)
+        return mhat / (np.sqrt(_debias(v, b2, t) + eps_root) + eps) + wd(t - 1) * p
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_amsgrad(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
+                bias_correction_mu=True, bias_correction_nu=True):
+    """AMSGrad: Adam with a running maximum of the second moment.
+
+    m_t, v_t as in Adam
+    mhat = m_t / (1 - b1^t) if bias_correction_mu else m_t
+    vhat = v_t / (1 - b2^t) if bias_correction_nu else v_t
+    vmax_t = max(vmax_{t-1}, vhat),  vmax_0 = 0
+    u_t = mhat / (sqrt(vmax_t + eps_root) + eps)
+
+    Reddi, Kale, Kumar, "On the Convergence of Adam and Beyond", ICLR 2018:
+    https://arxiv.org/abs/1904.09237
+    """
+    m = v = vmax = 0.0
+
+    def direction(t, g, p):
+        nonlocal m, v, vmax
+        m, v = _ema(m, g, b1), _ema(v, g * g, b2)
+        mhat = _debias(m, b1, t) if bias_correction_mu else m
+        vmax = np.maximum(vmax, _debias(v, b2, t) if bias_correction_nu else v)
+        return mhat / (np.sqrt(vmax + eps_root) + eps)
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_adamax(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+    """Adamax (Adam with the infinity norm); AdamaxW with weight_decay != 0.
+
+    m_t = b1 m_{t-1} + (1 - b1) g_t
+    u_t = max(b2 u_{t-1}, |g_t| + eps),  u_0 = 0
+    update = (m_t / (1 - b1^t)) / u_t + wd_t p_{t-1}
+
+    Kingma, Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1:
+    https://arxiv.org/abs/1412.6980
+    """
+    wd = _schedule(weight_decay)
+    m = u = 0.0
+
+    def direction(t, g, p):
+        nonlocal m, u
+        m, u = _ema(m, g, b1), np.maximum(b2 * u, np.abs(g) + eps)
+        return _debias(m, b1, t) / u + wd(t - 1) * p
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_radam(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
+              threshold=5.0, nesterov=False):
+    """Rectified Adam.
+
+    m_t, v_t, mhat (optionally Nesterov), vhat as in Adam
+    rho_inf = 2 / (1 - b2) - 1,  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
+    if rho_t >= threshold:
+        r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+        u_t = r_t mhat / (sqrt(vhat + eps_root) + eps)
+    else:
+        u_t = mhat
+
+    Liu, Jiang, He, Chen, Liu, Gao, Han, "On the Variance of the Adaptive
+    Learning Rate and Beyond", 2019: https://arxiv.org/abs/1908.03265
+    """
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    m = v = 0.0
+
+    def direction(t, g, p):
+        nonlocal m, v
+        m, v = _ema(m, g, b1), _ema(v, g * g, b2)
+        mhat = _first_moment_hat(m, g, b1, t, nesterov)
+        rho = rho_inf - 2.0 * t * b2**t / (1.0 - b2**t)
+        if rho < threshold:
+            return mhat
+        r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        return r * mhat / (np.sqrt(_debias(v, b2, t) + eps_root) + eps)
+
+    return _iterate(params0, grads, lr, direction)
