@@ -14,60 +14,62 @@ import numpy as np
 
 
 def _concrete(value: Any) -> float | None:
-  """The float value of a concrete scalar, or None for tracers, schedules and None."""
-  if value is None or callable(value) or isinstance(value, jax.core.Tracer):
-    return None
-  array = np.asarray(value)
-  if array.ndim != 0:
-    raise ValueError(f"expected a scalar hyperparameter, got an array of shape {array.shape}")
-  return float(array)
+    """The float value of a concrete scalar, or None for tracers, schedules and None."""
+    if value is None or callable(value) or isinstance(value, jax.core.Tracer):
+        return None
+    array = np.asarray(value)
+    if array.ndim != 0:
+        raise ValueError(f"expected a scalar hyperparameter, got an array of shape {array.shape}")
+    return float(array)
 
 
 def check_non_negative(name: str, value: Any) -> None:
-  """Raises ValueError unless `value` is >= 0 (tracers and schedules pass)."""
-  number = _concrete(value)
-  if number is not None and not number >= 0.0:  # also catches NaN
-    raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
+    """Raises ValueError unless `value` is >= 0 (tracers and schedules pass)."""
+    number = _concrete(value)
+    if number is not None and not number >= 0.0:  # also catches NaN
+        raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
 
 
 def check_unit_interval(name: str, value: Any) -> None:
-  """Raises ValueError unless 0 <= `value` < 1 (a decay rate; tracers pass)."""
-  number = _concrete(value)
-  if number is not None and not 0.0 <= number < 1.0:
-    raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+    """Raises ValueError unless 0 <= `value` < 1 (a decay rate; tracers pass)."""
+    number = _concrete(value)
+    if number is not None and not 0.0 <= number < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
 
 
 def check_learning_rate(value: Any) -> None:
-  """Raises ValueError for a negative constant learning rate (schedules are callables, they pass)."""
-  if value is None:
-    raise ValueError("learning_rate must be a non-negative number or a schedule, got None")
-  check_non_negative("learning_rate", value)
+    """Raises ValueError for a negative constant learning rate (schedules are callables, they pass)."""
+    if value is None:
+        raise ValueError("learning_rate must be a non-negative number or a schedule, got None")
+    check_non_negative("learning_rate", value)
 
 
 def check_state_dtype(dtype: Any) -> Any:
-  """Returns the canonical floating dtype for state storage (None stays None: the params' dtype)."""
-  if dtype is None:
-    return None
-  canonical = jax.dtypes.canonicalize_dtype(dtype)
-  if not jax.numpy.issubdtype(canonical, jax.numpy.inexact):
-    raise TypeError(f"a state dtype must be a floating dtype, got {dtype!r}")
-  return canonical
+    """Returns the canonical floating dtype for state storage (None stays None: the params' dtype)."""
+    if dtype is None:
+        return None
+    canonical = jax.dtypes.canonicalize_dtype(dtype)
+    if not jax.numpy.issubdtype(canonical, jax.numpy.inexact):
+        raise TypeError(f"a state dtype must be a floating dtype, got {dtype!r}")
+    return canonical
 
 
 def check_tree_matches(where: str, updates: Any, stats: Any) -> None:
-  """Raises a readable ValueError when the gradient tree does not match the state's tree.
+    """Raises a readable ValueError when the gradient tree does not match the state's tree.
 
-  Compares structure first, then the shape of every leaf, naming the first leaf that differs by its
-  path. Runs at trace time (shapes are static), so a mismatch never reaches XLA.
-  """
-  g_struct, s_struct = jax.tree.structure(updates), jax.tree.structure(stats)
-  if g_struct != s_struct:
-    raise ValueError(
-        f"{where}: the gradient tree does not match the optimizer state (was init called with "
-        f"these params?).\n  gradients: {g_struct}\n  state:     {s_struct}")
-  g_leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
-  for (path, g), s in zip(g_leaves, jax.tree.leaves(stats)):
-    if np.shape(g) != np.shape(s):
-      raise ValueError(
-          f"{where}: gradient leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
-          f"{np.shape(g)} but the optimizer state holds shape {np.shape(s)}")
+    Compares structure first, then the shape of every leaf, naming the first leaf that differs by its
+    path. Runs at trace time (shapes are static), so a mismatch never reaches XLA.
+    """
+    g_struct, s_struct = jax.tree.structure(updates), jax.tree.structure(stats)
+    if g_struct != s_struct:
+        raise ValueError(
+            f"{where}: the gradient tree does not match the optimizer state (was init called with "
+            f"these params?).\n  gradients: {g_struct}\n  state:     {s_struct}"
+        )
+    g_leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
+    for (path, g), s in zip(g_leaves, jax.tree.leaves(stats)):
+        if np.shape(g) != np.shape(s):
+            raise ValueError(
+                f"{where}: gradient leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
+                f"{np.shape(g)} but the optimizer state holds shape {np.shape(s)}"
+            )

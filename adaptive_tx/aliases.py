@@ -28,15 +28,15 @@ Mask = Any | Callable[[optax.Params], Any] | None
 
 
 def _chain(scaling, learning_rate, weight_decay=None, mask=None, momentum=None, nesterov=False):
-  """scaling → [weight decay] → learning rate → [momentum], the order optax uses."""
-  parts = [scaling]
-  if weight_decay is not None:
-    parts.append(add_decoupled_weight_decay(weight_decay, mask))
-  parts.append(scale_by_learning_rate(learning_rate))
-  if momentum is not None:
-    _validate.check_unit_interval("momentum", momentum)
-    parts.append(optax.trace(decay=momentum, nesterov=nesterov))
-  return optax.chain(*parts)
+    """scaling → [weight decay] → learning rate → [momentum], the order optax uses."""
+    parts = [scaling]
+    if weight_decay is not None:
+        parts.append(add_decoupled_weight_decay(weight_decay, mask))
+    parts.append(scale_by_learning_rate(learning_rate))
+    if momentum is not None:
+        _validate.check_unit_interval("momentum", momentum)
+        parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+    return optax.chain(*parts)
 
 
 def adagrad(
@@ -44,26 +44,26 @@ def adagrad(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Adagrad: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{G_t + \epsilon}`.
+    r"""Adagrad: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{G_t + \epsilon}`.
 
-  ``scale_by_sum_of_squares`` then the learning rate; equals ``optax.adagrad``.
+    ``scale_by_sum_of_squares`` then the learning rate; equals ``optax.adagrad``.
 
-  Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
-  Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html
+    Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
+    Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    initial_accumulator_value, eps: see `scale_by_sum_of_squares`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      initial_accumulator_value, eps: see `scale_by_sum_of_squares`.
 
-  Example:
-    >>> import jax.numpy as jnp, optax
-    >>> params = jnp.array([1.0, 1.0])
-    >>> tx = adagrad(0.1, initial_accumulator_value=0.0, eps=0.0)
-    >>> updates, _ = tx.update(jnp.array([2.0, -0.5]), tx.init(params))
-    >>> optax.apply_updates(params, updates)
-    Array([0.9, 1.1], dtype=float32)
-  """
-  return _chain(scale_by_sum_of_squares(initial_accumulator_value, eps), learning_rate)
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0, 1.0])
+      >>> tx = adagrad(0.1, initial_accumulator_value=0.0, eps=0.0)
+      >>> updates, _ = tx.update(jnp.array([2.0, -0.5]), tx.init(params))
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    return _chain(scale_by_sum_of_squares(initial_accumulator_value, eps), learning_rate)
 
 
 def rmsprop(
@@ -77,35 +77,40 @@ def rmsprop(
     nesterov: bool = False,
     bias_correction: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""RMSProp: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{\nu_t + \epsilon}`.
+    r"""RMSProp: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{\nu_t + \epsilon}`.
 
-  ``scale_by_ema_of_squares`` then the learning rate, then (if ``momentum`` is set) a momentum trace
-  of the scaled steps, :math:`b_t = \text{momentum}\, b_{t-1} + \eta_t u_t` (``nesterov``:
-  :math:`\eta_t u_t + \text{momentum}\, b_t`); equals ``optax.rmsprop``.
+    ``scale_by_ema_of_squares`` then the learning rate, then (if ``momentum`` is set) a momentum trace
+    of the scaled steps, :math:`b_t = \text{momentum}\, b_{t-1} + \eta_t u_t` (``nesterov``:
+    :math:`\eta_t u_t + \text{momentum}\, b_t`); equals ``optax.rmsprop``.
 
-  References: Hinton, lecture 6e, 2012,
-  https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf ; centered: Graves 2013,
-  https://arxiv.org/abs/1308.0850
+    References: Hinton, lecture 6e, 2012,
+    https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf ; centered: Graves 2013,
+    https://arxiv.org/abs/1308.0850
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction: see
-      `scale_by_ema_of_squares`.
-    momentum: the momentum decay in [0, 1), or None for no momentum.
-    nesterov: Nesterov momentum (only with ``momentum``).
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction: see
+        `scale_by_ema_of_squares`.
+      momentum: the momentum decay in [0, 1), or None for no momentum.
+      nesterov: Nesterov momentum (only with ``momentum``).
 
-  Example:
-    >>> import jax.numpy as jnp, optax
-    >>> params = jnp.array([1.0])
-    >>> tx = rmsprop(0.1, decay=0.75, eps=0.0)
-    >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params))
-    >>> optax.apply_updates(params, updates)  # 1 - 0.1 * 2 / sqrt(0.25 * 4)
-    Array([0.8], dtype=float32)
-  """
-  scaling = scale_by_ema_of_squares(
-      decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt,
-      centered=centered, bias_correction=bias_correction)
-  return _chain(scaling, learning_rate, momentum=momentum, nesterov=nesterov)
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0])
+      >>> tx = rmsprop(0.1, decay=0.75, eps=0.0)
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params))
+      >>> optax.apply_updates(params, updates)  # 1 - 0.1 * 2 / sqrt(0.25 * 4)
+      Array([0.8], dtype=float32)
+    """
+    scaling = scale_by_ema_of_squares(
+        decay=decay,
+        eps=eps,
+        initial_scale=initial_scale,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        bias_correction=bias_correction,
+    )
+    return _chain(scaling, learning_rate, momentum=momentum, nesterov=nesterov)
 
 
 def adam(
@@ -118,28 +123,29 @@ def adam(
     *,
     nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Adam: :math:`\theta_t = \theta_{t-1} - \eta_t\, \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`.
+    r"""Adam: :math:`\theta_t = \theta_{t-1} - \eta_t\, \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`.
 
-  ``scale_by_bias_corrected_moments`` then the learning rate; equals ``optax.adam``.
+    ``scale_by_bias_corrected_moments`` then the learning rate; equals ``optax.adam``.
 
-  Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
-  https://arxiv.org/abs/1412.6980
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
+    https://arxiv.org/abs/1412.6980
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
 
-  Example:
-    >>> import jax.numpy as jnp, optax
-    >>> params = jnp.array([1.0, 1.0])
-    >>> tx = adam(0.1)
-    >>> updates, _ = tx.update(jnp.array([3.0, -0.01]), tx.init(params))
-    >>> optax.apply_updates(params, updates)  # the first step moves every coordinate by lr
-    Array([0.90000063, 1.0999992 ], dtype=float32)
-  """
-  scaling = scale_by_bias_corrected_moments(
-      b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)
-  return _chain(scaling, learning_rate)
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0, 1.0])
+      >>> tx = adam(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.01]), tx.init(params))
+      >>> optax.apply_updates(params, updates)  # the first step moves every coordinate by lr
+      Array([0.90000063, 1.0999992 ], dtype=float32)
+    """
+    scaling = scale_by_bias_corrected_moments(
+        b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+    )
+    return _chain(scaling, learning_rate)
 
 
 def adamw(
@@ -154,30 +160,31 @@ def adamw(
     *,
     nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdamW: Adam's step plus decoupled weight decay, :math:`-\eta_t(u^{Adam}_t + \lambda \theta_{t-1})`.
+    r"""AdamW: Adam's step plus decoupled weight decay, :math:`-\eta_t(u^{Adam}_t + \lambda \theta_{t-1})`.
 
-  ``scale_by_bias_corrected_moments``, ``add_decoupled_weight_decay``, then the learning rate;
-  equals ``optax.adamw``.
+    ``scale_by_bias_corrected_moments``, ``add_decoupled_weight_decay``, then the learning rate;
+    equals ``optax.adamw``.
 
-  Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
-  https://arxiv.org/abs/1711.05101
+    Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
+    https://arxiv.org/abs/1711.05101
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
-    weight_decay, mask: see `add_decoupled_weight_decay`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
 
-  Example:
-    >>> import jax.numpy as jnp, optax
-    >>> params = jnp.array([1.0])
-    >>> tx = adamw(0.1, weight_decay=0.5)
-    >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
-    >>> optax.apply_updates(params, updates)  # 1 - 0.1 * (1 + 0.5 * 1)
-    Array([0.8500006], dtype=float32)
-  """
-  scaling = scale_by_bias_corrected_moments(
-      b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)
-  return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0])
+      >>> tx = adamw(0.1, weight_decay=0.5)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # 1 - 0.1 * (1 + 0.5 * 1)
+      Array([0.8500006], dtype=float32)
+    """
+    scaling = scale_by_bias_corrected_moments(
+        b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+    )
+    return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
 
 
 def nadam(
@@ -190,26 +197,26 @@ def nadam(
     *,
     nesterov: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""NAdam: Adam with a Nesterov look-ahead first moment (``adam(..., nesterov=True)``).
+    r"""NAdam: Adam with a Nesterov look-ahead first moment (``adam(..., nesterov=True)``).
 
-  :math:`\hat m_t = \beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`; equals
-  ``optax.nadam``.
+    :math:`\hat m_t = \beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`; equals
+    ``optax.nadam``.
 
-  Reference: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016,
-  https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+    Reference: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016,
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = nadam(0.1)
-    >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
-    >>> updates  # -0.1 * (0.9 * 0.3 / 0.19 + 0.1 * 3 / 0.1) / sqrt(9)
-    Array([-0.14736746], dtype=float32)
-  """
-  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = nadam(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # -0.1 * (0.9 * 0.3 / 0.19 + 0.1 * 3 / 0.1) / sqrt(9)
+      Array([-0.14736746], dtype=float32)
+    """
+    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
 
 
 def nadamw(
@@ -224,28 +231,29 @@ def nadamw(
     *,
     nesterov: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""NAdamW: NAdam with decoupled weight decay (``adamw(..., nesterov=True)``).
+    r"""NAdamW: NAdam with decoupled weight decay (``adamw(..., nesterov=True)``).
 
-  Equals ``optax.nadamw``.
+    Equals ``optax.nadamw``.
 
-  References: Dozat 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ ; Loshchilov &
-  Hutter 2019, https://arxiv.org/abs/1711.05101
+    References: Dozat 2016, https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ ; Loshchilov &
+    Hutter 2019, https://arxiv.org/abs/1711.05101
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
-    weight_decay, mask: see `add_decoupled_weight_decay`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = nadamw(0.1, weight_decay=0.0)
-    >>> params = jnp.zeros(1)
-    >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
-    >>> updates
-    Array([-0.14736746], dtype=float32)
-  """
-  return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
-               nesterov=nesterov)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = nadamw(0.1, weight_decay=0.0)
+      >>> params = jnp.zeros(1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
+      >>> updates
+      Array([-0.14736746], dtype=float32)
+    """
+    return adamw(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov
+    )
 
 
 def amsgrad(
@@ -258,32 +266,39 @@ def amsgrad(
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AMSGrad: Adam whose denominator uses the running maximum :math:`\max_{\tau\le t} \hat v_\tau`.
+    r"""AMSGrad: Adam whose denominator uses the running maximum :math:`\max_{\tau\le t} \hat v_\tau`.
 
-  ``scale_by_bias_corrected_moments(amsgrad=True)`` then the learning rate; equals
-  ``optax.amsgrad`` (the maximum of the bias-corrected :math:`\hat v_t`).
+    ``scale_by_bias_corrected_moments(amsgrad=True)`` then the learning rate; equals
+    ``optax.amsgrad`` (the maximum of the bias-corrected :math:`\hat v_t`).
 
-  Reference: Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018,
-  https://arxiv.org/abs/1904.09237
+    Reference: Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018,
+    https://arxiv.org/abs/1904.09237
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu: see
-      `scale_by_bias_corrected_moments`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu: see
+        `scale_by_bias_corrected_moments`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = amsgrad(0.1)
-    >>> state = tx.init(jnp.zeros(1))
-    >>> _, state = tx.update(jnp.array([10.0]), state)
-    >>> updates, state = tx.update(jnp.array([0.0]), state)
-    >>> updates  # the maximum keeps the large first second moment
-    Array([-0.0473681], dtype=float32)
-  """
-  scaling = scale_by_bias_corrected_moments(
-      b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, amsgrad=True,
-      bias_correction_mu=bias_correction_mu, bias_correction_nu=bias_correction_nu)
-  return _chain(scaling, learning_rate)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = amsgrad(0.1)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> _, state = tx.update(jnp.array([10.0]), state)
+      >>> updates, state = tx.update(jnp.array([0.0]), state)
+      >>> updates  # the maximum keeps the large first second moment
+      Array([-0.0473681], dtype=float32)
+    """
+    scaling = scale_by_bias_corrected_moments(
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+        mu_dtype=mu_dtype,
+        amsgrad=True,
+        bias_correction_mu=bias_correction_mu,
+        bias_correction_nu=bias_correction_nu,
+    )
+    return _chain(scaling, learning_rate)
 
 
 def adamax(
@@ -292,25 +307,25 @@ def adamax(
     b2: float = 0.999,
     eps: float = 1e-8,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Adamax: :math:`\theta_t = \theta_{t-1} - \eta_t\, m_t / ((1-\beta_1^t)\, u_t)`, with :math:`u_t` an infinity norm.
+    r"""Adamax: :math:`\theta_t = \theta_{t-1} - \eta_t\, m_t / ((1-\beta_1^t)\, u_t)`, with :math:`u_t` an infinity norm.
 
-  ``scale_by_inf_norm_moments`` then the learning rate; equals ``optax.adamax``.
+    ``scale_by_inf_norm_moments`` then the learning rate; equals ``optax.adamax``.
 
-  Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1,
-  https://arxiv.org/abs/1412.6980
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1,
+    https://arxiv.org/abs/1412.6980
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps: see `scale_by_inf_norm_moments`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps: see `scale_by_inf_norm_moments`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = adamax(0.1, eps=0.0)
-    >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
-    >>> updates
-    Array([-0.09999999,  0.09999999], dtype=float32)
-  """
-  return _chain(scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps), learning_rate)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adamax(0.1, eps=0.0)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates
+      Array([-0.09999999,  0.09999999], dtype=float32)
+    """
+    return _chain(scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps), learning_rate)
 
 
 def adamaxw(
@@ -321,29 +336,29 @@ def adamaxw(
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: Mask = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdamaxW: Adamax with decoupled weight decay.
+    r"""AdamaxW: Adamax with decoupled weight decay.
 
-  ``scale_by_inf_norm_moments``, ``add_decoupled_weight_decay``, then the learning rate; equals
-  ``optax.adamaxw``.
+    ``scale_by_inf_norm_moments``, ``add_decoupled_weight_decay``, then the learning rate; equals
+    ``optax.adamaxw``.
 
-  References: Kingma & Ba 2014, https://arxiv.org/abs/1412.6980 ; Loshchilov & Hutter 2019,
-  https://arxiv.org/abs/1711.05101
+    References: Kingma & Ba 2014, https://arxiv.org/abs/1412.6980 ; Loshchilov & Hutter 2019,
+    https://arxiv.org/abs/1711.05101
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps: see `scale_by_inf_norm_moments`.
-    weight_decay, mask: see `add_decoupled_weight_decay`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps: see `scale_by_inf_norm_moments`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> params = jnp.array([1.0])
-    >>> tx = adamaxw(0.1, eps=0.0, weight_decay=0.5)
-    >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
-    >>> updates  # -0.1 * (1 + 0.5 * 1)
-    Array([-0.14999999], dtype=float32)
-  """
-  scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps)
-  return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = jnp.array([1.0])
+      >>> tx = adamaxw(0.1, eps=0.0, weight_decay=0.5)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
+      >>> updates  # -0.1 * (1 + 0.5 * 1)
+      Array([-0.14999999], dtype=float32)
+    """
+    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps)
+    return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
 
 
 def radam(
@@ -356,24 +371,25 @@ def radam(
     *,
     nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""RAdam: Adam whose adaptive step is rectified by :math:`r_t` and off until :math:`\rho_t \ge` threshold.
+    r"""RAdam: Adam whose adaptive step is rectified by :math:`r_t` and off until :math:`\rho_t \ge` threshold.
 
-  ``scale_by_rectified_moments`` then the learning rate; equals ``optax.radam``.
+    ``scale_by_rectified_moments`` then the learning rate; equals ``optax.radam``.
 
-  Reference: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020,
-  https://arxiv.org/abs/1908.03265
+    Reference: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020,
+    https://arxiv.org/abs/1908.03265
 
-  Args:
-    learning_rate: a non-negative number or a schedule.
-    b1, b2, eps, eps_root, threshold, nesterov: see `scale_by_rectified_moments`.
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, threshold, nesterov: see `scale_by_rectified_moments`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = radam(0.1)
-    >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
-    >>> updates  # the first steps are SGD with (bias-corrected) momentum
-    Array([-0.29999995], dtype=float32)
-  """
-  scaling = scale_by_rectified_moments(
-      b1=b1, b2=b2, eps=eps, eps_root=eps_root, threshold=threshold, nesterov=nesterov)
-  return _chain(scaling, learning_rate)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = radam(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # the first steps are SGD with (bias-corrected) momentum
+      Array([-0.29999995], dtype=float32)
+    """
+    scaling = scale_by_rectified_moments(
+        b1=b1, b2=b2, eps=eps, eps_root=eps_root, threshold=threshold, nesterov=nesterov
+    )
+    return _chain(scaling, learning_rate)

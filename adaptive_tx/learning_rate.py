@@ -12,16 +12,16 @@ from adaptive_tx import _validate
 
 
 class ScaleByLearningRateState(NamedTuple):
-  """State of `scale_by_learning_rate`.
+    """State of `scale_by_learning_rate`.
 
-  Attributes:
-    count: int32 scalar, the number of steps taken (saturating); the schedule's argument.
-    learning_rate: float32 scalar, the rate applied at the last step (before any step: the first
-      rate), so that diagnostics can read the effective learning rate from the state alone.
-  """
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating); the schedule's argument.
+      learning_rate: float32 scalar, the rate applied at the last step (before any step: the first
+        rate), so that diagnostics can read the effective learning rate from the state alone.
+    """
 
-  count: jax.Array
-  learning_rate: jax.Array
+    count: jax.Array
+    learning_rate: jax.Array
 
 
 def scale_by_learning_rate(
@@ -29,47 +29,47 @@ def scale_by_learning_rate(
     *,
     flip_sign: bool = True,
 ) -> optax.GradientTransformation:
-  r"""Scale updates by the (negative) learning rate, a constant or a schedule of the step count.
+    r"""Scale updates by the (negative) learning rate, a constant or a schedule of the step count.
 
-  .. math::
+    .. math::
 
-     u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \text{learning\_rate}(t-1) \text{ for a schedule}).
+       u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \text{learning\_rate}(t-1) \text{ for a schedule}).
 
-  The same arithmetic as ``optax.scale_by_learning_rate`` (the schedule sees 0, 1, 2, ...), and the
-  rate used is kept in the state (`ScaleByLearningRateState.learning_rate`).
+    The same arithmetic as ``optax.scale_by_learning_rate`` (the schedule sees 0, 1, 2, ...), and the
+    rate used is kept in the state (`ScaleByLearningRateState.learning_rate`).
 
-  Args:
-    learning_rate: a non-negative number, or a schedule ``count -> rate``.
-    flip_sign: multiply by :math:`-\eta` (descent, the default) rather than :math:`\eta`.
+    Args:
+      learning_rate: a non-negative number, or a schedule ``count -> rate``.
+      flip_sign: multiply by :math:`-\eta` (descent, the default) rather than :math:`\eta`.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is `ScaleByLearningRateState`.
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleByLearningRateState`.
 
-  Example:
-    >>> import jax.numpy as jnp, optax
-    >>> tx = scale_by_learning_rate(optax.linear_schedule(1.0, 0.0, transition_steps=4))
-    >>> state = tx.init(jnp.zeros(1))
-    >>> _, state = tx.update(jnp.ones(1), state)
-    >>> updates, state = tx.update(jnp.ones(1), state)
-    >>> updates, state.learning_rate
-    (Array([-0.75], dtype=float32), Array(0.75, dtype=float32))
-  """
-  _validate.check_learning_rate(learning_rate)
-  sign = -1 if flip_sign else 1
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = scale_by_learning_rate(optax.linear_schedule(1.0, 0.0, transition_steps=4))
+      >>> state = tx.init(jnp.zeros(1))
+      >>> _, state = tx.update(jnp.ones(1), state)
+      >>> updates, state = tx.update(jnp.ones(1), state)
+      >>> updates, state.learning_rate
+      (Array([-0.75], dtype=float32), Array(0.75, dtype=float32))
+    """
+    _validate.check_learning_rate(learning_rate)
+    sign = -1 if flip_sign else 1
 
-  def rate(count):
-    value = learning_rate(count) if callable(learning_rate) else learning_rate
-    return jnp.asarray(value, jnp.float32)
+    def rate(count):
+        value = learning_rate(count) if callable(learning_rate) else learning_rate
+        return jnp.asarray(value, jnp.float32)
 
-  def init_fn(params):
-    del params
-    count = jnp.zeros([], jnp.int32)
-    return ScaleByLearningRateState(count=count, learning_rate=rate(count))
+    def init_fn(params):
+        del params
+        count = jnp.zeros([], jnp.int32)
+        return ScaleByLearningRateState(count=count, learning_rate=rate(count))
 
-  def update_fn(updates, state, params=None):
-    del params
-    current = rate(state.count)
-    updates = jax.tree.map(lambda g: jnp.array(sign * current, dtype=g.dtype) * g, updates)
-    return updates, ScaleByLearningRateState(optax.safe_increment(state.count), current)
+    def update_fn(updates, state, params=None):
+        del params
+        current = rate(state.count)
+        updates = jax.tree.map(lambda g: jnp.array(sign * current, dtype=g.dtype) * g, updates)
+        return updates, ScaleByLearningRateState(optax.safe_increment(state.count), current)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -19,118 +19,126 @@ from adaptive_tx.rule import Rule, abs_sq, bias_correction, dense_transformation
 
 
 class ScaleByBiasCorrectedMomentsState(NamedTuple):
-  """State of `scale_by_bias_corrected_moments`.
+    """State of `scale_by_bias_corrected_moments`.
 
-  Attributes:
-    count: int32 scalar, the number of steps taken (saturating).
-    mu: params-shaped tree, the first moment :math:`m_t` (``mu_dtype``).
-    nu: params-shaped tree, the second moment :math:`v_t` (``nu_dtype``).
-    nu_max: params-shaped tree, the running maximum of :math:`\\hat v_t` (AMSGrad only, else None).
-  """
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating).
+      mu: params-shaped tree, the first moment :math:`m_t` (``mu_dtype``).
+      nu: params-shaped tree, the second moment :math:`v_t` (``nu_dtype``).
+      nu_max: params-shaped tree, the running maximum of :math:`\\hat v_t` (AMSGrad only, else None).
+    """
 
-  count: jax.Array
-  mu: optax.Updates
-  nu: optax.Updates
-  nu_max: optax.Updates | None = None
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: optax.Updates | None = None
 
 
 class ScaleByInfNormMomentsState(NamedTuple):
-  """State of `scale_by_inf_norm_moments`.
+    """State of `scale_by_inf_norm_moments`.
 
-  Attributes:
-    count: int32 scalar, the number of steps taken (saturating).
-    mu: params-shaped tree, the first moment :math:`m_t`.
-    nu: params-shaped tree, the exponentially weighted infinity norm :math:`u_t`.
-  """
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating).
+      mu: params-shaped tree, the first moment :math:`m_t`.
+      nu: params-shaped tree, the exponentially weighted infinity norm :math:`u_t`.
+    """
 
-  count: jax.Array
-  mu: optax.Updates
-  nu: optax.Updates
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
 
 
 class ScaleByRectifiedMomentsState(NamedTuple):
-  """State of `scale_by_rectified_moments`.
+    """State of `scale_by_rectified_moments`.
 
-  Attributes:
-    count: int32 scalar, the number of steps taken (saturating).
-    mu: params-shaped tree, the first moment :math:`m_t`.
-    nu: params-shaped tree, the second moment :math:`v_t`.
-  """
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating).
+      mu: params-shaped tree, the first moment :math:`m_t`.
+      nu: params-shaped tree, the second moment :math:`v_t`.
+    """
 
-  count: jax.Array
-  mu: optax.Updates
-  nu: optax.Updates
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
 
 
 def _first_moment_direction(b1: Any, nesterov: bool, debias: bool = True):
-  r"""The direction of the Adam family: :math:`m_t`, or NAdam's look-ahead.
+    r"""The direction of the Adam family: :math:`m_t`, or NAdam's look-ahead.
 
-  NAdam (optax, Dozat 2016) uses :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`;
-  with the scale holding :math:`1/(1-\beta_1^t)`, the direction is
-  :math:`\beta_1 \frac{1-\beta_1^t}{1-\beta_1^{t+1}} m_t + (1-\beta_1) g_t`.
-  """
+    NAdam (optax, Dozat 2016) uses :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`;
+    with the scale holding :math:`1/(1-\beta_1^t)`, the direction is
+    :math:`\beta_1 \frac{1-\beta_1^t}{1-\beta_1^{t+1}} m_t + (1-\beta_1) g_t`.
+    """
 
-  def direction(g, stats, t):
-    mu = stats[0]
-    if not nesterov:
-      return mu
-    ratio = bias_correction(b1, t) / bias_correction(b1, optax.safe_increment(t)) if debias else 1.0
-    return (b1 * ratio) * mu + (1 - b1) * g
+    def direction(g, stats, t):
+        mu = stats[0]
+        if not nesterov:
+            return mu
+        ratio = (
+            bias_correction(b1, t) / bias_correction(b1, optax.safe_increment(t)) if debias else 1.0
+        )
+        return (b1 * ratio) * mu + (1 - b1) * g
 
-  return direction
+    return direction
 
 
 def _accumulate_moments(b1: Any, b2: Any):
-  """Adam's two moment updates, shared by Adam and RAdam."""
+    """Adam's two moment updates, shared by Adam and RAdam."""
 
-  def accumulate(g, stats, t):
-    mu, nu = stats[:2]
-    return ema(mu, g, b1), ema(nu, abs_sq(g), b2)
+    def accumulate(g, stats, t):
+        mu, nu = stats[:2]
+        return ema(mu, g, b1), ema(nu, abs_sq(g), b2)
 
-  return accumulate
+    return accumulate
 
 
 def bias_corrected_moments_rule(
-    b1: Any, b2: Any, eps: Any, eps_root: Any, nesterov: bool, amsgrad: bool,
-    bias_correction_mu: bool = True, bias_correction_nu: bool = True,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    nesterov: bool,
+    amsgrad: bool,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
 ) -> Rule:
-  r"""The Adam / NAdam / AMSGrad rule for one coordinate (see `scale_by_bias_corrected_moments`).
+    r"""The Adam / NAdam / AMSGrad rule for one coordinate (see `scale_by_bias_corrected_moments`).
 
-  Example:
-    >>> rule = bias_corrected_moments_rule(0.9, 0.999, 0.0, 0.0, False, False)
-    >>> stats = rule.accumulate(jnp.array([2.0]), (jnp.zeros(1), jnp.zeros(1)), jnp.int32(1))
-    >>> rule.direction(None, stats, 1) * rule.scale(stats, jnp.int32(1))  # Adam's first step: ~sign(g)
-    Array([0.99999344], dtype=float32)
-  """
-  moments = _accumulate_moments(b1, b2)
+    Example:
+      >>> rule = bias_corrected_moments_rule(0.9, 0.999, 0.0, 0.0, False, False)
+      >>> stats = rule.accumulate(jnp.array([2.0]), (jnp.zeros(1), jnp.zeros(1)), jnp.int32(1))
+      >>> rule.direction(None, stats, 1) * rule.scale(stats, jnp.int32(1))  # Adam's first step: ~sign(g)
+      Array([0.99999344], dtype=float32)
+    """
+    moments = _accumulate_moments(b1, b2)
 
-  def inv_correction(decay, t, enabled):
-    return 1 / bias_correction(decay, t) if enabled else 1.0
+    def inv_correction(decay, t, enabled):
+        return 1 / bias_correction(decay, t) if enabled else 1.0
 
-  def accumulate(g, stats, t):
-    mu, nu = moments(g, stats, t)
-    if not amsgrad:
-      return mu, nu
-    nu_max = jnp.maximum(stats[2], nu * inv_correction(b2, t, bias_correction_nu))
-    return mu, nu, nu_max
+    def accumulate(g, stats, t):
+        mu, nu = moments(g, stats, t)
+        if not amsgrad:
+            return mu, nu
+        nu_max = jnp.maximum(stats[2], nu * inv_correction(b2, t, bias_correction_nu))
+        return mu, nu, nu_max
 
-  def scale(stats, t):
-    v = stats[2] if amsgrad else stats[1] * inv_correction(b2, t, bias_correction_nu)
-    return inv_correction(b1, t, bias_correction_mu) / (jnp.sqrt(v + eps_root) + eps)
+    def scale(stats, t):
+        v = stats[2] if amsgrad else stats[1] * inv_correction(b2, t, bias_correction_nu)
+        return inv_correction(b1, t, bias_correction_mu) / (jnp.sqrt(v + eps_root) + eps)
 
-  return Rule(
-      initial=(0.0, 0.0, 0.0) if amsgrad else (0.0, 0.0),
-      accumulate=accumulate,
-      direction=_first_moment_direction(b1, nesterov, bias_correction_mu),
-      scale=scale,
-  )
+    return Rule(
+        initial=(0.0, 0.0, 0.0) if amsgrad else (0.0, 0.0),
+        accumulate=accumulate,
+        direction=_first_moment_direction(b1, nesterov, bias_correction_mu),
+        scale=scale,
+    )
 
 
 def _check_moment_args(b1, b2, eps, eps_root=0.0):
-  _validate.check_unit_interval("b1", b1)
-  _validate.check_unit_interval("b2", b2)
-  _validate.check_non_negative("eps", eps)
-  _validate.check_non_negative("eps_root", eps_root)
+    _validate.check_unit_interval("b1", b1)
+    _validate.check_unit_interval("b2", b2)
+    _validate.check_non_negative("eps", eps)
+    _validate.check_non_negative("eps_root", eps_root)
 
 
 def scale_by_bias_corrected_moments(
@@ -146,74 +154,75 @@ def scale_by_bias_corrected_moments(
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
 ) -> optax.GradientTransformation:
-  r"""Scale by bias-corrected first and second moments (Adam; NAdam; AMSGrad).
+    r"""Scale by bias-corrected first and second moments (Adam; NAdam; AMSGrad).
 
-  .. math::
+    .. math::
 
-     m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-     v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
-     \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t}, \qquad
-     u_t = \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
+       m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+       v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+       \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t}, \qquad
+       u_t = \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
 
-  ``nesterov`` (NAdam) replaces :math:`\hat m_t` by
-  :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`. ``amsgrad`` replaces
-  :math:`\hat v_t` by its running maximum :math:`\max_{\tau \le t} \hat v_\tau` (optax's convention;
-  torch takes the maximum of the raw :math:`v_t`). The bias corrections are float32 scalars.
+    ``nesterov`` (NAdam) replaces :math:`\hat m_t` by
+    :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`. ``amsgrad`` replaces
+    :math:`\hat v_t` by its running maximum :math:`\max_{\tau \le t} \hat v_\tau` (optax's convention;
+    torch takes the maximum of the raw :math:`v_t`). The bias corrections are float32 scalars.
 
-  References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
-  https://arxiv.org/abs/1412.6980 ; Dozat, "Incorporating Nesterov Momentum into Adam", 2016,
-  https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ ; Reddi, Kale & Kumar, "On the Convergence of
-  Adam and Beyond", 2018, https://arxiv.org/abs/1904.09237
+    References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
+    https://arxiv.org/abs/1412.6980 ; Dozat, "Incorporating Nesterov Momentum into Adam", 2016,
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ ; Reddi, Kale & Kumar, "On the Convergence of
+    Adam and Beyond", 2018, https://arxiv.org/abs/1904.09237
 
-  Args:
-    b1: :math:`\beta_1`, in [0, 1).
-    b2: :math:`\beta_2`, in [0, 1).
-    eps: ε outside the square root, >= 0.
-    eps_root: ε inside the square root, >= 0 (useful when differentiating through the update).
-    mu_dtype: storage dtype of :math:`m_t` (None: the parameters' dtype); arithmetic is float32.
-    nu_dtype: storage dtype of :math:`v_t` (and of the AMSGrad maximum).
-    nesterov: use NAdam's look-ahead first moment.
-    amsgrad: use the running maximum of the second moment.
-    bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
-    bias_correction_nu: divide :math:`v_t` by :math:`1-\beta_2^t`.
+    Args:
+      b1: :math:`\beta_1`, in [0, 1).
+      b2: :math:`\beta_2`, in [0, 1).
+      eps: ε outside the square root, >= 0.
+      eps_root: ε inside the square root, >= 0 (useful when differentiating through the update).
+      mu_dtype: storage dtype of :math:`m_t` (None: the parameters' dtype); arithmetic is float32.
+      nu_dtype: storage dtype of :math:`v_t` (and of the AMSGrad maximum).
+      nesterov: use NAdam's look-ahead first moment.
+      amsgrad: use the running maximum of the second moment.
+      bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
+      bias_correction_nu: divide :math:`v_t` by :math:`1-\beta_2^t`.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is `ScaleByBiasCorrectedMomentsState`.
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleByBiasCorrectedMomentsState`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = scale_by_bias_corrected_moments()
-    >>> state = tx.init(jnp.zeros(2))
-    >>> updates, state = tx.update(jnp.array([0.5, -3.0]), state)
-    >>> updates  # the first Adam step is the sign of the gradient (up to float32 rounding of b2)
-    Array([ 0.99999344, -0.99999344], dtype=float32)
-  """
-  _check_moment_args(b1, b2, eps, eps_root)
-  rule = bias_corrected_moments_rule(
-      b1, b2, eps, eps_root, nesterov, amsgrad, bias_correction_mu, bias_correction_nu)
-  dtypes = (mu_dtype, nu_dtype, nu_dtype) if amsgrad else (mu_dtype, nu_dtype)
-  return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, dtypes)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_bias_corrected_moments()
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.array([0.5, -3.0]), state)
+      >>> updates  # the first Adam step is the sign of the gradient (up to float32 rounding of b2)
+      Array([ 0.99999344, -0.99999344], dtype=float32)
+    """
+    _check_moment_args(b1, b2, eps, eps_root)
+    rule = bias_corrected_moments_rule(
+        b1, b2, eps, eps_root, nesterov, amsgrad, bias_correction_mu, bias_correction_nu
+    )
+    dtypes = (mu_dtype, nu_dtype, nu_dtype) if amsgrad else (mu_dtype, nu_dtype)
+    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, dtypes)
 
 
 def inf_norm_moments_rule(b1: Any, b2: Any, eps: Any) -> Rule:
-  r"""The Adamax rule for one coordinate (see `scale_by_inf_norm_moments`).
+    r"""The Adamax rule for one coordinate (see `scale_by_inf_norm_moments`).
 
-  Example:
-    >>> rule = inf_norm_moments_rule(0.9, 0.999, 0.0)
-    >>> rule.accumulate(jnp.array([-2.0]), (jnp.zeros(1), jnp.ones(1)), jnp.int32(1))
-    (Array([-0.2], dtype=float32), Array([2.], dtype=float32))
-  """
+    Example:
+      >>> rule = inf_norm_moments_rule(0.9, 0.999, 0.0)
+      >>> rule.accumulate(jnp.array([-2.0]), (jnp.zeros(1), jnp.ones(1)), jnp.int32(1))
+      (Array([-0.2], dtype=float32), Array([2.], dtype=float32))
+    """
 
-  def accumulate(g, stats, t):
-    mu, nu = stats
-    return ema(mu, g, b1), jnp.maximum(b2 * nu, jnp.abs(g) + eps)
+    def accumulate(g, stats, t):
+        mu, nu = stats
+        return ema(mu, g, b1), jnp.maximum(b2 * nu, jnp.abs(g) + eps)
 
-  return Rule(
-      initial=(0.0, 0.0),
-      accumulate=accumulate,
-      direction=_first_moment_direction(b1, nesterov=False),
-      scale=lambda stats, t: (1 / bias_correction(b1, t)) / stats[1],
-  )
+    return Rule(
+        initial=(0.0, 0.0),
+        accumulate=accumulate,
+        direction=_first_moment_direction(b1, nesterov=False),
+        scale=lambda stats, t: (1 / bias_correction(b1, t)) / stats[1],
+    )
 
 
 def scale_by_inf_norm_moments(
@@ -221,66 +230,71 @@ def scale_by_inf_norm_moments(
     b2: float = 0.999,
     eps: float = 1e-8,
 ) -> optax.GradientTransformation:
-  r"""Scale by a bias-corrected first moment over an exponentially weighted infinity norm (Adamax).
+    r"""Scale by a bias-corrected first moment over an exponentially weighted infinity norm (Adamax).
 
-  .. math::
+    .. math::
 
-     m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-     u_t = \max(\beta_2 u_{t-1}, |g_t| + \epsilon), \qquad
-     \text{update}_t = \frac{m_t}{(1-\beta_1^t)\, u_t}.
+       m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+       u_t = \max(\beta_2 u_{t-1}, |g_t| + \epsilon), \qquad
+       \text{update}_t = \frac{m_t}{(1-\beta_1^t)\, u_t}.
 
-  ε sits inside the maximum (optax and torch); keras adds it to the denominator instead.
+    ε sits inside the maximum (optax and torch); keras adds it to the denominator instead.
 
-  Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1,
-  https://arxiv.org/abs/1412.6980
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1,
+    https://arxiv.org/abs/1412.6980
 
-  Args:
-    b1: :math:`\beta_1`, in [0, 1).
-    b2: :math:`\beta_2`, in [0, 1).
-    eps: added to :math:`|g_t|`, >= 0.
+    Args:
+      b1: :math:`\beta_1`, in [0, 1).
+      b2: :math:`\beta_2`, in [0, 1).
+      eps: added to :math:`|g_t|`, >= 0.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is `ScaleByInfNormMomentsState`.
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleByInfNormMomentsState`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = scale_by_inf_norm_moments(eps=0.0)
-    >>> state = tx.init(jnp.zeros(2))
-    >>> updates, state = tx.update(jnp.array([0.5, -4.0]), state)
-    >>> updates
-    Array([ 0.9999998, -0.9999998], dtype=float32)
-  """
-  _check_moment_args(b1, b2, eps)
-  return dense_transformation(inf_norm_moments_rule(b1, b2, eps), ScaleByInfNormMomentsState)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_inf_norm_moments(eps=0.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.array([0.5, -4.0]), state)
+      >>> updates
+      Array([ 0.9999998, -0.9999998], dtype=float32)
+    """
+    _check_moment_args(b1, b2, eps)
+    return dense_transformation(inf_norm_moments_rule(b1, b2, eps), ScaleByInfNormMomentsState)
 
 
 def rectified_moments_rule(
-    b1: Any, b2: Any, eps: Any, eps_root: Any, threshold: Any, nesterov: bool,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    threshold: Any,
+    nesterov: bool,
 ) -> Rule:
-  r"""The RAdam rule for one coordinate (see `scale_by_rectified_moments`).
+    r"""The RAdam rule for one coordinate (see `scale_by_rectified_moments`).
 
-  Example:
-    >>> rule = rectified_moments_rule(0.9, 0.999, 1e-8, 0.0, 5.0, False)
-    >>> rule.scale((jnp.ones(1), jnp.ones(1)), jnp.int32(1))  # rho_1 < 5: plain SGD with momentum
-    Array([9.999998], dtype=float32)
-  """
-  rho_inf = 2 / (1 - b2) - 1
+    Example:
+      >>> rule = rectified_moments_rule(0.9, 0.999, 1e-8, 0.0, 5.0, False)
+      >>> rule.scale((jnp.ones(1), jnp.ones(1)), jnp.int32(1))  # rho_1 < 5: plain SGD with momentum
+      Array([9.999998], dtype=float32)
+    """
+    rho_inf = 2 / (1 - b2) - 1
 
-  def scale(stats, t):
-    nu = stats[1]
-    inv_bc1 = 1 / bias_correction(b1, t)
-    bc2 = bias_correction(b2, t)
-    rho = rho_inf - 2 * t * (1 - bc2) / bc2
-    r = jnp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-    adaptive = (r * inv_bc1) / (jnp.sqrt(nu / bc2 + eps_root) + eps)
-    return jnp.where(rho >= threshold, adaptive, inv_bc1)
+    def scale(stats, t):
+        nu = stats[1]
+        inv_bc1 = 1 / bias_correction(b1, t)
+        bc2 = bias_correction(b2, t)
+        rho = rho_inf - 2 * t * (1 - bc2) / bc2
+        r = jnp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        adaptive = (r * inv_bc1) / (jnp.sqrt(nu / bc2 + eps_root) + eps)
+        return jnp.where(rho >= threshold, adaptive, inv_bc1)
 
-  return Rule(
-      initial=(0.0, 0.0),
-      accumulate=_accumulate_moments(b1, b2),
-      direction=_first_moment_direction(b1, nesterov),
-      scale=scale,
-  )
+    return Rule(
+        initial=(0.0, 0.0),
+        accumulate=_accumulate_moments(b1, b2),
+        direction=_first_moment_direction(b1, nesterov),
+        scale=scale,
+    )
 
 
 def scale_by_rectified_moments(
@@ -291,45 +305,45 @@ def scale_by_rectified_moments(
     threshold: float = 5.0,
     nesterov: bool = False,
 ) -> optax.GradientTransformation:
-  r"""Scale by rectified bias-corrected moments (RAdam).
+    r"""Scale by rectified bias-corrected moments (RAdam).
 
-  .. math::
+    .. math::
 
-     \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
-     \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \quad
-     r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}},
+       \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+       \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t}, \quad
+       r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}},
 
-  .. math::
+    .. math::
 
-     u_t = r_t \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}
-     \text{ if } \rho_t \ge \text{threshold, else } \hat m_t,
+       u_t = r_t \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}
+       \text{ if } \rho_t \ge \text{threshold, else } \hat m_t,
 
-  with :math:`\hat m_t, \hat v_t` as in Adam (NAdam's :math:`\hat m_t` with ``nesterov``). The
-  variance of the adaptive step is undefined during the first steps; RAdam falls back to SGD with
-  momentum until :math:`\rho_t` passes the threshold (5 in the paper and optax; torch uses 5 too).
+    with :math:`\hat m_t, \hat v_t` as in Adam (NAdam's :math:`\hat m_t` with ``nesterov``). The
+    variance of the adaptive step is undefined during the first steps; RAdam falls back to SGD with
+    momentum until :math:`\rho_t` passes the threshold (5 in the paper and optax; torch uses 5 too).
 
-  Reference: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", 2019,
-  https://arxiv.org/abs/1908.03265
+    Reference: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", 2019,
+    https://arxiv.org/abs/1908.03265
 
-  Args:
-    b1: :math:`\beta_1`, in [0, 1).
-    b2: :math:`\beta_2`, in [0, 1).
-    eps: ε outside the square root, >= 0.
-    eps_root: ε inside the square root, >= 0.
-    threshold: the :math:`\rho_t` from which the adaptive step is used.
-    nesterov: use NAdam's look-ahead first moment.
+    Args:
+      b1: :math:`\beta_1`, in [0, 1).
+      b2: :math:`\beta_2`, in [0, 1).
+      eps: ε outside the square root, >= 0.
+      eps_root: ε inside the square root, >= 0.
+      threshold: the :math:`\rho_t` from which the adaptive step is used.
+      nesterov: use NAdam's look-ahead first moment.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is `ScaleByRectifiedMomentsState`.
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleByRectifiedMomentsState`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = scale_by_rectified_moments()
-    >>> state = tx.init(jnp.zeros(2))
-    >>> updates, state = tx.update(jnp.array([0.5, -3.0]), state)
-    >>> updates  # the first steps are momentum SGD: the bias-corrected gradient itself
-    Array([ 0.4999999, -2.9999995], dtype=float32)
-  """
-  _check_moment_args(b1, b2, eps, eps_root)
-  rule = rectified_moments_rule(b1, b2, eps, eps_root, threshold, nesterov)
-  return dense_transformation(rule, ScaleByRectifiedMomentsState)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_rectified_moments()
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.array([0.5, -3.0]), state)
+      >>> updates  # the first steps are momentum SGD: the bias-corrected gradient itself
+      Array([ 0.4999999, -2.9999995], dtype=float32)
+    """
+    _check_moment_args(b1, b2, eps, eps_root)
+    rule = rectified_moments_rule(b1, b2, eps, eps_root, threshold, nesterov)
+    return dense_transformation(rule, ScaleByRectifiedMomentsState)

@@ -29,96 +29,96 @@ Stats = tuple[jax.Array, ...]
 
 
 class Rule(NamedTuple):
-  """An adaptive method written once, as elementwise functions on arrays.
+    """An adaptive method written once, as elementwise functions on arrays.
 
-  Attributes:
-    initial: the initial value of each statistic, one scalar per statistic.
-    accumulate: ``(g, stats, t) -> stats``: the statistics after seeing gradient ``g`` at step ``t``.
-    direction: ``(g, stats, t) -> d``: the direction (``g`` for Adagrad/RMSProp, the first moment for
-      the Adam family).
-    scale: ``(stats, t) -> s``: the per-coordinate factor, the update being ``d * s``.
+    Attributes:
+      initial: the initial value of each statistic, one scalar per statistic.
+      accumulate: ``(g, stats, t) -> stats``: the statistics after seeing gradient ``g`` at step ``t``.
+      direction: ``(g, stats, t) -> d``: the direction (``g`` for Adagrad/RMSProp, the first moment for
+        the Adam family).
+      scale: ``(stats, t) -> s``: the per-coordinate factor, the update being ``d * s``.
 
-  All functions receive float32 (or wider) arrays of one leaf and the step ``t`` as an int32 scalar;
-  they must be elementwise so that any subset of coordinates (a row of a table) can be updated alone.
+    All functions receive float32 (or wider) arrays of one leaf and the step ``t`` as an int32 scalar;
+    they must be elementwise so that any subset of coordinates (a row of a table) can be updated alone.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> sign_rule = Rule(initial=(), accumulate=lambda g, s, t: s,
-    ...                  direction=lambda g, s, t: jnp.sign(g), scale=lambda s, t: 1.0)
-    >>> apply_rule(sign_rule, jnp.array([-2.0, 3.0]), (), jnp.int32(1))[0]
-    Array([-1.,  1.], dtype=float32)
-  """
+    Example:
+      >>> import jax.numpy as jnp
+      >>> sign_rule = Rule(initial=(), accumulate=lambda g, s, t: s,
+      ...                  direction=lambda g, s, t: jnp.sign(g), scale=lambda s, t: 1.0)
+      >>> apply_rule(sign_rule, jnp.array([-2.0, 3.0]), (), jnp.int32(1))[0]
+      Array([-1.,  1.], dtype=float32)
+    """
 
-  initial: tuple[Any, ...]
-  accumulate: Callable[[jax.Array, Stats, jax.Array], Stats]
-  direction: Callable[[jax.Array, Stats, jax.Array], jax.Array]
-  scale: Callable[[Stats, jax.Array], jax.Array]
+    initial: tuple[Any, ...]
+    accumulate: Callable[[jax.Array, Stats, jax.Array], Stats]
+    direction: Callable[[jax.Array, Stats, jax.Array], jax.Array]
+    scale: Callable[[Stats, jax.Array], jax.Array]
 
 
 def abs_sq(g: jax.Array) -> jax.Array:
-  r"""The elementwise squared modulus :math:`|g|^2` (real for complex inputs).
+    r"""The elementwise squared modulus :math:`|g|^2` (real for complex inputs).
 
-  Example:
-    >>> abs_sq(jnp.array([3.0, -2.0]))
-    Array([9., 4.], dtype=float32)
-  """
-  if jnp.iscomplexobj(g):
-    return jnp.real(g * jnp.conj(g))
-  return g * g
+    Example:
+      >>> abs_sq(jnp.array([3.0, -2.0]))
+      Array([9., 4.], dtype=float32)
+    """
+    if jnp.iscomplexobj(g):
+        return jnp.real(g * jnp.conj(g))
+    return g * g
 
 
 def ema(previous: jax.Array, value: jax.Array, decay: Any) -> jax.Array:
-  r"""An exponential moving average step, :math:`(1-\beta)\,x + \beta\,m`, as optax writes it.
+    r"""An exponential moving average step, :math:`(1-\beta)\,x + \beta\,m`, as optax writes it.
 
-  Example:
-    >>> ema(jnp.array([1.0]), jnp.array([3.0]), 0.5)
-    Array([2.], dtype=float32)
-  """
-  return (1 - decay) * value + decay * previous
+    Example:
+      >>> ema(jnp.array([1.0]), jnp.array([3.0]), 0.5)
+      Array([2.], dtype=float32)
+    """
+    return (1 - decay) * value + decay * previous
 
 
 def bias_correction(decay: Any, t: jax.Array) -> jax.Array:
-  r"""The scalar :math:`1 - \beta^t`, computed in float32 (float64 under x64) as optax does.
+    r"""The scalar :math:`1 - \beta^t`, computed in float32 (float64 under x64) as optax does.
 
-  β is rounded to float32 first, which puts a relative error of up to ~1e-5 in the result for
-  β = 0.999 (optax's first Adam step is 0.9999934, not 1). Kept for exact parity with optax.
+    β is rounded to float32 first, which puts a relative error of up to ~1e-5 in the result for
+    β = 0.999 (optax's first Adam step is 0.9999934, not 1). Kept for exact parity with optax.
 
-  Example:
-    >>> bias_correction(0.9, jnp.int32(2))
-    Array(0.19000006, dtype=float32)
-  """
-  return 1 - jnp.asarray(decay, jnp.result_type(float)) ** t
+    Example:
+      >>> bias_correction(0.9, jnp.int32(2))
+      Array(0.19000006, dtype=float32)
+    """
+    return 1 - jnp.asarray(decay, jnp.result_type(float)) ** t
 
 
 def compute_dtype(dtype: Any) -> jnp.dtype:
-  """The dtype a rule computes in: float32 for lower precisions, else the dtype itself.
+    """The dtype a rule computes in: float32 for lower precisions, else the dtype itself.
 
-  Example:
-    >>> compute_dtype(jnp.bfloat16)
-    dtype('float32')
-  """
-  return jnp.promote_types(dtype, jnp.float32)
+    Example:
+      >>> compute_dtype(jnp.bfloat16)
+      dtype('float32')
+    """
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[jax.Array, Stats]:
-  r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
+    r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
 
-  The rule computes in float32 (or wider); the update takes the gradient's dtype and each statistic
-  keeps the dtype it is stored in.
+    The rule computes in float32 (or wider); the update takes the gradient's dtype and each statistic
+    keeps the dtype it is stored in.
 
-  Example:
-    >>> from adaptive_tx.sum_of_squares import sum_of_squares_rule
-    >>> update, (acc,) = apply_rule(sum_of_squares_rule(0.0, 0.0), jnp.array([2.0]),
-    ...                             (jnp.array([0.0]),), jnp.int32(1))
-    >>> update, acc
-    (Array([1.], dtype=float32), Array([4.], dtype=float32))
-  """
-  dtype = compute_dtype(g.dtype)
-  wide_g = g.astype(dtype)
-  wide_stats = tuple(s.astype(compute_dtype(s.dtype)) for s in stats)
-  new_stats = rule.accumulate(wide_g, wide_stats, t)
-  update = rule.direction(wide_g, new_stats, t) * rule.scale(new_stats, t)
-  return update.astype(g.dtype), tuple(n.astype(s.dtype) for n, s in zip(new_stats, stats))
+    Example:
+      >>> from adaptive_tx.sum_of_squares import sum_of_squares_rule
+      >>> update, (acc,) = apply_rule(sum_of_squares_rule(0.0, 0.0), jnp.array([2.0]),
+      ...                             (jnp.array([0.0]),), jnp.int32(1))
+      >>> update, acc
+      (Array([1.], dtype=float32), Array([4.], dtype=float32))
+    """
+    dtype = compute_dtype(g.dtype)
+    wide_g = g.astype(dtype)
+    wide_stats = tuple(s.astype(compute_dtype(s.dtype)) for s in stats)
+    new_stats = rule.accumulate(wide_g, wide_stats, t)
+    update = rule.direction(wide_g, new_stats, t) * rule.scale(new_stats, t)
+    return update.astype(g.dtype), tuple(n.astype(s.dtype) for n, s in zip(new_stats, stats))
 
 
 def dense_transformation(
@@ -126,60 +126,63 @@ def dense_transformation(
     state_type: type,
     stat_dtypes: Sequence[Any] | None = None,
 ) -> optax.GradientTransformation:
-  r"""The Optax transformation that applies `rule` to every leaf of a pytree.
+    r"""The Optax transformation that applies `rule` to every leaf of a pytree.
 
-  The state is ``state_type(count, *stats)``: an int32 step counter that saturates at its maximum,
-  then one params-shaped tree per statistic of the rule, in the rule's order.
+    The state is ``state_type(count, *stats)``: an int32 step counter that saturates at its maximum,
+    then one params-shaped tree per statistic of the rule, in the rule's order.
 
-  Args:
-    rule: the per-coordinate rule.
-    state_type: the `NamedTuple` holding the state; its first field is ``count``.
-    stat_dtypes: the storage dtype of each statistic (None: the parameter's dtype).
+    Args:
+      rule: the per-coordinate rule.
+      state_type: the `NamedTuple` holding the state; its first field is ``count``.
+      stat_dtypes: the storage dtype of each statistic (None: the parameter's dtype).
 
-  Returns:
-    An `optax.GradientTransformation`.
+    Returns:
+      An `optax.GradientTransformation`.
 
-  Example:
-    >>> import optax
-    >>> from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState, sum_of_squares_rule
-    >>> tx = dense_transformation(sum_of_squares_rule(0.1, 1e-7), ScaleBySumOfSquaresState)
-    >>> state = tx.init({'w': jnp.zeros(2)})
-    >>> updates, state = tx.update({'w': jnp.array([1.0, 0.0])}, state)
-    >>> updates['w']
-    Array([0.9534625, 0.       ], dtype=float32)
-  """
-  if stat_dtypes is None:
-    stat_dtypes = (None,) * len(rule.initial)
-  if len(stat_dtypes) != len(rule.initial):
-    raise ValueError(
-        f"stat_dtypes has {len(stat_dtypes)} entries, the rule has {len(rule.initial)}")
-  dtypes = tuple(_validate.check_state_dtype(dtype) for dtype in stat_dtypes)
-  where = state_type.__name__.removesuffix("State")
-  num_stats = len(rule.initial)
+    Example:
+      >>> import optax
+      >>> from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState, sum_of_squares_rule
+      >>> tx = dense_transformation(sum_of_squares_rule(0.1, 1e-7), ScaleBySumOfSquaresState)
+      >>> state = tx.init({'w': jnp.zeros(2)})
+      >>> updates, state = tx.update({'w': jnp.array([1.0, 0.0])}, state)
+      >>> updates['w']
+      Array([0.9534625, 0.       ], dtype=float32)
+    """
+    if stat_dtypes is None:
+        stat_dtypes = (None,) * len(rule.initial)
+    if len(stat_dtypes) != len(rule.initial):
+        raise ValueError(
+            f"stat_dtypes has {len(stat_dtypes)} entries, the rule has {len(rule.initial)}"
+        )
+    dtypes = tuple(_validate.check_state_dtype(dtype) for dtype in stat_dtypes)
+    where = state_type.__name__.removesuffix("State")
+    num_stats = len(rule.initial)
 
-  def init_fn(params):
-    stats = [optax.tree.full_like(params, value, dtype=dtype)
-             for value, dtype in zip(rule.initial, dtypes)]
-    return state_type(jnp.zeros([], jnp.int32), *stats)
+    def init_fn(params):
+        stats = [
+            optax.tree.full_like(params, value, dtype=dtype)
+            for value, dtype in zip(rule.initial, dtypes)
+        ]
+        return state_type(jnp.zeros([], jnp.int32), *stats)
 
-  def update_fn(updates, state, params=None):
-    del params
-    stat_trees = tuple(state[1:1 + num_stats])
-    for stats in stat_trees:
-      _validate.check_tree_matches(where, updates, stats)
-    count = optax.safe_increment(state.count)
-    leaves, treedef = jax.tree.flatten(updates)
-    stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
-    new_leaves, new_stat_leaves = [], []
-    for g, *stats in zip(leaves, *stat_leaves):
-      update, new_stats = apply_rule(rule, g, tuple(stats), count)
-      new_leaves.append(update)
-      new_stat_leaves.append(new_stats)
-    new_updates = treedef.unflatten(new_leaves)
-    new_stat_trees = [treedef.unflatten(list(column)) for column in zip(*new_stat_leaves)]
-    if not new_leaves:  # empty params: keep the (empty) statistic trees
-      new_stat_trees = list(stat_trees)
-    chex.assert_trees_all_equal_shapes_and_dtypes(new_updates, updates)
-    return new_updates, state_type(count, *new_stat_trees)
+    def update_fn(updates, state, params=None):
+        del params
+        stat_trees = tuple(state[1 : 1 + num_stats])
+        for stats in stat_trees:
+            _validate.check_tree_matches(where, updates, stats)
+        count = optax.safe_increment(state.count)
+        leaves, treedef = jax.tree.flatten(updates)
+        stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
+        new_leaves, new_stat_leaves = [], []
+        for g, *stats in zip(leaves, *stat_leaves):
+            update, new_stats = apply_rule(rule, g, tuple(stats), count)
+            new_leaves.append(update)
+            new_stat_leaves.append(new_stats)
+        new_updates = treedef.unflatten(new_leaves)
+        new_stat_trees = [treedef.unflatten(list(column)) for column in zip(*new_stat_leaves)]
+        if not new_leaves:  # empty params: keep the (empty) statistic trees
+            new_stat_trees = list(stat_trees)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_updates, updates)
+        return new_updates, state_type(count, *new_stat_trees)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -13,75 +13,77 @@ from adaptive_tx.rule import Rule, abs_sq, dense_transformation
 
 
 class ScaleBySumOfSquaresState(NamedTuple):
-  """State of `scale_by_sum_of_squares`.
+    """State of `scale_by_sum_of_squares`.
 
-  Attributes:
-    count: int32 scalar, the number of steps taken (saturating).
-    sum_of_squares: params-shaped tree, :math:`G_t`, in the parameters' dtype.
-  """
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating).
+      sum_of_squares: params-shaped tree, :math:`G_t`, in the parameters' dtype.
+    """
 
-  count: jax.Array
-  sum_of_squares: optax.Updates
+    count: jax.Array
+    sum_of_squares: optax.Updates
 
 
 def sum_of_squares_rule(initial_accumulator_value: float, eps: float) -> Rule:
-  r"""The Adagrad rule for one coordinate (see `scale_by_sum_of_squares`).
+    r"""The Adagrad rule for one coordinate (see `scale_by_sum_of_squares`).
 
-  Example:
-    >>> rule = sum_of_squares_rule(0.0, 0.0)
-    >>> rule.scale((jnp.array([4.0, 0.0]),), jnp.int32(1))
-    Array([0.5, 0. ], dtype=float32)
-  """
-  def accumulate(g, stats, t):
-    (total,) = stats
-    return (total + abs_sq(g),)
+    Example:
+      >>> rule = sum_of_squares_rule(0.0, 0.0)
+      >>> rule.scale((jnp.array([4.0, 0.0]),), jnp.int32(1))
+      Array([0.5, 0. ], dtype=float32)
+    """
 
-  def scale(stats, t):
-    (total,) = stats
-    return jnp.where(total > 0, jax.lax.rsqrt(total + eps), 0.0)
+    def accumulate(g, stats, t):
+        (total,) = stats
+        return (total + abs_sq(g),)
 
-  return Rule(
-      initial=(initial_accumulator_value,),
-      accumulate=accumulate,
-      direction=lambda g, stats, t: g,
-      scale=scale,
-  )
+    def scale(stats, t):
+        (total,) = stats
+        return jnp.where(total > 0, jax.lax.rsqrt(total + eps), 0.0)
+
+    return Rule(
+        initial=(initial_accumulator_value,),
+        accumulate=accumulate,
+        direction=lambda g, stats, t: g,
+        scale=scale,
+    )
 
 
 def scale_by_sum_of_squares(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
 ) -> optax.GradientTransformation:
-  r"""Scale by the inverse root of the sum of all past squared gradients (Adagrad).
+    r"""Scale by the inverse root of the sum of all past squared gradients (Adagrad).
 
-  .. math::
+    .. math::
 
-     G_t = G_{t-1} + g_t^2, \quad G_0 = \text{initial\_accumulator\_value}, \qquad
-     u_t = \frac{g_t}{\sqrt{G_t + \epsilon}} \;(0 \text{ where } G_t = 0).
+       G_t = G_{t-1} + g_t^2, \quad G_0 = \text{initial\_accumulator\_value}, \qquad
+       u_t = \frac{g_t}{\sqrt{G_t + \epsilon}} \;(0 \text{ where } G_t = 0).
 
-  Coordinates that rarely see a gradient keep a large step; the step of every coordinate only
-  shrinks (the "dying learning rate"). ε sits inside the square root, as in optax
-  (``optax.scale_by_rss``); torch and keras put it outside (see ``docs/conventions.md``).
+    Coordinates that rarely see a gradient keep a large step; the step of every coordinate only
+    shrinks (the "dying learning rate"). ε sits inside the square root, as in optax
+    (``optax.scale_by_rss``); torch and keras put it outside (see ``docs/conventions.md``).
 
-  Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
-  Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html
+    Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
+    Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html
 
-  Args:
-    initial_accumulator_value: :math:`G_0`, >= 0.
-    eps: added to :math:`G_t` inside the square root, >= 0.
+    Args:
+      initial_accumulator_value: :math:`G_0`, >= 0.
+      eps: added to :math:`G_t` inside the square root, >= 0.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is `ScaleBySumOfSquaresState`.
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleBySumOfSquaresState`.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = scale_by_sum_of_squares(initial_accumulator_value=0.0, eps=0.0)
-    >>> state = tx.init(jnp.zeros(2))
-    >>> updates, state = tx.update(jnp.array([3.0, 0.0]), state)
-    >>> updates, state.sum_of_squares
-    (Array([1., 0.], dtype=float32), Array([9., 0.], dtype=float32))
-  """
-  _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
-  _validate.check_non_negative("eps", eps)
-  return dense_transformation(
-      sum_of_squares_rule(initial_accumulator_value, eps), ScaleBySumOfSquaresState)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_sum_of_squares(initial_accumulator_value=0.0, eps=0.0)
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.array([3.0, 0.0]), state)
+      >>> updates, state.sum_of_squares
+      (Array([1., 0.], dtype=float32), Array([9., 0.], dtype=float32))
+    """
+    _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
+    _validate.check_non_negative("eps", eps)
+    return dense_transformation(
+        sum_of_squares_rule(initial_accumulator_value, eps), ScaleBySumOfSquaresState
+    )

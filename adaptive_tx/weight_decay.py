@@ -12,68 +12,69 @@ from adaptive_tx import _validate
 
 
 class AddDecoupledWeightDecayState(NamedTuple):
-  """State of `add_decoupled_weight_decay`.
+    """State of `add_decoupled_weight_decay`.
 
-  Attributes:
-    count: int32 scalar, the number of steps taken (saturating); a schedule's argument.
-  """
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating); a schedule's argument.
+    """
 
-  count: jax.Array
+    count: jax.Array
 
 
 def add_decoupled_weight_decay(
     weight_decay: optax.ScalarOrSchedule = 1e-4,
     mask: Any | Callable[[optax.Params], Any] | None = None,
 ) -> optax.GradientTransformation:
-  r"""Add :math:`\lambda_t\,\theta` to the updates (decoupled weight decay).
+    r"""Add :math:`\lambda_t\,\theta` to the updates (decoupled weight decay).
 
-  .. math::
+    .. math::
 
-     u_t \leftarrow u_t + \lambda_t\, \theta_{t-1}.
+       u_t \leftarrow u_t + \lambda_t\, \theta_{t-1}.
 
-  Placed after an adaptive scaling and before the learning rate, the decay is *decoupled* from the
-  adaptive preconditioner: every weight shrinks by :math:`\eta_t \lambda_t` per step whatever its
-  gradient history (AdamW), unlike an L2 term added to the gradient, which the preconditioner would
-  rescale. Same arithmetic as ``optax.add_decayed_weights``; torch's AdamW multiplies the
-  parameters by :math:`1 - \eta\lambda` instead, which is the same update.
+    Placed after an adaptive scaling and before the learning rate, the decay is *decoupled* from the
+    adaptive preconditioner: every weight shrinks by :math:`\eta_t \lambda_t` per step whatever its
+    gradient history (AdamW), unlike an L2 term added to the gradient, which the preconditioner would
+    rescale. Same arithmetic as ``optax.add_decayed_weights``; torch's AdamW multiplies the
+    parameters by :math:`1 - \eta\lambda` instead, which is the same update.
 
-  Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
-  https://arxiv.org/abs/1711.05101
+    Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
+    https://arxiv.org/abs/1711.05101
 
-  Args:
-    weight_decay: :math:`\lambda`, a non-negative number or a schedule ``count -> rate``.
-    mask: as in optax: a pytree of bools shaped like (a prefix of) the params, or a callable
-      returning one from the params; the decay applies where True. None applies it everywhere.
+    Args:
+      weight_decay: :math:`\lambda`, a non-negative number or a schedule ``count -> rate``.
+      mask: as in optax: a pytree of bools shaped like (a prefix of) the params, or a callable
+        returning one from the params; the decay applies where True. None applies it everywhere.
 
-  Returns:
-    An `optax.GradientTransformation` whose state is `AddDecoupledWeightDecayState` (inside
-    ``optax.MaskedState`` when a mask is given). Its ``update`` needs ``params``.
+    Returns:
+      An `optax.GradientTransformation` whose state is `AddDecoupledWeightDecayState` (inside
+      ``optax.MaskedState`` when a mask is given). Its ``update`` needs ``params``.
 
-  Example:
-    >>> import jax.numpy as jnp
-    >>> tx = add_decoupled_weight_decay(0.1)
-    >>> params = {'w': jnp.array([2.0]), 'b': jnp.array([2.0])}
-    >>> updates, _ = tx.update({'w': jnp.zeros(1), 'b': jnp.zeros(1)}, tx.init(params), params)
-    >>> updates['w']
-    Array([0.2], dtype=float32)
-  """
-  _validate.check_non_negative("weight_decay", weight_decay)
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = add_decoupled_weight_decay(0.1)
+      >>> params = {'w': jnp.array([2.0]), 'b': jnp.array([2.0])}
+      >>> updates, _ = tx.update({'w': jnp.zeros(1), 'b': jnp.zeros(1)}, tx.init(params), params)
+      >>> updates['w']
+      Array([0.2], dtype=float32)
+    """
+    _validate.check_non_negative("weight_decay", weight_decay)
 
-  def init_fn(params):
-    del params
-    return AddDecoupledWeightDecayState(count=jnp.zeros([], jnp.int32))
+    def init_fn(params):
+        del params
+        return AddDecoupledWeightDecayState(count=jnp.zeros([], jnp.int32))
 
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("add_decoupled_weight_decay needs the params: call update(updates, state, "
-                       "params)")
-    _validate.check_tree_matches("AddDecoupledWeightDecay", updates, params)
-    count = optax.safe_increment(state.count)
-    if isinstance(weight_decay, (int, float)) and weight_decay == 0:
-      return updates, AddDecoupledWeightDecayState(count)
-    rate = weight_decay(state.count) if callable(weight_decay) else weight_decay
-    updates = jax.tree.map(lambda g, p: (g + rate * p).astype(g.dtype), updates, params)
-    return updates, AddDecoupledWeightDecayState(count)
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "add_decoupled_weight_decay needs the params: call update(updates, state, params)"
+            )
+        _validate.check_tree_matches("AddDecoupledWeightDecay", updates, params)
+        count = optax.safe_increment(state.count)
+        if isinstance(weight_decay, (int, float)) and weight_decay == 0:
+            return updates, AddDecoupledWeightDecayState(count)
+        rate = weight_decay(state.count) if callable(weight_decay) else weight_decay
+        updates = jax.tree.map(lambda g, p: (g + rate * p).astype(g.dtype), updates, params)
+        return updates, AddDecoupledWeightDecayState(count)
 
-  tx = optax.GradientTransformation(init_fn, update_fn)
-  return tx if mask is None else optax.masked(tx, mask)
+    tx = optax.GradientTransformation(init_fn, update_fn)
+    return tx if mask is None else optax.masked(tx, mask)

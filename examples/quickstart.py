@@ -54,8 +54,7 @@ class MLP(nnx.Module):
 def load_data(seed: int):
     """Digits, split 75/25 (stratified), features standardised with train statistics."""
     x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=0.25, random_state=seed, stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
     prep = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
     return prep(x_tr), jnp.asarray(y_tr), prep(x_te), jnp.asarray(y_te)
@@ -94,14 +93,21 @@ def train(name, data, batches, seed):
     _, test_acc = evaluate(model, x_te, y_te)
     # Step 0 includes compilation, so it is never timed.
     ms_per_step = float(np.median(step_ms[1:])) if len(step_ms) > 1 else float("nan")
-    return {"optimizer": name, "train_loss": float(train_loss),
-            "test_accuracy": float(test_acc), "ms_per_step": ms_per_step}
+    return {
+        "optimizer": name,
+        "train_loss": float(train_loss),
+        "test_accuracy": float(test_acc),
+        "ms_per_step": ms_per_step,
+    }
 
 
 def format_table(results):
     header = f"{'optimizer':<10} {'train loss':>10} {'test acc':>9} {'ms/step':>8}"
-    rows = [f"{r['optimizer']:<10} {r['train_loss']:>10.4f} "
-            f"{r['test_accuracy']:>9.3f} {r['ms_per_step']:>8.3f}" for r in results]
+    rows = [
+        f"{r['optimizer']:<10} {r['train_loss']:>10.4f} "
+        f"{r['test_accuracy']:>9.3f} {r['ms_per_step']:>8.3f}"
+        for r in results
+    ]
     return "\n".join([header, "-" * len(header), *rows])
 
 
@@ -110,8 +116,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=300, help="training steps per optimizer")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="data split, init and batch seed")
-    p.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                   help=f"comma-separated subset of: {','.join(OPTIMIZERS)}")
+    p.add_argument(
+        "--optimizers",
+        default=",".join(OPTIMIZERS),
+        help=f"comma-separated subset of: {','.join(OPTIMIZERS)}",
+    )
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size must be positive")
@@ -130,8 +139,10 @@ def main(argv=None):
     batches = [rng.choice(n_train, args.batch_size, replace=False) for _ in range(args.steps)]
     results = [train(name, data, batches, args.seed) for name in args.optimizers]
     results.sort(key=lambda r: r["test_accuracy"], reverse=True)
-    print(f"digits: {n_train} train / {data[2].shape[0]} test, {args.steps} steps, "
-          f"batch size {args.batch_size}, seed {args.seed}\n")
+    print(
+        f"digits: {n_train} train / {data[2].shape[0]} test, {args.steps} steps, "
+        f"batch size {args.batch_size}, seed {args.seed}\n"
+    )
     print(format_table(results))
     return results
 

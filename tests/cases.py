@@ -15,7 +15,7 @@ WD_SCHEDULE = optax.cosine_decay_schedule(0.1, decay_steps=100)
 
 
 def _mask(params):
-  return {name: name != "b" for name in params}
+    return {name: name != "b" for name in params}
 
 
 # (alias, kwargs). learning_rate is always given; the rest is a grid of non-default settings.
@@ -27,8 +27,10 @@ ALIASES = [
     ("rmsprop", dict(learning_rate=0.01, decay=0.5, eps=1e-3, eps_in_sqrt=False)),
     ("rmsprop", dict(learning_rate=0.01, centered=True, initial_scale=1.0)),
     # eps=0.1: with both, the first step has variance exactly 0 and the step is g / eps.
-    ("rmsprop", dict(learning_rate=0.01, centered=True, eps_in_sqrt=False, bias_correction=True,
-                     eps=0.1)),
+    (
+        "rmsprop",
+        dict(learning_rate=0.01, centered=True, eps_in_sqrt=False, bias_correction=True, eps=0.1),
+    ),
     ("rmsprop", dict(learning_rate=0.01, momentum=0.9, nesterov=True, bias_correction=True)),
     ("rmsprop", dict(learning_rate=SCHEDULE, momentum=0.5, initial_scale=0.1)),
     ("adam", dict(learning_rate=0.01)),
@@ -47,7 +49,12 @@ ALIASES = [
     ("adamax", dict(learning_rate=0.01)),
     ("adamax", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.99, eps=1e-4)),
     ("adamaxw", dict(learning_rate=0.01, weight_decay=0.1)),
-    ("adamaxw", dict(learning_rate=0.01, weight_decay=WD_SCHEDULE, mask={"w": True, "b": False, "emb": True})),
+    (
+        "adamaxw",
+        dict(
+            learning_rate=0.01, weight_decay=WD_SCHEDULE, mask={"w": True, "b": False, "emb": True}
+        ),
+    ),
     ("radam", dict(learning_rate=0.01)),
     ("radam", dict(learning_rate=0.01, threshold=100.0, nesterov=True)),  # switches near step 60
     ("radam", dict(learning_rate=0.01, b2=0.99, eps=1e-4, eps_root=1e-8, threshold=4.0)),
@@ -58,48 +65,51 @@ DEFAULTS = [row for i, row in enumerate(ALIASES) if row[0] not in [r[0] for r in
 
 
 def case_id(row) -> str:
-  name, kwargs = row
-  settings = ",".join(f"{k}={getattr(v, '__name__', 'fn') if callable(v) else v}"
-                      for k, v in kwargs.items() if k != "learning_rate")
-  return f"{name}({settings})"
+    name, kwargs = row
+    settings = ",".join(
+        f"{k}={getattr(v, '__name__', 'fn') if callable(v) else v}"
+        for k, v in kwargs.items()
+        if k != "learning_rate"
+    )
+    return f"{name}({settings})"
 
 
 def make_params(seed: int = 0, dtype=np.float32) -> dict:
-  """A small multi-leaf model: a matrix, a bias and an embedding table."""
-  rng = np.random.default_rng(seed)
-  return {
-      "w": rng.normal(size=(6, 4)).astype(dtype),
-      "b": rng.normal(size=(4,)).astype(dtype),
-      "emb": rng.normal(size=(10, 3)).astype(dtype),
-  }
+    """A small multi-leaf model: a matrix, a bias and an embedding table."""
+    rng = np.random.default_rng(seed)
+    return {
+        "w": rng.normal(size=(6, 4)).astype(dtype),
+        "b": rng.normal(size=(4,)).astype(dtype),
+        "emb": rng.normal(size=(10, 3)).astype(dtype),
+    }
 
 
 def gradient_stream(steps: int = 100, seed: int = 1, dtype=np.float32) -> list[dict]:
-  """Gradients with exact zeros and a x100 scale change half way.
+    """Gradients with exact zeros and a x100 scale change half way.
 
-  - ``emb``: only rows 0-2 are touched often (p=0.7); rows 3-8 rarely (p=0.05); row 9 never
-    (its accumulators stay at their initial value: Adagrad's where-branch with a zero start).
-  - ``b``: exactly zero on every third step.
-  - everything is multiplied by 100 from step steps // 2 on.
-  """
-  rng = np.random.default_rng(seed)
-  shapes = {k: v.shape for k, v in make_params().items()}
-  row_rate = np.array([0.7] * 3 + [0.05] * 6 + [0.0])
-  stream = []
-  for t in range(steps):
-    scale = 100.0 if t >= steps // 2 else 1.0
-    g = {k: scale * rng.normal(size=s) for k, s in shapes.items()}
-    g["emb"] *= (rng.random(10) < row_rate)[:, None]
-    if t % 3 == 0:
-      g["b"] = np.zeros_like(g["b"])
-    stream.append({k: v.astype(dtype) for k, v in g.items()})
-  return stream
+    - ``emb``: only rows 0-2 are touched often (p=0.7); rows 3-8 rarely (p=0.05); row 9 never
+      (its accumulators stay at their initial value: Adagrad's where-branch with a zero start).
+    - ``b``: exactly zero on every third step.
+    - everything is multiplied by 100 from step steps // 2 on.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = {k: v.shape for k, v in make_params().items()}
+    row_rate = np.array([0.7] * 3 + [0.05] * 6 + [0.0])
+    stream = []
+    for t in range(steps):
+        scale = 100.0 if t >= steps // 2 else 1.0
+        g = {k: scale * rng.normal(size=s) for k, s in shapes.items()}
+        g["emb"] *= (rng.random(10) < row_rate)[:, None]
+        if t % 3 == 0:
+            g["b"] = np.zeros_like(g["b"])
+        stream.append({k: v.astype(dtype) for k, v in g.items()})
+    return stream
 
 
 def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
-  """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero."""
-  worst = 0.0
-  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-    a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-    worst = max(worst, float(np.max(np.abs(a - e) / np.maximum(np.abs(e), floor), initial=0.0)))
-  return worst
+    """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero."""
+    worst = 0.0
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        worst = max(worst, float(np.max(np.abs(a - e) / np.maximum(np.abs(e), floor), initial=0.0)))
+    return worst

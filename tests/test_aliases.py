@@ -19,116 +19,119 @@ NAMES = sorted({name for name, _ in ALIASES})
 
 
 def run(tx, params, grads):
-  """Runs `tx` over the gradient stream with one jitted step; returns params and trace count."""
-  traces = []
+    """Runs `tx` over the gradient stream with one jitted step; returns params and trace count."""
+    traces = []
 
-  @jax.jit
-  def step(params, state, g):
-    traces.append(1)
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
+    @jax.jit
+    def step(params, state, g):
+        traces.append(1)
+        updates, state = tx.update(g, state, params)
+        return optax.apply_updates(params, updates), state
 
-  state = tx.init(params)
-  for g in grads:
-    params, state = step(params, state, g)
-  return params, state, len(traces)
+    state = tx.init(params)
+    for g in grads:
+        params, state = step(params, state, g)
+    return params, state, len(traces)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_signature_matches_optax(name):
-  ours, theirs = inspect.signature(getattr(atx, name)), inspect.signature(getattr(optax, name))
-  assert [(p.name, p.default, p.kind) for p in ours.parameters.values()] == [
-      (p.name, p.default, p.kind) for p in theirs.parameters.values()]
+    ours, theirs = inspect.signature(getattr(atx, name)), inspect.signature(getattr(optax, name))
+    assert [(p.name, p.default, p.kind) for p in ours.parameters.values()] == [
+        (p.name, p.default, p.kind) for p in theirs.parameters.values()
+    ]
 
 
 @pytest.mark.parametrize("row", ALIASES, ids=case_id)
 def test_matches_optax_over_100_steps(row):
-  name, kwargs = row
-  params, grads = make_params(), gradient_stream(100)
-  ours, our_state, traces = run(getattr(atx, name)(**kwargs), params, grads)
-  theirs, _, _ = run(getattr(optax, name)(**kwargs), params, grads)
-  assert traces == 1, "the jitted step recompiled across steps"
-  assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
-  # bf16 moments round to 8 bits: a 1-ulp float32 difference may round the other way.
-  tolerance = 3e-2 if kwargs.get("mu_dtype") == "bfloat16" else 1e-5
-  assert max_rel_diff(ours, theirs) <= tolerance
-  chex.assert_trees_all_equal_shapes(our_state[0][1], params)  # the first statistic tree
+    name, kwargs = row
+    params, grads = make_params(), gradient_stream(100)
+    ours, our_state, traces = run(getattr(atx, name)(**kwargs), params, grads)
+    theirs, _, _ = run(getattr(optax, name)(**kwargs), params, grads)
+    assert traces == 1, "the jitted step recompiled across steps"
+    assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
+    # bf16 moments round to 8 bits: a 1-ulp float32 difference may round the other way.
+    tolerance = 3e-2 if kwargs.get("mu_dtype") == "bfloat16" else 1e-5
+    assert max_rel_diff(ours, theirs) <= tolerance
+    chex.assert_trees_all_equal_shapes(our_state[0][1], params)  # the first statistic tree
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_updates_keep_gradient_dtype(row, dtype):
-  name, kwargs = row
-  params = jax.tree.map(lambda p: jnp.asarray(p, dtype), make_params())
-  grads = jax.tree.map(lambda g: jnp.asarray(g, dtype), gradient_stream(3))
-  tx = getattr(atx, name)(**kwargs)
-  state = tx.init(params)
-  for g in grads:
-    updates, new_state = jax.jit(tx.update)(g, state, params)
-    chex.assert_trees_all_equal_dtypes(updates, g)
-    chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)  # state dtypes are stable
-    state = new_state
-  assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates))
+    name, kwargs = row
+    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), make_params())
+    grads = jax.tree.map(lambda g: jnp.asarray(g, dtype), gradient_stream(3))
+    tx = getattr(atx, name)(**kwargs)
+    state = tx.init(params)
+    for g in grads:
+        updates, new_state = jax.jit(tx.update)(g, state, params)
+        chex.assert_trees_all_equal_dtypes(updates, g)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)  # state dtypes are stable
+        state = new_state
+    assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates))
 
 
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_inject_hyperparams_equals_plain(row):
-  name, kwargs = row
-  params, grads = make_params(), gradient_stream(10)
-  ours, state, traces = run(optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads)
-  theirs, _, _ = run(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
-  plain, _, _ = run(getattr(atx, name)(**kwargs), params, grads)
-  assert traces == 1
-  assert max_rel_diff(ours, theirs) <= 1e-5
-  # Injected hyperparameters are float32 arrays (python floats are rounded later): ~1e-7 per op.
-  assert max_rel_diff(ours, plain) <= 1e-4
-  assert state.hyperparams["learning_rate"] == np.float32(kwargs["learning_rate"])
+    name, kwargs = row
+    params, grads = make_params(), gradient_stream(10)
+    ours, state, traces = run(optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads)
+    theirs, _, _ = run(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
+    plain, _, _ = run(getattr(atx, name)(**kwargs), params, grads)
+    assert traces == 1
+    assert max_rel_diff(ours, theirs) <= 1e-5
+    # Injected hyperparameters are float32 arrays (python floats are rounded later): ~1e-7 per op.
+    assert max_rel_diff(ours, plain) <= 1e-4
+    assert state.hyperparams["learning_rate"] == np.float32(kwargs["learning_rate"])
 
 
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_inside_optax_chain_with_clipping(row):
-  name, kwargs = row
-  params, grads = make_params(), gradient_stream(20)
-  ours, _, _ = run(optax.chain(optax.clip_by_global_norm(1.0), getattr(atx, name)(**kwargs)),
-                   params, grads)
-  theirs, _, _ = run(optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, name)(**kwargs)),
-                     params, grads)
-  assert max_rel_diff(ours, theirs) <= 1e-5
+    name, kwargs = row
+    params, grads = make_params(), gradient_stream(20)
+    ours, _, _ = run(
+        optax.chain(optax.clip_by_global_norm(1.0), getattr(atx, name)(**kwargs)), params, grads
+    )
+    theirs, _, _ = run(
+        optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, name)(**kwargs)), params, grads
+    )
+    assert max_rel_diff(ours, theirs) <= 1e-5
 
 
 class _MLP(nnx.Module):
+    def __init__(self, rngs):
+        self.hidden = nnx.Linear(8, 16, rngs=rngs)
+        self.out = nnx.Linear(16, 3, rngs=rngs)
+        self.counter = nnx.BatchStat(jnp.zeros(()))  # not a Param: the optimizer must skip it
 
-  def __init__(self, rngs):
-    self.hidden = nnx.Linear(8, 16, rngs=rngs)
-    self.out = nnx.Linear(16, 3, rngs=rngs)
-    self.counter = nnx.BatchStat(jnp.zeros(()))  # not a Param: the optimizer must skip it
-
-  def __call__(self, x):
-    return self.out(jax.nn.relu(self.hidden(x)))
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
 
 
 def _train_nnx(tx, steps=5):
-  model = _MLP(nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  x = jax.random.normal(jax.random.key(1), (32, 8))
-  y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
+    model = _MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (32, 8))
+    y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
 
-  @nnx.jit
-  def step(model, optimizer):
-    def loss_fn(model):
-      return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
+    @nnx.jit
+    def step(model, optimizer):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
 
-  losses = [float(step(model, optimizer)) for _ in range(steps)]
-  return losses, nnx.state(model, nnx.Param)
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(steps)]
+    return losses, nnx.state(model, nnx.Param)
 
 
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_flax_nnx_optimizer(row):
-  name, kwargs = row
-  losses, ours = _train_nnx(getattr(atx, name)(**kwargs))
-  _, theirs = _train_nnx(getattr(optax, name)(**kwargs))
-  assert losses[-1] < losses[0]
-  assert max_rel_diff(ours, theirs) <= 1e-5
+    name, kwargs = row
+    losses, ours = _train_nnx(getattr(atx, name)(**kwargs))
+    _, theirs = _train_nnx(getattr(optax, name)(**kwargs))
+    assert losses[-1] < losses[0]
+    assert max_rel_diff(ours, theirs) <= 1e-5

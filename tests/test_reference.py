@@ -42,7 +42,10 @@ WD_SCHEDULE = optax.linear_schedule(0.5, 0.0, transition_steps=64)
 ROWS = [
     ("adagrad", {}),
     ("adagrad", {"initial_accumulator_value": 0.0, "learning_rate": LR_SCHEDULE}),
-    ("adagrad", {"initial_accumulator_value": 0.0, "eps": 0.0}),  # NaN unless the G > 0 branch is taken
+    (
+        "adagrad",
+        {"initial_accumulator_value": 0.0, "eps": 0.0},
+    ),  # NaN unless the G > 0 branch is taken
     ("rmsprop", {}),
     ("rmsprop", {"centered": True}),
     ("rmsprop", {"eps_in_sqrt": False, "eps": 0.1}),
@@ -119,7 +122,7 @@ def problem():
     steps = np.arange(STEPS)
     grads[(steps < 20) | (steps % 7 != 3), 1] = 0.0
     grads[:, 3, 4] = 0.0
-    grads[STEPS // 2:] *= 100.0
+    grads[STEPS // 2 :] *= 100.0
     as32 = lambda x: x.astype(np.float32).astype(np.float64)
     return as32(params0), list(as32(grads))
 
@@ -170,7 +173,8 @@ def _assert_close(actual, expected, tol=TOL):
     step, *where = np.unravel_index(np.argmax(err), err.shape)
     assert err.max() <= tol, (
         f"max relative difference {err.max():.3g} at step {step + 1}, entry {tuple(where)}: "
-        f"{actual[(step, *where)]!r} vs reference {expected[(step, *where)]!r}")
+        f"{actual[(step, *where)]!r} vs reference {expected[(step, *where)]!r}"
+    )
 
 
 def _scale_by_lr(lr):
@@ -189,23 +193,37 @@ def _primitive(name, kwargs):
     if name == "adagrad":
         chain = [atx.scale_by_sum_of_squares(**pick("initial_accumulator_value", "eps"))]
     elif name == "rmsprop":
-        chain = [atx.scale_by_ema_of_squares(**pick(
-            "decay", "eps", "initial_scale", "eps_in_sqrt", "centered", "bias_correction"))]
+        chain = [
+            atx.scale_by_ema_of_squares(
+                **pick(
+                    "decay", "eps", "initial_scale", "eps_in_sqrt", "centered", "bias_correction"
+                )
+            )
+        ]
         if a["momentum"] is not None:  # the learning rate comes before momentum
-            return optax.chain(*chain, _scale_by_lr(a["learning_rate"]),
-                               optax.trace(decay=a["momentum"], nesterov=a["nesterov"]))
+            return optax.chain(
+                *chain,
+                _scale_by_lr(a["learning_rate"]),
+                optax.trace(decay=a["momentum"], nesterov=a["nesterov"]),
+            )
     elif name in ("adam", "nadam", "adamw", "nadamw", "amsgrad"):
-        chain = [atx.scale_by_bias_corrected_moments(
-            **pick("b1", "b2", "eps", "eps_root"),
-            nesterov=a.get("nesterov", False),
-            amsgrad=name == "amsgrad",
-            bias_correction_mu=a.get("bias_correction_mu", True),
-            bias_correction_nu=a.get("bias_correction_nu", True))]
+        chain = [
+            atx.scale_by_bias_corrected_moments(
+                **pick("b1", "b2", "eps", "eps_root"),
+                nesterov=a.get("nesterov", False),
+                amsgrad=name == "amsgrad",
+                bias_correction_mu=a.get("bias_correction_mu", True),
+                bias_correction_nu=a.get("bias_correction_nu", True),
+            )
+        ]
     elif name in ("adamax", "adamaxw"):
         chain = [atx.scale_by_inf_norm_moments(**pick("b1", "b2", "eps"))]
     elif name == "radam":
-        chain = [atx.scale_by_rectified_moments(
-            **pick("b1", "b2", "eps", "eps_root", "threshold", "nesterov"))]
+        chain = [
+            atx.scale_by_rectified_moments(
+                **pick("b1", "b2", "eps", "eps_root", "threshold", "nesterov")
+            )
+        ]
     else:
         raise ValueError(name)
     if "weight_decay" in a:
@@ -228,10 +246,14 @@ def test_reference_matches_optax(name, kwargs, problem):
 def test_optax_float32_meets_tolerance(name, kwargs, problem):
     """Calibrates TOL: float32 optax, like the library, against the reference."""
     tx = getattr(optax, name)(**{"learning_rate": LR, **kwargs})
-    _assert_close(_run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs))
+    _assert_close(
+        _run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs)
+    )
 
 
-@pytest.mark.parametrize("name,kwargs", [r for r in ROWS if r[1]], ids=[_row_id(r) for r in ROWS if r[1]])
+@pytest.mark.parametrize(
+    "name,kwargs", [r for r in ROWS if r[1]], ids=[_row_id(r) for r in ROWS if r[1]]
+)
 def test_row_setting_changes_trajectory(name, kwargs, problem):
     """Each non-default setting in the table visibly changes the trajectory, so
     the comparisons above can tell it apart from the default."""
@@ -241,8 +263,11 @@ def test_row_setting_changes_trajectory(name, kwargs, problem):
 
 @rows
 def test_primitive_matches_reference(name, kwargs, problem):
-    _assert_close(_run_jax(_primitive(name, kwargs), problem), _reference(name, kwargs, problem),
-                  _tolerance(name, kwargs))
+    _assert_close(
+        _run_jax(_primitive(name, kwargs), problem),
+        _reference(name, kwargs, problem),
+        _tolerance(name, kwargs),
+    )
 
 
 @rows
@@ -250,4 +275,6 @@ def test_alias_matches_reference(name, kwargs, problem):
     import adaptive_tx as atx
 
     tx = getattr(atx, name)(**{"learning_rate": LR, **kwargs})
-    _assert_close(_run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs))
+    _assert_close(
+        _run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs)
+    )

@@ -26,8 +26,11 @@ BAD_HYPERPARAMETERS = [
     (atx.radam, dict(learning_rate=0.1, b2=-0.5), "b2"),
     (atx.adamax, dict(learning_rate=0.1, eps=-1.0), "eps"),
     (atx.adamaxw, dict(learning_rate=-1.0), "learning_rate"),
-    (atx.adagrad, dict(learning_rate=0.1, initial_accumulator_value=-0.1),
-     "initial_accumulator_value"),
+    (
+        atx.adagrad,
+        dict(learning_rate=0.1, initial_accumulator_value=-0.1),
+        "initial_accumulator_value",
+    ),
     (atx.adagrad, dict(learning_rate=0.1, eps=-1e-7), "eps"),
     (atx.rmsprop, dict(learning_rate=0.1, decay=1.0), "decay"),
     (atx.rmsprop, dict(learning_rate=0.1, initial_scale=-1.0), "initial_scale"),
@@ -40,70 +43,73 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("factory,kwargs,argument", BAD_HYPERPARAMETERS,
-                         ids=[f"{f.__name__}-{a}={k.get(a)}" for f, k, a in BAD_HYPERPARAMETERS])
+@pytest.mark.parametrize(
+    "factory,kwargs,argument",
+    BAD_HYPERPARAMETERS,
+    ids=[f"{f.__name__}-{a}={k.get(a)}" for f, k, a in BAD_HYPERPARAMETERS],
+)
 def test_invalid_hyperparameter_raises_naming_argument_and_value(factory, kwargs, argument):
-  with pytest.raises(ValueError, match=argument) as error:
-    factory(**kwargs)
-  assert repr(kwargs[argument]) in str(error.value) or "None" in str(error.value)
+    with pytest.raises(ValueError, match=argument) as error:
+        factory(**kwargs)
+    assert repr(kwargs[argument]) in str(error.value) or "None" in str(error.value)
 
 
 def test_boundary_values_are_accepted():
-  atx.adam(0.0, b1=0.0, b2=0.0, eps=0.0)
-  atx.rmsprop(0.1, decay=0.0, momentum=0.0)
-  atx.adagrad(0.1, initial_accumulator_value=0.0, eps=0.0)
-  atx.adamw(optax.constant_schedule(-1.0))  # schedules are not evaluated at construction
+    atx.adam(0.0, b1=0.0, b2=0.0, eps=0.0)
+    atx.rmsprop(0.1, decay=0.0, momentum=0.0)
+    atx.adagrad(0.1, initial_accumulator_value=0.0, eps=0.0)
+    atx.adamw(optax.constant_schedule(-1.0))  # schedules are not evaluated at construction
 
 
 def test_state_dtype_must_be_floating():
-  with pytest.raises(TypeError, match="floating"):
-    atx.scale_by_bias_corrected_moments(mu_dtype=jnp.int32)
+    with pytest.raises(TypeError, match="floating"):
+        atx.scale_by_bias_corrected_moments(mu_dtype=jnp.int32)
 
 
 def test_hyperparameter_must_be_scalar():
-  with pytest.raises(ValueError, match="scalar"):
-    atx.adam(jnp.ones(3))
+    with pytest.raises(ValueError, match="scalar"):
+        atx.adam(jnp.ones(3))
 
 
 def test_injected_hyperparameters_are_checked_at_init():
-  tx = optax.inject_hyperparams(atx.adam)(learning_rate=0.1, b1=1.5)
-  with pytest.raises(ValueError, match="b1"):
-    tx.init({"w": jnp.zeros(2)})
+    tx = optax.inject_hyperparams(atx.adam)(learning_rate=0.1, b1=1.5)
+    with pytest.raises(ValueError, match="b1"):
+        tx.init({"w": jnp.zeros(2)})
 
 
 @pytest.fixture
 def adam_state():
-  tx = atx.adam(0.1)
-  return tx, tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
+    tx = atx.adam(0.1)
+    return tx, tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
 
 
 def test_gradient_tree_with_extra_leaf_is_a_readable_error(adam_state):
-  tx, state = adam_state
-  grads = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3), "extra": jnp.zeros(1)}
-  with pytest.raises(ValueError, match="gradient tree does not match the optimizer state"):
-    jax.jit(tx.update)(grads, state)
+    tx, state = adam_state
+    grads = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3), "extra": jnp.zeros(1)}
+    with pytest.raises(ValueError, match="gradient tree does not match the optimizer state"):
+        jax.jit(tx.update)(grads, state)
 
 
 def test_gradient_leaf_with_wrong_shape_names_the_leaf(adam_state):
-  tx, state = adam_state
-  grads = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(3)}
-  with pytest.raises(ValueError, match=r"\['w'\] has shape \(3, 2\).*shape \(2, 3\)"):
-    jax.jit(tx.update)(grads, state)
+    tx, state = adam_state
+    grads = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"\['w'\] has shape \(3, 2\).*shape \(2, 3\)"):
+        jax.jit(tx.update)(grads, state)
 
 
 def test_weight_decay_needs_params():
-  tx = atx.adamw(0.1)
-  state = tx.init({"w": jnp.zeros(2)})
-  with pytest.raises(ValueError, match="needs the params"):
-    tx.update({"w": jnp.zeros(2)}, state)
+    tx = atx.adamw(0.1)
+    state = tx.init({"w": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="needs the params"):
+        tx.update({"w": jnp.zeros(2)}, state)
 
 
 def test_weight_decay_params_must_match_updates():
-  tx = atx.add_decoupled_weight_decay(0.1)
-  with pytest.raises(ValueError, match="does not match"):
-    tx.update({"w": jnp.zeros(2)}, tx.init(None), {"v": jnp.zeros(2)})
+    tx = atx.add_decoupled_weight_decay(0.1)
+    with pytest.raises(ValueError, match="does not match"):
+        tx.update({"w": jnp.zeros(2)}, tx.init(None), {"v": jnp.zeros(2)})
 
 
 def test_concrete_numpy_scalars_are_checked():
-  with pytest.raises(ValueError, match="b2"):
-    atx.adam(0.1, b2=np.float32(1.0))
+    with pytest.raises(ValueError, match="b2"):
+        atx.adam(0.1, b2=np.float32(1.0))

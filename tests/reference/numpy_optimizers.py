@@ -70,9 +70,19 @@ def run_adagrad(params0, grads, lr, initial_accumulator_value=0.1, eps=1e-7):
     return _iterate(params0, grads, lr, direction)
 
 
-def run_rmsprop(params0, grads, lr, decay=0.9, eps=1e-8, initial_scale=0.0,
-                eps_in_sqrt=True, centered=False, momentum=None, nesterov=False,
-                bias_correction=False):
+def run_rmsprop(
+    params0,
+    grads,
+    lr,
+    decay=0.9,
+    eps=1e-8,
+    initial_scale=0.0,
+    eps_in_sqrt=True,
+    centered=False,
+    momentum=None,
+    nesterov=False,
+    bias_correction=False,
+):
     """RMSProp, optionally centered, bias-corrected and with momentum.
 
     nu_t = decay nu_{t-1} + (1 - decay) g_t^2,  nu_0 = initial_scale
@@ -96,7 +106,9 @@ def run_rmsprop(params0, grads, lr, decay=0.9, eps=1e-8, initial_scale=0.0,
     def step(t, g, p):
         nonlocal nu, mu, trace
         nu, mu = _ema(nu, g * g, decay), _ema(mu, g, decay)
-        nuhat, muhat = (_debias(nu, decay, t), _debias(mu, decay, t)) if bias_correction else (nu, mu)
+        nuhat, muhat = (
+            (_debias(nu, decay, t), _debias(mu, decay, t)) if bias_correction else (nu, mu)
+        )
         var = nuhat - muhat**2 if centered else nuhat
         s = 1.0 / np.sqrt(var + eps) if eps_in_sqrt else 1.0 / (np.sqrt(var) + eps)
         v = lr(t - 1) * s * g
@@ -109,8 +121,9 @@ def run_rmsprop(params0, grads, lr, decay=0.9, eps=1e-8, initial_scale=0.0,
     return _iterate(params0, grads, 1.0, step)
 
 
-def run_adam(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
-             nesterov=False, weight_decay=0.0):
+def run_adam(
+    params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False, weight_decay=0.0
+):
     """Adam; NAdam with nesterov=True; AdamW with weight_decay != 0.
 
     m_t = b1 m_{t-1} + (1 - b1) g_t,  v_t = b2 v_{t-1} + (1 - b2) g_t^2
@@ -140,8 +153,17 @@ def run_adam(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
     return _iterate(params0, grads, lr, direction)
 
 
-def run_amsgrad(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
-                bias_correction_mu=True, bias_correction_nu=True):
+def run_amsgrad(
+    params0,
+    grads,
+    lr,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    eps_root=0.0,
+    bias_correction_mu=True,
+    bias_correction_nu=True,
+):
     """AMSGrad: Adam with a running maximum of the second moment.
 
     m_t, v_t as in Adam
@@ -186,8 +208,9 @@ def run_adamax(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
     return _iterate(params0, grads, lr, direction)
 
 
-def run_radam(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0,
-              threshold=5.0, nesterov=False):
+def run_radam(
+    params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, nesterov=False
+):
     """Rectified Adam.
 
     m_t, v_t, mhat (optionally Nesterov), vhat as in Adam
