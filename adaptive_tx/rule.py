@@ -85,7 +85,7 @@ def bias_correction(decay: Any, t: jax.Array) -> jax.Array:
 
     Example:
       >>> bias_correction(0.9, jnp.int32(2))
-      Array(0.19000006, dtype=float32)
+      Array(0.19, dtype=float32)
     """
     return 1 - jnp.asarray(decay, jnp.result_type(float)) ** t
 
@@ -146,7 +146,7 @@ def dense_transformation(
       >>> state = tx.init({'w': jnp.zeros(2)})
       >>> updates, state = tx.update({'w': jnp.array([1.0, 0.0])}, state)
       >>> updates['w']
-      Array([0.9534625, 0.       ], dtype=float32)
+      Array([0.95346, 0.     ], dtype=float32)
     """
     if stat_dtypes is None:
         stat_dtypes = (None,) * len(rule.initial)

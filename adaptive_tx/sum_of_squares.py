@@ -79,7 +79,7 @@ def scale_by_sum_of_squares(
       >>> tx = scale_by_sum_of_squares(initial_accumulator_value=0.0, eps=0.0)
       >>> state = tx.init(jnp.zeros(2))
       >>> updates, state = tx.update(jnp.array([3.0, 0.0]), state)
-      >>> updates, state.sum_of_squares
+      >>> updates.round(4), state.sum_of_squares
       (Array([1., 0.], dtype=float32), Array([9., 0.], dtype=float32))
     """
     _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)

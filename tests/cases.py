@@ -36,7 +36,6 @@ ALIASES = [
     ("adam", dict(learning_rate=0.01)),
     ("adam", dict(learning_rate=0.01, b1=0.5, b2=0.9, eps=1e-3, eps_root=1e-6)),
     ("adam", dict(learning_rate=SCHEDULE, b1=0.0, nesterov=True)),
-    ("adam", dict(learning_rate=0.01, mu_dtype="bfloat16")),
     ("adamw", dict(learning_rate=0.01)),
     ("adamw", dict(learning_rate=0.01, weight_decay=0.1, mask=_mask, nesterov=True)),
     ("adamw", dict(learning_rate=SCHEDULE, weight_decay=WD_SCHEDULE)),
