@@ -1,11 +1,10 @@
-# make test · make demo · make bench — each installs what it needs into .venv.
+# make test · make demo — each installs what it needs into .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-OUT ?= out
 
-.PHONY: test demo bench clean
+.PHONY: test demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +21,5 @@ test: $(STAMP)
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) examples/quickstart.py
 
-bench: $(STAMP)
-	@echo "no benchmarks yet"
-
 clean:
-	rm -rf $(VENV) $(OUT)
+	rm -rf $(VENV)
