@@ -179,9 +179,9 @@ def dense_transformation(
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
-        new_stat_trees = [treedef.unflatten(list(column)) for column in zip(*new_stat_leaves)]
-        if not new_leaves:  # empty params: keep the (empty) statistic trees
-            new_stat_trees = list(stat_trees)
+        new_stat_trees = [
+            treedef.unflatten([stats[i] for stats in new_stat_leaves]) for i in range(num_stats)
+        ]
         chex.assert_trees_all_equal_shapes_and_dtypes(new_updates, updates)
         return new_updates, state_type(count, *new_stat_trees)
 
