@@ -105,6 +105,27 @@ def gradient_stream(steps: int = 100, seed: int = 1, dtype=np.float32) -> list[d
     return stream
 
 
+def run(tx, params, grads):
+    """Runs `tx` over `grads` with one jitted step (update + apply).
+
+    Returns every iterate of the parameters, the final state and how many times the step was traced
+    (1 unless it recompiled).
+    """
+    traces = []
+
+    @jax.jit
+    def step(params, state, g):
+        traces.append(1)
+        updates, state = tx.update(g, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state, iterates = tx.init(params), []
+    for g in grads:
+        params, state = step(params, state, g)
+        iterates.append(params)
+    return iterates, state, len(traces)
+
+
 def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
     """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero."""
     worst = 0.0

@@ -13,25 +13,23 @@ import pytest
 from flax import nnx
 
 import adaptive_tx as atx
-from tests.cases import ALIASES, DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff
+from tests.cases import (
+    ALIASES,
+    DEFAULTS,
+    case_id,
+    gradient_stream,
+    make_params,
+    max_rel_diff,
+    run,
+)
 
 NAMES = sorted({name for name, _ in ALIASES})
 
 
-def run(tx, params, grads):
-    """Runs `tx` over the gradient stream with one jitted step; returns params and trace count."""
-    traces = []
-
-    @jax.jit
-    def step(params, state, g):
-        traces.append(1)
-        updates, state = tx.update(g, state, params)
-        return optax.apply_updates(params, updates), state
-
-    state = tx.init(params)
-    for g in grads:
-        params, state = step(params, state, g)
-    return params, state, len(traces)
+def final(tx, params, grads):
+    """The parameters after the whole stream, the final state and the number of traces."""
+    iterates, state, traces = run(tx, params, grads)
+    return iterates[-1], state, traces
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -46,8 +44,8 @@ def test_signature_matches_optax(name):
 def test_matches_optax_over_100_steps(row):
     name, kwargs = row
     params, grads = make_params(), gradient_stream(100)
-    ours, our_state, traces = run(getattr(atx, name)(**kwargs), params, grads)
-    theirs, _, _ = run(getattr(optax, name)(**kwargs), params, grads)
+    ours, our_state, traces = final(getattr(atx, name)(**kwargs), params, grads)
+    theirs, _, _ = final(getattr(optax, name)(**kwargs), params, grads)
     assert traces == 1, "the jitted step recompiled across steps"
     assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
     assert max_rel_diff(ours, theirs) <= 1e-5
@@ -74,9 +72,11 @@ def test_updates_keep_gradient_dtype(row, dtype):
 def test_inject_hyperparams_equals_plain(row):
     name, kwargs = row
     params, grads = make_params(), gradient_stream(10)
-    ours, state, traces = run(optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads)
-    theirs, _, _ = run(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
-    plain, _, _ = run(getattr(atx, name)(**kwargs), params, grads)
+    ours, state, traces = final(
+        optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads
+    )
+    theirs, _, _ = final(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
+    plain, _, _ = final(getattr(atx, name)(**kwargs), params, grads)
     assert traces == 1
     assert max_rel_diff(ours, theirs) <= 1e-5
     # Injected hyperparameters are float32 arrays (python floats are rounded later): ~1e-7 per op.
@@ -88,10 +88,10 @@ def test_inject_hyperparams_equals_plain(row):
 def test_inside_optax_chain_with_clipping(row):
     name, kwargs = row
     params, grads = make_params(), gradient_stream(20)
-    ours, _, _ = run(
+    ours, _, _ = final(
         optax.chain(optax.clip_by_global_norm(1.0), getattr(atx, name)(**kwargs)), params, grads
     )
-    theirs, _, _ = run(
+    theirs, _, _ = final(
         optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, name)(**kwargs)), params, grads
     )
     assert max_rel_diff(ours, theirs) <= 1e-5
@@ -111,8 +111,8 @@ def test_inside_multi_transform():
             labels,
         )
 
-    ours, _, traces = run(split(atx), params, grads)
-    theirs, _, _ = run(split(optax), params, grads)
+    ours, _, traces = final(split(atx), params, grads)
+    theirs, _, _ = final(split(optax), params, grads)
     assert traces == 1
     assert max_rel_diff(ours, theirs) <= 1e-5
 

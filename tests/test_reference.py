@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.cases import run
 from tests.reference import numpy_optimizers as ref
 
 STEPS = 100
@@ -146,18 +147,8 @@ def _reference(name, kwargs, problem):
 def _run_jax(tx, problem, dtype=jnp.float32):
     """Every iterate of `tx` in `dtype`, one jitted step reused for all steps."""
     params0, grads = problem
-
-    @jax.jit
-    def step(params, state, g):
-        updates, state = tx.update(g, state, params)
-        return optax.apply_updates(params, updates), state
-
-    params = jnp.asarray(params0, dtype)
-    state = tx.init(params)
-    iterates = []
-    for g in grads:
-        params, state = step(params, state, np.asarray(g, dtype))
-        iterates.append(params)
+    cast = lambda x: jnp.asarray(x, dtype)
+    iterates, _, _ = run(tx, cast(params0), [cast(g) for g in grads])
     return np.asarray(jnp.stack(iterates), np.float64)
 
 
