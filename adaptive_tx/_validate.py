@@ -73,3 +73,17 @@ def check_tree_matches(where: str, updates: Any, stats: Any) -> None:
                 f"{where}: gradient leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
                 f"{np.shape(g)} but the optimizer state holds shape {np.shape(s)}"
             )
+
+
+def check_floating_params(where: str, params: Any) -> None:
+    """Raises TypeError naming the first leaf that is not a floating (or complex) array.
+
+    An integer or boolean leaf would get integer statistics and silently wrong updates.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not jax.numpy.issubdtype(jax.numpy.result_type(leaf), jax.numpy.inexact):
+            raise TypeError(
+                f"{where}: parameter {jax.tree_util.keystr(path) or '<root>'} has dtype "
+                f"{jax.numpy.result_type(leaf)}; adaptive methods need floating parameters "
+                "(exclude the others, e.g. with optax.masked or nnx.Optimizer(wrt=nnx.Param))"
+            )

@@ -159,6 +159,7 @@ def dense_transformation(
     num_stats = len(rule.initial)
 
     def init_fn(params):
+        _validate.check_floating_params(where, params)
         stats = [
             optax.tree.full_like(params, value, dtype=dtype)
             for value, dtype in zip(rule.initial, dtypes)

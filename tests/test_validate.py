@@ -113,3 +113,10 @@ def test_weight_decay_params_must_match_updates():
 def test_concrete_numpy_scalars_are_checked():
     with pytest.raises(ValueError, match="b2"):
         atx.adam(0.1, b2=np.float32(1.0))
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_non_floating_parameters_are_named(dtype):
+    params = {"w": jnp.zeros(2), "step": jnp.zeros((), dtype)}
+    with pytest.raises(TypeError, match=r"\['step'\] has dtype"):
+        atx.adam(0.1).init(params)
