@@ -82,16 +82,6 @@ def _first_moment_direction(b1: Any, nesterov: bool, debias: bool = True):
     return direction
 
 
-def _accumulate_moments(b1: Any, b2: Any):
-    """Adam's two moment updates, shared by Adam and RAdam."""
-
-    def accumulate(g, stats, t):
-        mu, nu = stats[:2]
-        return ema(mu, g, b1), ema(nu, abs_sq(g), b2)
-
-    return accumulate
-
-
 def bias_corrected_moments_rule(
     b1: Any,
     b2: Any,
@@ -110,13 +100,12 @@ def bias_corrected_moments_rule(
       >>> rule.direction(None, stats, 1) * rule.scale(stats, jnp.int32(1))  # Adam's first step: sign(g)
       Array([1.], dtype=float32)
     """
-    moments = _accumulate_moments(b1, b2)
 
     def inv_correction(decay, t, enabled):
         return 1 / bias_correction(decay, t) if enabled else 1.0
 
     def accumulate(g, stats, t):
-        mu, nu = moments(g, stats, t)
+        mu, nu = ema(stats[0], g, b1), ema(stats[1], abs_sq(g), b2)
         if not amsgrad:
             return mu, nu
         nu_max = jnp.maximum(stats[2], nu * inv_correction(b2, t, bias_correction_nu))
@@ -273,30 +262,25 @@ def rectified_moments_rule(
     threshold: Any,
     nesterov: bool,
 ) -> Rule:
-    r"""The RAdam rule for one coordinate (see `scale_by_rectified_moments`).
+    r"""The RAdam rule for one coordinate: Adam's rule with a rectified scale.
+
+    See `scale_by_rectified_moments`.
 
     Example:
       >>> rule = rectified_moments_rule(0.9, 0.999, 1e-8, 0.0, 5.0, False)
       >>> rule.scale((jnp.ones(1), jnp.ones(1)), jnp.int32(1))  # rho_1 < 5: plain SGD with momentum
       Array([10.], dtype=float32)
     """
+    adam = bias_corrected_moments_rule(b1, b2, eps, eps_root, nesterov, amsgrad=False)
     rho_inf = 2 / (1 - b2) - 1
 
     def scale(stats, t):
-        nu = stats[1]
-        inv_bc1 = 1 / bias_correction(b1, t)
         bc2 = bias_correction(b2, t)
         rho = rho_inf - 2 * t * (1 - bc2) / bc2
         r = jnp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        adaptive = (r * inv_bc1) / (jnp.sqrt(nu / bc2 + eps_root) + eps)
-        return jnp.where(rho >= threshold, adaptive, inv_bc1)
+        return jnp.where(rho >= threshold, r * adam.scale(stats, t), 1 / bias_correction(b1, t))
 
-    return Rule(
-        initial=(0.0, 0.0),
-        accumulate=_accumulate_moments(b1, b2),
-        direction=_first_moment_direction(b1, nesterov),
-        scale=scale,
-    )
+    return adam._replace(scale=scale)
 
 
 def scale_by_rectified_moments(
