@@ -2,14 +2,39 @@ r"""The RMSProp family: scaling by an exponential moving average of squared grad
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate
-from adaptive_tx.rule import Rule, abs_sq, bias_correction, dense_transformation, ema
+from adaptive_tx.rule import (
+    Rule,
+    abs_sq,
+    bias_correction,
+    dense_transformation,
+    ema,
+    state_scale,
+)
+
+
+class EmaOfSquaresHyperparams(NamedTuple):
+    """The numbers the RMSProp rule is built from (kept in the state as 0-d arrays).
+
+    Attributes:
+      decay: :math:`\\rho`.
+      initial_scale: :math:`\\nu_0`.
+      eps_root: ε inside the square root.
+      eps: ε outside the square root.
+      debias: 1.0 to divide the averages by :math:`1-\\rho^t`, 0.0 not to.
+    """
+
+    decay: Any
+    initial_scale: Any
+    eps_root: Any
+    eps: Any
+    debias: Any
 
 
 class ScaleByEmaOfSquaresState(NamedTuple):
@@ -19,28 +44,29 @@ class ScaleByEmaOfSquaresState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       nu: params-shaped tree, the EMA of squared gradients :math:`\\nu_t`.
       mu: params-shaped tree, the EMA of gradients :math:`\\mu_t` (centered variant only, else None).
+      hyperparams: `EmaOfSquaresHyperparams`, 0-d arrays.
     """
 
     count: jax.Array
     nu: optax.Updates
     mu: optax.Updates | None = None
+    hyperparams: EmaOfSquaresHyperparams | None = None
+
+    def per_coordinate_scale(self) -> optax.Updates:
+        r"""The rule's scale :math:`1/(\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)` at the last step."""
+        rule = ema_of_squares_rule(self.hyperparams, centered=self.mu is not None)
+        return state_scale(rule, self)
 
 
-def ema_of_squares_rule(
-    decay: float,
-    eps: float,
-    initial_scale: float,
-    eps_in_sqrt: bool,
-    centered: bool,
-    debias: bool,
-) -> Rule:
+def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) -> Rule:
     r"""The RMSProp rule for one coordinate (see `scale_by_ema_of_squares`).
 
     Example:
-      >>> rule = ema_of_squares_rule(0.9, 0.0, 0.0, True, False, False)
+      >>> rule = ema_of_squares_rule(EmaOfSquaresHyperparams(0.9, 0.0, 0.0, 0.0, False), False)
       >>> rule.scale((jnp.array([0.25]),), jnp.int32(1))
       Array([2.], dtype=float32)
     """
+    decay, eps_root, eps = hyperparams.decay, hyperparams.eps_root, hyperparams.eps
 
     def accumulate(g, stats, t):
         if centered:
@@ -52,14 +78,13 @@ def ema_of_squares_rule(
     def scale(stats, t):
         # Divide (not multiply by the inverse) as optax does: with `centered` the variance is a
         # difference of nearly equal numbers and rounding differences would show.
-        correction = bias_correction(decay, t) if debias else 1.0
+        correction = jnp.where(hyperparams.debias, bias_correction(decay, t), 1.0)
         variance = stats[0] / correction
         if centered:
             variance = variance - abs_sq(stats[1] / correction)
-        if eps_in_sqrt:
-            return jax.lax.rsqrt(variance + eps)
-        return 1 / (jnp.sqrt(variance) + eps)
+        return 1 / (jnp.sqrt(variance + eps_root) + eps)
 
+    initial_scale = hyperparams.initial_scale
     return Rule(
         initial=(initial_scale, 0.0) if centered else (initial_scale,),
         accumulate=accumulate,
@@ -115,5 +140,12 @@ def scale_by_ema_of_squares(
     _validate.check_unit_interval("decay", decay)
     _validate.check_non_negative("eps", eps)
     _validate.check_non_negative("initial_scale", initial_scale)
-    rule = ema_of_squares_rule(decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction)
-    return dense_transformation(rule, ScaleByEmaOfSquaresState)
+    hyperparams = EmaOfSquaresHyperparams(
+        decay=decay,
+        initial_scale=initial_scale,
+        eps_root=eps if eps_in_sqrt else 0.0,
+        eps=0.0 if eps_in_sqrt else eps,
+        debias=bias_correction,
+    )
+    rule = ema_of_squares_rule(hyperparams, centered)
+    return dense_transformation(rule, ScaleByEmaOfSquaresState, hyperparams=hyperparams)

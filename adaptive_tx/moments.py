@@ -15,7 +15,32 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate
-from adaptive_tx.rule import Rule, abs_sq, bias_correction, dense_transformation, ema
+from adaptive_tx.rule import (
+    Rule,
+    abs_sq,
+    bias_correction,
+    dense_transformation,
+    ema,
+    state_scale,
+)
+
+
+class BiasCorrectedMomentsHyperparams(NamedTuple):
+    """The numbers the Adam rule is built from (kept in the state as 0-d arrays).
+
+    Attributes:
+      b1, b2: :math:`\\beta_1, \\beta_2`.
+      eps: ε outside the square root.
+      eps_root: ε inside the square root.
+      bias_correction_mu, bias_correction_nu: 1.0 to divide the moment by its bias correction.
+    """
+
+    b1: Any
+    b2: Any
+    eps: Any
+    eps_root: Any
+    bias_correction_mu: Any = True
+    bias_correction_nu: Any = True
 
 
 class ScaleByBiasCorrectedMomentsState(NamedTuple):
@@ -26,12 +51,27 @@ class ScaleByBiasCorrectedMomentsState(NamedTuple):
       mu: params-shaped tree, the first moment :math:`m_t` (``mu_dtype``).
       nu: params-shaped tree, the second moment :math:`v_t` (``nu_dtype``).
       nu_max: params-shaped tree, the running maximum of :math:`\\hat v_t` (AMSGrad only, else None).
+      hyperparams: `BiasCorrectedMomentsHyperparams`, 0-d arrays.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None = None
+    hyperparams: BiasCorrectedMomentsHyperparams | None = None
+
+    def per_coordinate_scale(self) -> optax.Updates:
+        r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`."""
+        amsgrad = self.nu_max is not None
+        return state_scale(bias_corrected_moments_rule(self.hyperparams, False, amsgrad), self)
+
+
+class InfNormMomentsHyperparams(NamedTuple):
+    """The numbers the Adamax rule is built from (kept in the state as 0-d arrays)."""
+
+    b1: Any
+    b2: Any
+    eps: Any
 
 
 class ScaleByInfNormMomentsState(NamedTuple):
@@ -41,11 +81,27 @@ class ScaleByInfNormMomentsState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the exponentially weighted infinity norm :math:`u_t`.
+      hyperparams: `InfNormMomentsHyperparams`, 0-d arrays.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
+    hyperparams: InfNormMomentsHyperparams | None = None
+
+    def per_coordinate_scale(self) -> optax.Updates:
+        r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / u_t` at the last step."""
+        return state_scale(inf_norm_moments_rule(self.hyperparams), self)
+
+
+class RectifiedMomentsHyperparams(NamedTuple):
+    """The numbers the RAdam rule is built from (kept in the state as 0-d arrays)."""
+
+    b1: Any
+    b2: Any
+    eps: Any
+    eps_root: Any
+    threshold: Any
 
 
 class ScaleByRectifiedMomentsState(NamedTuple):
@@ -55,14 +111,25 @@ class ScaleByRectifiedMomentsState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the second moment :math:`v_t`.
+      hyperparams: `RectifiedMomentsHyperparams`, 0-d arrays.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
+    hyperparams: RectifiedMomentsHyperparams | None = None
+
+    def per_coordinate_scale(self) -> optax.Updates:
+        r"""The rule's scale at the last step: :math:`r_t` times Adam's, or :math:`(1-\beta_1^t)^{-1}`."""
+        return state_scale(rectified_moments_rule(self.hyperparams, False), self)
 
 
-def _first_moment_direction(b1: Any, nesterov: bool, debias: bool = True):
+def _inv_correction(decay: Any, t: jax.Array, enabled: Any = True) -> jax.Array:
+    """:math:`1/(1-\\beta^t)`, or 1 where the correction is disabled."""
+    return jnp.where(enabled, 1 / bias_correction(decay, t), 1.0)
+
+
+def _first_moment_direction(b1: Any, nesterov: bool, debias: Any = True):
     r"""The direction of the Adam family: :math:`m_t`, or NAdam's look-ahead.
 
     NAdam (optax, Dozat 2016) uses :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`;
@@ -74,51 +141,43 @@ def _first_moment_direction(b1: Any, nesterov: bool, debias: bool = True):
         mu = stats[0]
         if not nesterov:
             return mu
-        ratio = (
-            bias_correction(b1, t) / bias_correction(b1, optax.safe_increment(t)) if debias else 1.0
-        )
-        return (b1 * ratio) * mu + (1 - b1) * g
+        ratio = bias_correction(b1, t) * _inv_correction(b1, optax.safe_increment(t))
+        return (b1 * jnp.where(debias, ratio, 1.0)) * mu + (1 - b1) * g
 
     return direction
 
 
 def bias_corrected_moments_rule(
-    b1: Any,
-    b2: Any,
-    eps: Any,
-    eps_root: Any,
+    hyperparams: BiasCorrectedMomentsHyperparams,
     nesterov: bool,
     amsgrad: bool,
-    bias_correction_mu: bool = True,
-    bias_correction_nu: bool = True,
 ) -> Rule:
     r"""The Adam / NAdam / AMSGrad rule for one coordinate (see `scale_by_bias_corrected_moments`).
 
     Example:
-      >>> rule = bias_corrected_moments_rule(0.9, 0.999, 0.0, 0.0, False, False)
+      >>> rule = bias_corrected_moments_rule(
+      ...     BiasCorrectedMomentsHyperparams(0.9, 0.999, 0.0, 0.0), False, False)
       >>> stats = rule.accumulate(jnp.array([2.0]), (jnp.zeros(1), jnp.zeros(1)), jnp.int32(1))
       >>> rule.direction(None, stats, 1) * rule.scale(stats, jnp.int32(1))  # Adam's first step: sign(g)
       Array([1.], dtype=float32)
     """
-
-    def inv_correction(decay, t, enabled):
-        return 1 / bias_correction(decay, t) if enabled else 1.0
+    b1, b2, eps, eps_root, debias_mu, debias_nu = hyperparams
 
     def accumulate(g, stats, t):
         mu, nu = ema(stats[0], g, b1), ema(stats[1], abs_sq(g), b2)
         if not amsgrad:
             return mu, nu
-        nu_max = jnp.maximum(stats[2], nu * inv_correction(b2, t, bias_correction_nu))
+        nu_max = jnp.maximum(stats[2], nu * _inv_correction(b2, t, debias_nu))
         return mu, nu, nu_max
 
     def scale(stats, t):
-        v = stats[2] if amsgrad else stats[1] * inv_correction(b2, t, bias_correction_nu)
-        return inv_correction(b1, t, bias_correction_mu) / (jnp.sqrt(v + eps_root) + eps)
+        v = stats[2] if amsgrad else stats[1] * _inv_correction(b2, t, debias_nu)
+        return _inv_correction(b1, t, debias_mu) / (jnp.sqrt(v + eps_root) + eps)
 
     return Rule(
         initial=(0.0, 0.0, 0.0) if amsgrad else (0.0, 0.0),
         accumulate=accumulate,
-        direction=_first_moment_direction(b1, nesterov, bias_correction_mu),
+        direction=_first_moment_direction(b1, nesterov, debias_mu),
         scale=scale,
     )
 
@@ -188,21 +247,23 @@ def scale_by_bias_corrected_moments(
       Array([ 1., -1.], dtype=float32)
     """
     _check_moment_args(b1, b2, eps, eps_root)
-    rule = bias_corrected_moments_rule(
-        b1, b2, eps, eps_root, nesterov, amsgrad, bias_correction_mu, bias_correction_nu
+    hyperparams = BiasCorrectedMomentsHyperparams(
+        b1, b2, eps, eps_root, bias_correction_mu, bias_correction_nu
     )
+    rule = bias_corrected_moments_rule(hyperparams, nesterov, amsgrad)
     dtypes = (mu_dtype, nu_dtype, nu_dtype) if amsgrad else (mu_dtype, nu_dtype)
-    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, dtypes)
+    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, dtypes, hyperparams)
 
 
-def inf_norm_moments_rule(b1: Any, b2: Any, eps: Any) -> Rule:
+def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
     r"""The Adamax rule for one coordinate (see `scale_by_inf_norm_moments`).
 
     Example:
-      >>> rule = inf_norm_moments_rule(0.9, 0.999, 0.0)
+      >>> rule = inf_norm_moments_rule(InfNormMomentsHyperparams(0.9, 0.999, 0.0))
       >>> rule.accumulate(jnp.array([-2.0]), (jnp.zeros(1), jnp.ones(1)), jnp.int32(1))
       (Array([-0.2], dtype=float32), Array([2.], dtype=float32))
     """
+    b1, b2, eps = hyperparams
 
     def accumulate(g, stats, t):
         mu, nu = stats
@@ -212,7 +273,7 @@ def inf_norm_moments_rule(b1: Any, b2: Any, eps: Any) -> Rule:
         initial=(0.0, 0.0),
         accumulate=accumulate,
         direction=_first_moment_direction(b1, nesterov=False),
-        scale=lambda stats, t: (1 / bias_correction(b1, t)) / stats[1],
+        scale=lambda stats, t: _inv_correction(b1, t) / stats[1],
     )
 
 
@@ -251,34 +312,32 @@ def scale_by_inf_norm_moments(
       Array([ 1., -1.], dtype=float32)
     """
     _check_moment_args(b1, b2, eps)
-    return dense_transformation(inf_norm_moments_rule(b1, b2, eps), ScaleByInfNormMomentsState)
+    hyperparams = InfNormMomentsHyperparams(b1, b2, eps)
+    rule = inf_norm_moments_rule(hyperparams)
+    return dense_transformation(rule, ScaleByInfNormMomentsState, hyperparams=hyperparams)
 
 
-def rectified_moments_rule(
-    b1: Any,
-    b2: Any,
-    eps: Any,
-    eps_root: Any,
-    threshold: Any,
-    nesterov: bool,
-) -> Rule:
+def rectified_moments_rule(hyperparams: RectifiedMomentsHyperparams, nesterov: bool) -> Rule:
     r"""The RAdam rule for one coordinate: Adam's rule with a rectified scale.
 
     See `scale_by_rectified_moments`.
 
     Example:
-      >>> rule = rectified_moments_rule(0.9, 0.999, 1e-8, 0.0, 5.0, False)
+      >>> rule = rectified_moments_rule(
+      ...     RectifiedMomentsHyperparams(0.9, 0.999, 1e-8, 0.0, 5.0), False)
       >>> rule.scale((jnp.ones(1), jnp.ones(1)), jnp.int32(1))  # rho_1 < 5: plain SGD with momentum
       Array([10.], dtype=float32)
     """
-    adam = bias_corrected_moments_rule(b1, b2, eps, eps_root, nesterov, amsgrad=False)
+    b1, b2, eps, eps_root, threshold = hyperparams
+    adam_hyperparams = BiasCorrectedMomentsHyperparams(b1, b2, eps, eps_root)
+    adam = bias_corrected_moments_rule(adam_hyperparams, nesterov, amsgrad=False)
     rho_inf = 2 / (1 - b2) - 1
 
     def scale(stats, t):
         bc2 = bias_correction(b2, t)
         rho = rho_inf - 2 * t * (1 - bc2) / bc2
         r = jnp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        return jnp.where(rho >= threshold, r * adam.scale(stats, t), 1 / bias_correction(b1, t))
+        return jnp.where(rho >= threshold, r * adam.scale(stats, t), _inv_correction(b1, t))
 
     return adam._replace(scale=scale)
 
@@ -331,5 +390,6 @@ def scale_by_rectified_moments(
       Array([ 0.5, -3. ], dtype=float32)
     """
     _check_moment_args(b1, b2, eps, eps_root)
-    rule = rectified_moments_rule(b1, b2, eps, eps_root, threshold, nesterov)
-    return dense_transformation(rule, ScaleByRectifiedMomentsState)
+    hyperparams = RectifiedMomentsHyperparams(b1, b2, eps, eps_root, threshold)
+    rule = rectified_moments_rule(hyperparams, nesterov)
+    return dense_transformation(rule, ScaleByRectifiedMomentsState, hyperparams=hyperparams)

@@ -100,6 +100,55 @@ def compute_dtype(dtype: Any) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def widen(stats: Stats) -> Stats:
+    """The statistics as the rule sees them: float32 (or wider), whatever dtype stores them.
+
+    Example:
+      >>> widen((jnp.ones(1, jnp.bfloat16),))[0].dtype
+      dtype('float32')
+    """
+    return tuple(s.astype(compute_dtype(s.dtype)) for s in stats)
+
+
+def store_hyperparams(hyperparams: Any) -> Any:
+    """The hyperparameters as 0-d float arrays (float32; float64 under x64) to keep in a state.
+
+    Flags are stored as 1.0 / 0.0; rules read them with ``jnp.where``, so a rule built from the
+    stored values computes what the rule built from the constructor's arguments computes.
+
+    Example:
+      >>> store_hyperparams({'eps': 1e-8, 'debias': True})['debias']
+      Array(1., dtype=float32)
+    """
+    return jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(float)), hyperparams)
+
+
+def state_scale(rule: Rule, state: Any) -> Any:
+    r"""The per-coordinate ``rule.scale`` at the last step of a state made by `dense_transformation`.
+
+    This is the factor the effective learning rate reads: the update of the last step was
+    ``direction * scale``. Before the first step it is the scale at :math:`t = 1` of the initial
+    statistics.
+
+    Args:
+      rule: the rule the state's transformation applies (rebuilt from ``state.hyperparams``).
+      state: ``state_type(count, *stats, ...)``.
+
+    Returns:
+      A params-shaped tree of float32 (or wider) arrays.
+
+    Example:
+      >>> from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
+      >>> tx = scale_by_sum_of_squares(initial_accumulator_value=0.0, eps=0.0)
+      >>> _, state = tx.update(jnp.array([2.0, 0.5]), tx.init(jnp.zeros(2)))
+      >>> state.per_coordinate_scale()
+      Array([0.5, 2. ], dtype=float32)
+    """
+    t = jnp.maximum(state.count, 1)
+    stat_trees = tuple(state[1 : 1 + len(rule.initial)])
+    return jax.tree.map(lambda *stats: rule.scale(widen(stats), t), *stat_trees)
+
+
 def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[jax.Array, Stats]:
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
 
@@ -107,16 +156,15 @@ def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[ja
     keeps the dtype it is stored in.
 
     Example:
-      >>> from adaptive_tx.sum_of_squares import sum_of_squares_rule
-      >>> update, (acc,) = apply_rule(sum_of_squares_rule(0.0, 0.0), jnp.array([2.0]),
+      >>> from adaptive_tx.sum_of_squares import SumOfSquaresHyperparams, sum_of_squares_rule
+      >>> rule = sum_of_squares_rule(SumOfSquaresHyperparams(0.0, 0.0, 0.0))
+      >>> update, (acc,) = apply_rule(rule, jnp.array([2.0]),
       ...                             (jnp.array([0.0]),), jnp.int32(1))
       >>> update, acc
       (Array([1.], dtype=float32), Array([4.], dtype=float32))
     """
-    dtype = compute_dtype(g.dtype)
-    wide_g = g.astype(dtype)
-    wide_stats = tuple(s.astype(compute_dtype(s.dtype)) for s in stats)
-    new_stats = rule.accumulate(wide_g, wide_stats, t)
+    wide_g = g.astype(compute_dtype(g.dtype))
+    new_stats = rule.accumulate(wide_g, widen(stats), t)
     update = rule.direction(wide_g, new_stats, t) * rule.scale(new_stats, t)
     return update.astype(g.dtype), tuple(n.astype(s.dtype) for n, s in zip(new_stats, stats))
 
@@ -125,24 +173,32 @@ def dense_transformation(
     rule: Rule,
     state_type: type,
     stat_dtypes: Sequence[Any] | None = None,
+    hyperparams: Any = None,
 ) -> optax.GradientTransformation:
     r"""The Optax transformation that applies `rule` to every leaf of a pytree.
 
-    The state is ``state_type(count, *stats)``: an int32 step counter that saturates at its maximum,
-    then one params-shaped tree per statistic of the rule, in the rule's order.
+    The state is ``state_type(count, *stats, hyperparams=...)``: an int32 step counter that
+    saturates at its maximum, then one params-shaped tree per statistic of the rule, in the rule's
+    order, then (if given) the hyperparameters the rule was built from, as 0-d arrays, so that the
+    rule's scale can be recomputed from the state alone (`state_scale`).
 
     Args:
       rule: the per-coordinate rule.
       state_type: the `NamedTuple` holding the state; its first field is ``count``.
       stat_dtypes: the storage dtype of each statistic (None: the parameter's dtype).
+      hyperparams: a `NamedTuple` of the numbers the rule was built from, kept in the state
+        (None: the state has no ``hyperparams`` field).
 
     Returns:
       An `optax.GradientTransformation`.
 
     Example:
       >>> import optax
-      >>> from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState, sum_of_squares_rule
-      >>> tx = dense_transformation(sum_of_squares_rule(0.1, 1e-7), ScaleBySumOfSquaresState)
+      >>> from adaptive_tx.sum_of_squares import (ScaleBySumOfSquaresState,
+      ...     SumOfSquaresHyperparams, sum_of_squares_rule)
+      >>> hyperparams = SumOfSquaresHyperparams(0.1, 1e-7, 0.0)
+      >>> tx = dense_transformation(sum_of_squares_rule(hyperparams), ScaleBySumOfSquaresState,
+      ...                           hyperparams=hyperparams)
       >>> state = tx.init({'w': jnp.zeros(2)})
       >>> updates, state = tx.update({'w': jnp.array([1.0, 0.0])}, state)
       >>> updates['w']
@@ -158,13 +214,18 @@ def dense_transformation(
     where = state_type.__name__.removesuffix("State")
     num_stats = len(rule.initial)
 
+    def make_state(count, stats):
+        if hyperparams is None:
+            return state_type(count, *stats)
+        return state_type(count, *stats, hyperparams=store_hyperparams(hyperparams))
+
     def init_fn(params):
         _validate.check_floating_params(where, params)
         stats = [
             optax.tree.full_like(params, value, dtype=dtype)
             for value, dtype in zip(rule.initial, dtypes)
         ]
-        return state_type(jnp.zeros([], jnp.int32), *stats)
+        return make_state(jnp.zeros([], jnp.int32), stats)
 
     def update_fn(updates, state, params=None):
         del params
@@ -184,6 +245,6 @@ def dense_transformation(
             treedef.unflatten([stats[i] for stats in new_stat_leaves]) for i in range(num_stats)
         ]
         chex.assert_trees_all_equal_shapes_and_dtypes(new_updates, updates)
-        return new_updates, state_type(count, *new_stat_trees)
+        return new_updates, make_state(count, new_stat_trees)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import adaptive_tx as atx
-from adaptive_tx.moments import bias_corrected_moments_rule
+from adaptive_tx.moments import BiasCorrectedMomentsHyperparams, bias_corrected_moments_rule
 from adaptive_tx.rule import apply_rule
 from tests.cases import max_rel_diff
 
@@ -69,7 +69,8 @@ def test_empty_and_zero_size_trees(tx):
 
 def test_rule_is_elementwise_rows_equal_dense_rows():
     """The property row-sparse execution relies on: updating some rows alone gives the same rows."""
-    rule = bias_corrected_moments_rule(0.9, 0.999, 1e-8, 0.0, nesterov=True, amsgrad=True)
+    hyperparams = BiasCorrectedMomentsHyperparams(0.9, 0.999, 1e-8, 0.0)
+    rule = bias_corrected_moments_rule(hyperparams, nesterov=True, amsgrad=True)
     rng = np.random.default_rng(0)
     g = jnp.asarray(rng.normal(size=(8, 5)), jnp.float32)
     stats = tuple(jnp.asarray(np.abs(rng.normal(size=(8, 5))), jnp.float32) for _ in range(3))
