@@ -16,6 +16,11 @@ from adaptive_tx.aliases import (
     radam,
     rmsprop,
 )
+from adaptive_tx.diagnostics import (
+    RateSummary,
+    effective_learning_rate,
+    effective_learning_rate_summary,
+)
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState, scale_by_ema_of_squares
 from adaptive_tx.learning_rate import ScaleByLearningRateState, scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -34,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AddDecoupledWeightDecayState",
+    "RateSummary",
     "Rule",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
@@ -49,6 +55,8 @@ __all__ = (
     "add_decoupled_weight_decay",
     "amsgrad",
     "dense_transformation",
+    "effective_learning_rate",
+    "effective_learning_rate_summary",
     "nadam",
     "nadamw",
     "radam",

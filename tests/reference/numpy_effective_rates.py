@@ -1,0 +1,117 @@
+"""Float64 NumPy closed forms of the per-coordinate effective learning rate after T steps.
+
+Written from the formulas (optax's conventions, as in numpy_optimizers.py), independently of the
+library: the rate eta_eff such that the last update is -eta_eff * d, with d = g_T for Adagrad and
+RMSProp and d = m_T (the raw first moment) for the Adam family.
+
+``effective_rate(name, grads, lr_T, **hyper)`` takes one leaf's gradients g_1..g_T (arrays of one
+shape) and the learning rate of the last step; keyword names are the optax alias's.
+"""
+
+import numpy as np
+
+
+def _ema_series(values, decay, start=0.0):
+    average = start
+    for value in values:
+        average = decay * average + (1.0 - decay) * value
+    return average
+
+
+def _adagrad(grads, lr, initial_accumulator_value=0.1, eps=1e-7):
+    total = initial_accumulator_value + sum(g * g for g in grads)
+    rate = np.zeros_like(total)
+    np.divide(lr, np.sqrt(total + eps), out=rate, where=total > 0)
+    return rate
+
+
+def _rmsprop(
+    grads,
+    lr,
+    decay=0.9,
+    eps=1e-8,
+    initial_scale=0.0,
+    eps_in_sqrt=True,
+    centered=False,
+    bias_correction=False,
+    momentum=None,
+    nesterov=False,
+):
+    del momentum, nesterov  # a momentum trace after the learning rate is not part of the rate
+    t = len(grads)
+    correction = 1.0 - decay**t if bias_correction else 1.0
+    variance = _ema_series([g * g for g in grads], decay, initial_scale) / correction
+    if centered:
+        variance = variance - (_ema_series(grads, decay) / correction) ** 2
+    if eps_in_sqrt:
+        return lr / np.sqrt(variance + eps)
+    return lr / (np.sqrt(variance) + eps)
+
+
+def _adam(grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False, **unused):
+    del nesterov, unused  # NAdam's rate is Adam's; weight decay, mask, mu_dtype are not in it
+    t = len(grads)
+    v_hat = _ema_series([g * g for g in grads], b2) / (1.0 - b2**t)
+    return lr / (1.0 - b1**t) / (np.sqrt(v_hat + eps_root) + eps)
+
+
+def _amsgrad(
+    grads,
+    lr,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    eps_root=0.0,
+    bias_correction_mu=True,
+    bias_correction_nu=True,
+    **unused,
+):
+    v, v_max = 0.0, 0.0
+    for t, g in enumerate(grads, start=1):
+        v = b2 * v + (1.0 - b2) * g * g
+        v_max = np.maximum(v_max, v / (1.0 - b2**t) if bias_correction_nu else v)
+    mu_correction = 1.0 - b1 ** len(grads) if bias_correction_mu else 1.0
+    return lr / mu_correction / (np.sqrt(v_max + eps_root) + eps)
+
+
+def _adamax(grads, lr, b1=0.9, b2=0.999, eps=1e-8, **unused):
+    u = 0.0
+    for g in grads:
+        u = np.maximum(b2 * u, np.abs(g) + eps)
+    return lr / (1.0 - b1 ** len(grads)) / u
+
+
+def _radam(grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, nesterov=False):
+    """Liu et al. 2019: r_t times Adam's rate once rho_t >= threshold, else lr / (1 - b1^t)."""
+    t = len(grads)
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho = rho_inf - 2.0 * t * b2**t / (1.0 - b2**t)
+    if rho < threshold:
+        return np.full_like(grads[-1], lr / (1.0 - b1**t))
+    r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+    return r * _adam(grads, lr, b1, b2, eps, eps_root)
+
+
+RATES = {
+    "adagrad": _adagrad,
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+    "adamw": _adam,
+    "nadam": _adam,
+    "nadamw": _adam,
+    "amsgrad": _amsgrad,
+    "adamax": _adamax,
+    "adamaxw": _adamax,
+    "radam": _radam,
+}
+
+
+def effective_rate(name, grads, lr, **hyper):
+    """The effective learning rate of alias `name` after the gradients `grads` of one leaf."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    return RATES[name](grads, lr, **hyper)
+
+
+def first_moment(grads, b1=0.9, **unused):
+    """m_T, the direction the Adam family's rate multiplies."""
+    return _ema_series([np.asarray(g, np.float64) for g in grads], b1)
