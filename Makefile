@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml | $(PY)
 test: $(STAMP)
 	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q
 
+# The sparse-feature lab: effective learning rates per coordinate, figures in out/demo/.
 demo: $(STAMP)
-	JAX_PLATFORMS=cpu $(PY) examples/quickstart.py
+	JAX_PLATFORMS=cpu $(PY) examples/sparse_feature_demo.py --out out/demo
 
 clean:
 	rm -rf $(VENV)

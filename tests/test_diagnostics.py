@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import adaptive_tx as atx
-from tests.cases import ALIASES, case_id, gradient_stream, make_params, run
+from tests.cases import ALIASES, DEFAULTS, case_id, gradient_stream, make_params, run
 from tests.reference import numpy_effective_rates as ref
 
 STEPS = 60
@@ -48,8 +48,13 @@ def _rel_err(actual, expected):
     return float(np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-30)))
 
 
-@pytest.mark.parametrize("stream", STREAMS)
-@pytest.mark.parametrize("row", ALIASES, ids=case_id)
+# Every row on the sparse stream; one row per alias on the dense stream.
+CLOSED_FORM_CASES = [(row, "sparse") for row in ALIASES] + [(row, "dense") for row in DEFAULTS]
+
+
+@pytest.mark.parametrize(
+    "row, stream", CLOSED_FORM_CASES, ids=[f"{case_id(r)}-{s}" for r, s in CLOSED_FORM_CASES]
+)
 def test_rate_matches_closed_form(row, stream):
     name, kwargs = row
     grads = STREAMS[stream]()

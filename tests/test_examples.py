@@ -20,14 +20,31 @@ def test_readme_example_trains():
     assert float(loss_fn(namespace["model"])) < 0.5 * float(loss_fn(fresh))
 
 
-def test_quickstart_tiny_run():
+def _example(name):
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import quickstart
+        return __import__(name)
     finally:
         sys.path.pop(0)
+
+
+def test_quickstart_tiny_run():
+    quickstart = _example("quickstart")
     results = quickstart.main(["--steps", "20", "--optimizers", "sgd,adagrad,adam,radam"])
     assert {r["optimizer"] for r in results} == {"sgd", "adagrad", "adam", "radam"}
     for r in results:
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["ms_per_step"] > 0
     assert max(r["test_accuracy"] for r in results) > 0.5  # 20 steps already learn something
+
+
+def test_sparse_feature_demo_tiny_run(tmp_path):
+    """`make demo` in a tiny configuration: the table and the four figures."""
+    demo = _example("sparse_feature_demo")
+    result = demo.main(["--tiny", "--out", str(tmp_path)])
+    for name in result["files"]:
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    rows = {name: (common, rare) for name, _, _, common, rare in result["rows"]}
+    assert rows["SGD"][0] == rows["SGD"][1]  # one global rate
+    assert rows["Adagrad"][1] > 2 * rows["Adagrad"][0]  # the rare coordinate keeps a larger rate
+    rates = result["nonstationary"]
+    assert rates["RMSProp"][-1] > 10 * rates["Adagrad"][-1]  # RMSProp recovered, Adagrad did not
