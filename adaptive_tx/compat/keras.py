@@ -118,30 +118,26 @@ def _chain(
     name: str,
     scaling: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
-    options: dict,
+    *,
+    weight_decay: Any,
+    clipnorm: Any,
+    clipvalue: Any,
+    global_clipnorm: Any,
+    use_ema: bool,
+    loss_scale_factor: Any,
+    gradient_accumulation_steps: Any,
     momentum: Any = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """clipping → scaling → learning rate → momentum → weight decay, as keras applies them."""
-    _check_options(
-        options["use_ema"],
-        options["loss_scale_factor"],
-        options["gradient_accumulation_steps"],
-    )
+    _check_options(use_ema, loss_scale_factor, gradient_accumulation_steps)
     _validate.check_learning_rate(learning_rate)
-    parts = _clipping(options["clipnorm"], options["clipvalue"], options["global_clipnorm"])
+    parts = _clipping(clipnorm, clipvalue, global_clipnorm)
     parts += [scaling, scale_by_learning_rate(learning_rate)]
     if not is_off(momentum):
         parts.append(optax.trace(decay=momentum))
-    if options["weight_decay"] is not None:
-        parts.append(
-            add_decoupled_weight_decay(options["weight_decay"], learning_rate=learning_rate)
-        )
+    if weight_decay is not None:
+        parts.append(add_decoupled_weight_decay(weight_decay, learning_rate=learning_rate))
     return real_params_only(optax.chain(*parts), f"compat.keras.{name}", _COMPLEX_HINT)
-
-
-def _options(**options: Any) -> dict:
-    """The keyword arguments every keras optimizer takes, gathered for `_chain`."""
-    return options
 
 
 def Adagrad(
@@ -192,7 +188,10 @@ def Adagrad(
     del ema_momentum, ema_overwrite_frequency, name
     _validate.check_non_negative("epsilon", epsilon)
     scaling = scale_by_sum_of_squares(initial_accumulator_value, epsilon)
-    options = _options(
+    return _chain(
+        "Adagrad",
+        scaling,
+        learning_rate,
         weight_decay=weight_decay,
         clipnorm=clipnorm,
         clipvalue=clipvalue,
@@ -201,7 +200,6 @@ def Adagrad(
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-    return _chain("Adagrad", scaling, learning_rate, options)
 
 
 def RMSprop(
@@ -262,7 +260,10 @@ def RMSprop(
     _validate.check_non_negative("epsilon", epsilon)
     _validate.check_non_negative("momentum", momentum)
     scaling = scale_by_ema_of_squares(decay=rho, eps=epsilon, centered=centered)
-    options = _options(
+    return _chain(
+        "RMSprop",
+        scaling,
+        learning_rate,
         weight_decay=weight_decay,
         clipnorm=clipnorm,
         clipvalue=clipvalue,
@@ -270,8 +271,8 @@ def RMSprop(
         use_ema=use_ema,
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
+        momentum=momentum,
     )
-    return _chain("RMSprop", scaling, learning_rate, options, momentum=momentum)
 
 
 def _check_betas(beta_1: Any, beta_2: Any, epsilon: Any) -> None:
@@ -338,7 +339,10 @@ def Adam(
     scaling = scale_by_bias_corrected_moments(
         b1=beta_1, b2=beta_2, eps=epsilon, amsgrad=amsgrad, eps_hat=True, amsgrad_raw_max=True
     )
-    options = _options(
+    return _chain(
+        "Adam",
+        scaling,
+        learning_rate,
         weight_decay=weight_decay,
         clipnorm=clipnorm,
         clipvalue=clipvalue,
@@ -347,7 +351,6 @@ def Adam(
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-    return _chain("Adam", scaling, learning_rate, options)
 
 
 def AdamW(
@@ -465,7 +468,10 @@ def Adamax(
     del ema_momentum, ema_overwrite_frequency, name
     _check_betas(beta_1, beta_2, epsilon)
     scaling = scale_by_inf_norm_moments(b1=beta_1, b2=beta_2, eps=epsilon, eps_in_max=False)
-    options = _options(
+    return _chain(
+        "Adamax",
+        scaling,
+        learning_rate,
         weight_decay=weight_decay,
         clipnorm=clipnorm,
         clipvalue=clipvalue,
@@ -474,7 +480,6 @@ def Adamax(
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-    return _chain("Adamax", scaling, learning_rate, options)
 
 
 def Nadam(
@@ -532,7 +537,10 @@ def Nadam(
     scaling = scale_by_bias_corrected_moments(
         b1=beta_1, b2=beta_2, eps=epsilon, nesterov=True, momentum_decay=1.0
     )
-    options = _options(
+    return _chain(
+        "Nadam",
+        scaling,
+        learning_rate,
         weight_decay=weight_decay,
         clipnorm=clipnorm,
         clipvalue=clipvalue,
@@ -541,4 +549,3 @@ def Nadam(
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
-    return _chain("Nadam", scaling, learning_rate, options)
