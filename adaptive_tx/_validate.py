@@ -87,3 +87,16 @@ def check_floating_params(where: str, params: Any) -> None:
                 f"{jax.numpy.result_type(leaf)}; adaptive methods need floating parameters "
                 "(exclude the others, e.g. with optax.masked or nnx.Optimizer(wrt=nnx.Param))"
             )
+
+
+def check_real_params(where: str, params: Any, hint: str) -> None:
+    """Raises TypeError naming the first complex leaf, for conventions defined on real numbers only.
+
+    `hint` says how to get the intended behaviour (e.g. split the real and imaginary parts).
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jax.numpy.iscomplexobj(leaf):
+            raise TypeError(
+                f"{where}: parameter {jax.tree_util.keystr(path) or '<root>'} is complex "
+                f"({jax.numpy.result_type(leaf)}); {hint}"
+            )

@@ -8,6 +8,7 @@ direction is the raw first moment and the effective learning rate is
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -33,6 +34,12 @@ class BiasCorrectedMomentsHyperparams(NamedTuple):
       eps: ε outside the square root.
       eps_root: ε inside the square root.
       bias_correction_mu, bias_correction_nu: 1.0 to divide the moment by its bias correction.
+      eps_hat: 1.0 to add ε to the uncorrected :math:`\\sqrt{v_t}` (ε-hat, keras), 0.0 to
+        :math:`\\sqrt{\\hat v_t}` (optax, torch).
+      amsgrad_raw_max: 1.0 for the AMSGrad maximum of the raw :math:`v_t` (torch, keras), 0.0 for
+        the maximum of :math:`\\hat v_t` (optax).
+      momentum_decay: :math:`\\psi` of NAdam's momentum schedule (torch, keras); ``inf`` for
+        optax's constant :math:`\\mu_t = \\beta_1`.
     """
 
     b1: Any
@@ -41,6 +48,9 @@ class BiasCorrectedMomentsHyperparams(NamedTuple):
     eps_root: Any
     bias_correction_mu: Any = True
     bias_correction_nu: Any = True
+    eps_hat: Any = False
+    amsgrad_raw_max: Any = False
+    momentum_decay: Any = float("inf")
 
 
 class ScaleByBiasCorrectedMomentsState(NamedTuple):
@@ -67,11 +77,18 @@ class ScaleByBiasCorrectedMomentsState(NamedTuple):
 
 
 class InfNormMomentsHyperparams(NamedTuple):
-    """The numbers the Adamax rule is built from (kept in the state as 0-d arrays)."""
+    """The numbers the Adamax rule is built from (kept in the state as 0-d arrays).
+
+    Attributes:
+      b1, b2, eps: :math:`\\beta_1, \\beta_2, \\epsilon`.
+      eps_in_max: 1.0 to add ε to :math:`|g_t|` inside the maximum (optax, torch), 0.0 to add it to
+        :math:`u_t` in the denominator (keras).
+    """
 
     b1: Any
     b2: Any
     eps: Any
+    eps_in_max: Any = True
 
 
 class ScaleByInfNormMomentsState(NamedTuple):
@@ -90,16 +107,23 @@ class ScaleByInfNormMomentsState(NamedTuple):
     hyperparams: InfNormMomentsHyperparams | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
-        r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / u_t` at the last step."""
+        r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / (u_t [+ \epsilon])` at the last step."""
         return state_scale(inf_norm_moments_rule(self.hyperparams), self)
 
 
 class RectifiedMomentsHyperparams(NamedTuple):
     """The numbers the RAdam rule is built from (kept in the state as 0-d arrays).
 
-    ``rho_inf`` :math:`= 2/(1-\\beta_2) - 1` is kept rather than recomputed from the stored
-    float32 :math:`\\beta_2`: with :math:`\\beta_2 = 0.999` that rounding moves
-    :math:`\\rho_\\infty` by 0.03 and :math:`r_t` by up to 1e-3 relative.
+    Attributes:
+      b1, b2, eps, eps_root: as in `BiasCorrectedMomentsHyperparams`.
+      threshold: the :math:`\\rho_t` from which the adaptive step is used.
+      eps_hat: 1.0 to add ε to the uncorrected :math:`\\sqrt{v_t}` (torch), 0.0 not to (optax).
+      strict_threshold: 1.0 for :math:`\\rho_t > \\text{threshold}` (torch), 0.0 for
+        :math:`\\ge` (optax).
+      rho_inf: :math:`\\rho_\\infty = 2/(1-\\beta_2) - 1`, computed once from the β2 given to the
+        constructor (None: from ``b2``). Kept because it amplifies the rounding of β2 by
+        :math:`1/(1-\\beta_2)`: recomputed from the stored float32 β2 it would be 1.3e-4 off for
+        β2 = 0.999, and the rebuilt scale would not be the one the update used.
     """
 
     b1: Any
@@ -107,7 +131,9 @@ class RectifiedMomentsHyperparams(NamedTuple):
     eps: Any
     eps_root: Any
     threshold: Any
-    rho_inf: Any
+    eps_hat: Any = False
+    strict_threshold: Any = False
+    rho_inf: Any = None
 
 
 class ScaleByRectifiedMomentsState(NamedTuple):
@@ -135,20 +161,95 @@ def _inv_correction(decay: Any, t: jax.Array, enabled: Any = True) -> jax.Array:
     return jnp.where(enabled, 1 / bias_correction(decay, t), 1.0)
 
 
-def _first_moment_direction(b1: Any, nesterov: bool, debias: Any = True):
+_LOG_SERIES_TERMS = 64  # 2^-64: the series for the momentum product is exact in float64
+
+
+def _constant_momentum(momentum_decay: Any) -> bool:
+    """Whether ψ is the Python ∞ of a constant momentum: the series below is then exactly 0, and
+    skipping it keeps optax's arithmetic (and graph) for Adam and optax's NAdam."""
+    return isinstance(momentum_decay, float) and math.isinf(momentum_decay)
+
+
+def _momentum_schedule_term(momentum_decay: Any, t: jax.Array) -> Any:
+    """:math:`\\tfrac12\\, 0.96^{t\\psi}` (0 for ψ = ∞), so that μ_t = β1 (1 - term)."""
+    if _constant_momentum(momentum_decay):
+        return 0.0
+    dtype = jnp.result_type(float)
+    return 0.5 * jnp.asarray(0.96, dtype) ** (jnp.asarray(t, dtype) * momentum_decay)
+
+
+def momentum_product(b1: Any, momentum_decay: Any, t: jax.Array) -> jax.Array:
+    r"""NAdam's momentum product :math:`\Pi_t = \prod_{i=1}^t \mu_i`, in closed form.
+
+    With Dozat's schedule :math:`\mu_i = \beta_1 (1 - \tfrac12 q^i)`, :math:`q = 0.96^\psi`
+    (torch's ``momentum_decay`` ψ; keras 3 uses ψ = 1; ψ = ∞ is optax's constant
+    :math:`\mu_i = \beta_1`), expanding :math:`\log(1 - x) = -\sum_k x^k/k` for
+    :math:`x = q^i/2 \le 1/2` and summing the geometric series over :math:`i` gives
+
+    .. math::
+
+       \Pi_t = \beta_1^t \exp\Big(-\sum_{k \ge 1} \frac{2^{-k}}{k}\,
+                q^k \frac{1 - q^{kt}}{1 - q^k}\Big),
+
+    64 terms (a relative error below :math:`2^{-64}`) whatever :math:`t`: no running product in the
+    state and no loop over the steps, so the rule stays a function of the step alone. It is
+    :math:`1 - ` the first moment's bias correction: :math:`\beta_1^t` for a constant momentum.
+
+    Reference: Dozat, "Incorporating Nesterov Momentum into Adam", 2016,
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+
+    Example:
+      >>> momentum_product(0.9, 0.004, jnp.int32(2))  # 0.9 (1 - 0.96**0.004/2) 0.9 (1 - 0.96**0.008/2)
+      Array(0.2026, dtype=float32)
+      >>> momentum_product(0.9, float("inf"), jnp.int32(2))  # constant momentum: 0.9 ** 2
+      Array(0.81, dtype=float32)
+    """
+    dtype = jnp.result_type(float)
+    if _constant_momentum(momentum_decay):
+        return jnp.asarray(b1, dtype) ** t
+    k = jnp.arange(1, _LOG_SERIES_TERMS + 1, dtype=dtype)
+    log_q = jnp.asarray(momentum_decay, dtype) * jnp.log(jnp.asarray(0.96, dtype))
+    steps = jnp.asarray(t, dtype)
+    # sum_{i=1}^t q^(i k), written with expm1 to keep its precision when q is close to 1.
+    geometric = jnp.where(
+        log_q == 0,
+        steps,
+        jnp.exp(k * log_q) * jnp.expm1(k * steps * log_q) / jnp.expm1(k * log_q),
+    )
+    log_schedule = -jnp.sum(0.5**k / k * geometric)
+    return jnp.asarray(b1, dtype) ** t * jnp.exp(log_schedule)
+
+
+def _first_moment_correction(b1: Any, momentum_decay: Any, t: jax.Array) -> jax.Array:
+    """:math:`1 - \\Pi_t`: :math:`1-\\beta_1^t`, or NAdam's with a momentum schedule."""
+    return 1 - momentum_product(b1, momentum_decay, t)
+
+
+def _first_moment_direction(
+    b1: Any, nesterov: bool, debias: Any = True, momentum_decay: Any = float("inf")
+):
     r"""The direction of the Adam family: :math:`m_t`, or NAdam's look-ahead.
 
-    NAdam (optax, Dozat 2016) uses :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`;
-    with the scale holding :math:`1/(1-\beta_1^t)`, the direction is
-    :math:`\beta_1 \frac{1-\beta_1^t}{1-\beta_1^{t+1}} m_t + (1-\beta_1) g_t`.
+    NAdam (Dozat 2016; torch, keras) uses
+    :math:`\frac{\mu_{t+1} m_t}{1-\Pi_{t+1}} + \frac{(1-\mu_t) g_t}{1-\Pi_t}` with
+    :math:`\mu_t = \beta_1(1 - \tfrac12 0.96^{t\psi})` and :math:`\Pi_t` their product
+    (`momentum_product`); optax takes :math:`\mu_t = \beta_1`, :math:`\Pi_t = \beta_1^t`.
+    With the scale holding :math:`1/(1-\Pi_t)`, the direction is
+    :math:`\mu_{t+1} \frac{1-\Pi_t}{1-\Pi_{t+1}} m_t + (1-\mu_t) g_t`.
     """
 
     def direction(g, stats, t):
         mu = stats[0]
         if not nesterov:
             return mu
-        ratio = bias_correction(b1, t) * _inv_correction(b1, optax.safe_increment(t))
-        return (b1 * jnp.where(debias, ratio, 1.0)) * mu + (1 - b1) * g
+        next_t = optax.safe_increment(t)
+        ratio = _first_moment_correction(b1, momentum_decay, t) * (
+            1 / _first_moment_correction(b1, momentum_decay, next_t)
+        )
+        mu_next = b1 * (1 - _momentum_schedule_term(momentum_decay, next_t))
+        # 1 - mu_t, written so that it is exactly (1 - b1) for a constant momentum.
+        one_minus_mu = (1 - b1) + b1 * _momentum_schedule_term(momentum_decay, t)
+        return (mu_next * jnp.where(debias, ratio, 1.0)) * mu + one_minus_mu * g
 
     return direction
 
@@ -167,23 +268,35 @@ def bias_corrected_moments_rule(
       >>> rule.direction(None, stats, 1) * rule.scale(stats, jnp.int32(1))  # Adam's first step: sign(g)
       Array([1.], dtype=float32)
     """
-    b1, b2, eps, eps_root, debias_mu, debias_nu = hyperparams
+    h = hyperparams
+    b1, b2, eps, eps_root = h.b1, h.b2, h.eps, h.eps_root
 
     def accumulate(g, stats, t):
         mu, nu = ema(stats[0], g, b1), ema(stats[1], abs_sq(g), b2)
         if not amsgrad:
             return mu, nu
-        nu_max = jnp.maximum(stats[2], nu * _inv_correction(b2, t, debias_nu))
-        return mu, nu, nu_max
+        corrected = nu * jnp.where(
+            h.amsgrad_raw_max, 1.0, _inv_correction(b2, t, h.bias_correction_nu)
+        )
+        return mu, nu, jnp.maximum(stats[2], corrected)
 
     def scale(stats, t):
-        v = stats[2] if amsgrad else stats[1] * _inv_correction(b2, t, debias_nu)
-        return _inv_correction(b1, t, debias_mu) / (jnp.sqrt(v + eps_root) + eps)
+        nu_correction = _inv_correction(b2, t, h.bias_correction_nu)
+        if amsgrad:
+            v = stats[2] * jnp.where(h.amsgrad_raw_max, nu_correction, 1.0)
+        else:
+            v = stats[1] * nu_correction
+        # eps-hat: eps added to sqrt(v_t) before the correction is eps / sqrt(1 - b2^t) after it.
+        eps_t = eps * jnp.where(h.eps_hat, jnp.sqrt(nu_correction), 1.0)
+        mu_correction = _first_moment_correction(b1, h.momentum_decay, t)
+        return jnp.where(h.bias_correction_mu, 1 / mu_correction, 1.0) / (
+            jnp.sqrt(v + eps_root) + eps_t
+        )
 
     return Rule(
         initial=(0.0, 0.0, 0.0) if amsgrad else (0.0, 0.0),
         accumulate=accumulate,
-        direction=_first_moment_direction(b1, nesterov, debias_mu),
+        direction=_first_moment_direction(b1, nesterov, h.bias_correction_mu, h.momentum_decay),
         scale=scale,
     )
 
@@ -207,6 +320,9 @@ def scale_by_bias_corrected_moments(
     *,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
+    eps_hat: bool = False,
+    amsgrad_raw_max: bool = False,
+    momentum_decay: float | None = None,
 ) -> optax.GradientTransformation:
     r"""Scale by bias-corrected first and second moments (Adam; NAdam; AMSGrad).
 
@@ -218,9 +334,15 @@ def scale_by_bias_corrected_moments(
        u_t = \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}.
 
     ``nesterov`` (NAdam) replaces :math:`\hat m_t` by
-    :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`. ``amsgrad`` replaces
-    :math:`\hat v_t` by its running maximum :math:`\max_{\tau \le t} \hat v_\tau` (optax's convention;
-    torch takes the maximum of the raw :math:`v_t`). The bias corrections are float32 scalars.
+    :math:`\beta_1 m_t/(1-\beta_1^{t+1}) + (1-\beta_1) g_t/(1-\beta_1^t)`; with
+    ``momentum_decay`` ψ (Dozat's schedule, torch and keras) by
+    :math:`\mu_{t+1} m_t/(1-\Pi_{t+1}) + (1-\mu_t) g_t/(1-\Pi_t)`, where
+    :math:`\mu_t = \beta_1(1 - \tfrac12 0.96^{t\psi})` and :math:`\Pi_t = \prod_{i\le t}\mu_i`
+    (`momentum_product`). ``amsgrad`` replaces :math:`\hat v_t` by its running maximum
+    :math:`\max_{\tau \le t} \hat v_\tau` (optax), or with ``amsgrad_raw_max`` by
+    :math:`\max_{\tau \le t} v_\tau / (1-\beta_2^t)` (torch, keras). ``eps_hat`` adds ε to the
+    uncorrected root, :math:`u_t = \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon)`, which is
+    Kingma & Ba's "ε-hat" form that keras uses. The bias corrections are float32 scalars.
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
     https://arxiv.org/abs/1412.6980 ; Dozat, "Incorporating Nesterov Momentum into Adam", 2016,
@@ -240,6 +362,11 @@ def scale_by_bias_corrected_moments(
       amsgrad: use the running maximum of the second moment.
       bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
       bias_correction_nu: divide :math:`v_t` by :math:`1-\beta_2^t`.
+      eps_hat: add ε to :math:`\sqrt{v_t}` before its bias correction (keras) rather than after.
+      amsgrad_raw_max: with ``amsgrad``, the maximum of the raw :math:`v_t`, corrected afterwards
+        (torch, keras), rather than the maximum of :math:`\hat v_t` (optax).
+      momentum_decay: ψ >= 0 of NAdam's momentum schedule (torch: 0.004; keras 3: 1), only with
+        ``nesterov``; None for optax's constant :math:`\mu_t = \beta_1`.
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByBiasCorrectedMomentsState`.
@@ -253,8 +380,23 @@ def scale_by_bias_corrected_moments(
       Array([ 1., -1.], dtype=float32)
     """
     _check_moment_args(b1, b2, eps, eps_root)
+    if momentum_decay is not None:
+        _validate.check_non_negative("momentum_decay", momentum_decay)
+        if not nesterov:
+            raise ValueError(
+                f"momentum_decay={momentum_decay!r} is NAdam's momentum schedule: it needs "
+                "nesterov=True"
+            )
     hyperparams = BiasCorrectedMomentsHyperparams(
-        b1, b2, eps, eps_root, bias_correction_mu, bias_correction_nu
+        b1,
+        b2,
+        eps,
+        eps_root,
+        bias_correction_mu,
+        bias_correction_nu,
+        eps_hat=eps_hat,
+        amsgrad_raw_max=amsgrad_raw_max,
+        momentum_decay=float("inf") if momentum_decay is None else momentum_decay,
     )
     rule = bias_corrected_moments_rule(hyperparams, nesterov, amsgrad)
     dtypes = (mu_dtype, nu_dtype, nu_dtype) if amsgrad else (mu_dtype, nu_dtype)
@@ -269,17 +411,18 @@ def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
       >>> rule.accumulate(jnp.array([-2.0]), (jnp.zeros(1), jnp.ones(1)), jnp.int32(1))
       (Array([-0.2], dtype=float32), Array([2.], dtype=float32))
     """
-    b1, b2, eps = hyperparams
+    b1, b2, eps, eps_in_max = hyperparams
+    eps_max, eps_denominator = jnp.where(eps_in_max, eps, 0.0), jnp.where(eps_in_max, 0.0, eps)
 
     def accumulate(g, stats, t):
         mu, nu = stats
-        return ema(mu, g, b1), jnp.maximum(b2 * nu, jnp.abs(g) + eps)
+        return ema(mu, g, b1), jnp.maximum(b2 * nu, jnp.abs(g) + eps_max)
 
     return Rule(
         initial=(0.0, 0.0),
         accumulate=accumulate,
         direction=_first_moment_direction(b1, nesterov=False),
-        scale=lambda stats, t: _inv_correction(b1, t) / stats[1],
+        scale=lambda stats, t: _inv_correction(b1, t) / (stats[1] + eps_denominator),
     )
 
 
@@ -287,6 +430,8 @@ def scale_by_inf_norm_moments(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
+    eps_in_max: bool = True,
 ) -> optax.GradientTransformation:
     r"""Scale by a bias-corrected first moment over an exponentially weighted infinity norm (Adamax).
 
@@ -296,7 +441,9 @@ def scale_by_inf_norm_moments(
        u_t = \max(\beta_2 u_{t-1}, |g_t| + \epsilon), \qquad
        \text{update}_t = \frac{m_t}{(1-\beta_1^t)\, u_t}.
 
-    ε sits inside the maximum (optax and torch); keras adds it to the denominator instead.
+    ε sits inside the maximum (optax and torch); keras adds it to the denominator instead,
+    :math:`u_t = \max(\beta_2 u_{t-1}, |g_t|)`, :math:`\text{update}_t = m_t / ((1-\beta_1^t)(u_t + \epsilon))`
+    (``eps_in_max=False``).
 
     Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1,
     https://arxiv.org/abs/1412.6980
@@ -304,7 +451,9 @@ def scale_by_inf_norm_moments(
     Args:
       b1: :math:`\beta_1`, in [0, 1).
       b2: :math:`\beta_2`, in [0, 1).
-      eps: added to :math:`|g_t|`, >= 0.
+      eps: added to :math:`|g_t|` (or to :math:`u_t`), >= 0.
+      eps_in_max: add ε to :math:`|g_t|` inside the maximum (optax, torch) rather than to
+        :math:`u_t` in the denominator (keras).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByInfNormMomentsState`.
@@ -318,7 +467,7 @@ def scale_by_inf_norm_moments(
       Array([ 1., -1.], dtype=float32)
     """
     _check_moment_args(b1, b2, eps)
-    hyperparams = InfNormMomentsHyperparams(b1, b2, eps)
+    hyperparams = InfNormMomentsHyperparams(b1, b2, eps, eps_in_max)
     rule = inf_norm_moments_rule(hyperparams)
     return dense_transformation(rule, ScaleByInfNormMomentsState, hyperparams=hyperparams)
 
@@ -330,19 +479,22 @@ def rectified_moments_rule(hyperparams: RectifiedMomentsHyperparams, nesterov: b
 
     Example:
       >>> rule = rectified_moments_rule(
-      ...     RectifiedMomentsHyperparams(0.9, 0.999, 1e-8, 0.0, 5.0, 1999.0), False)
+      ...     RectifiedMomentsHyperparams(0.9, 0.999, 1e-8, 0.0, 5.0), False)
       >>> rule.scale((jnp.ones(1), jnp.ones(1)), jnp.int32(1))  # rho_1 < 5: plain SGD with momentum
       Array([10.], dtype=float32)
     """
-    b1, b2, eps, eps_root, threshold, rho_inf = hyperparams
-    adam_hyperparams = BiasCorrectedMomentsHyperparams(b1, b2, eps, eps_root)
+    b1, b2, eps, eps_root, threshold, eps_hat, strict, rho_inf = hyperparams
+    adam_hyperparams = BiasCorrectedMomentsHyperparams(b1, b2, eps, eps_root, eps_hat=eps_hat)
     adam = bias_corrected_moments_rule(adam_hyperparams, nesterov, amsgrad=False)
+    if rho_inf is None:
+        rho_inf = 2 / (1 - b2) - 1
 
     def scale(stats, t):
         bc2 = bias_correction(b2, t)
         rho = rho_inf - 2 * t * (1 - bc2) / bc2
         r = jnp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        return jnp.where(rho >= threshold, r * adam.scale(stats, t), _inv_correction(b1, t))
+        rectify = jnp.where(strict, rho > threshold, rho >= threshold)
+        return jnp.where(rectify, r * adam.scale(stats, t), _inv_correction(b1, t))
 
     return adam._replace(scale=scale)
 
@@ -354,6 +506,9 @@ def scale_by_rectified_moments(
     eps_root: float = 0.0,
     threshold: float = 5.0,
     nesterov: bool = False,
+    *,
+    eps_hat: bool = False,
+    strict_threshold: bool = False,
 ) -> optax.GradientTransformation:
     r"""Scale by rectified bias-corrected moments (RAdam).
 
@@ -370,7 +525,9 @@ def scale_by_rectified_moments(
 
     with :math:`\hat m_t, \hat v_t` as in Adam (NAdam's :math:`\hat m_t` with ``nesterov``). The
     variance of the adaptive step is undefined during the first steps; RAdam falls back to SGD with
-    momentum until :math:`\rho_t` passes the threshold (5 in the paper and optax; torch uses 5 too).
+    momentum until :math:`\rho_t` passes the threshold (5 in the paper, optax and torch; torch
+    rectifies where :math:`\rho_t > 5`, ``strict_threshold``, and adds ε to the uncorrected
+    :math:`\sqrt{v_t}`, ``eps_hat``: :math:`r_t \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon)`).
 
     Reference: Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", 2019,
     https://arxiv.org/abs/1908.03265
@@ -382,6 +539,8 @@ def scale_by_rectified_moments(
       eps_root: ε inside the square root, >= 0.
       threshold: the :math:`\rho_t` from which the adaptive step is used.
       nesterov: use NAdam's look-ahead first moment.
+      eps_hat: add ε to :math:`\sqrt{v_t}` before its bias correction (torch) rather than after.
+      strict_threshold: rectify where :math:`\rho_t >` threshold (torch) rather than :math:`\ge`.
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByRectifiedMomentsState`.
@@ -395,7 +554,8 @@ def scale_by_rectified_moments(
       Array([ 0.5, -3. ], dtype=float32)
     """
     _check_moment_args(b1, b2, eps, eps_root)
-    rho_inf = 2 / (1 - b2) - 1
-    hyperparams = RectifiedMomentsHyperparams(b1, b2, eps, eps_root, threshold, rho_inf)
+    hyperparams = RectifiedMomentsHyperparams(
+        b1, b2, eps, eps_root, threshold, eps_hat, strict_threshold, rho_inf=2 / (1 - b2) - 1
+    )
     rule = rectified_moments_rule(hyperparams, nesterov)
     return dense_transformation(rule, ScaleByRectifiedMomentsState, hyperparams=hyperparams)

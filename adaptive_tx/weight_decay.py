@@ -24,18 +24,26 @@ class AddDecoupledWeightDecayState(NamedTuple):
 def add_decoupled_weight_decay(
     weight_decay: optax.ScalarOrSchedule = 1e-4,
     mask: Any | Callable[[optax.Params], Any] | None = None,
+    *,
+    learning_rate: optax.ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformation:
     r"""Add :math:`\lambda_t\,\theta` to the updates (decoupled weight decay).
 
     .. math::
 
-       u_t \leftarrow u_t + \lambda_t\, \theta_{t-1}.
+       u_t \leftarrow u_t + \lambda_t\, \theta_{t-1}
+       \quad\text{or, with a learning rate,}\quad u_t \leftarrow u_t - \eta_t \lambda_t\, \theta_{t-1}.
 
     Placed after an adaptive scaling and before the learning rate, the decay is *decoupled* from the
     adaptive preconditioner: every weight shrinks by :math:`\eta_t \lambda_t` per step whatever its
     gradient history (AdamW), unlike an L2 term added to the gradient, which the preconditioner would
     rescale. Same arithmetic as ``optax.add_decayed_weights``; torch's AdamW multiplies the
     parameters by :math:`1 - \eta\lambda` instead, which is the same update.
+
+    Given ``learning_rate``, the transformation applies the decay itself, scaled by
+    :math:`-\eta_t`, and goes *after* the learning rate (and after any momentum): the parameters
+    shrink by :math:`\eta_t\lambda_t` outside the momentum buffer, as keras applies its
+    ``weight_decay`` (:math:`\theta \leftarrow \theta - \theta\lambda\eta` before the step).
 
     Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
     https://arxiv.org/abs/1711.05101
@@ -44,6 +52,8 @@ def add_decoupled_weight_decay(
       weight_decay: :math:`\lambda`, a non-negative number or a schedule ``count -> rate``.
       mask: as in optax: a pytree of bools shaped like (a prefix of) the params, or a callable
         returning one from the params; the decay applies where True. None applies it everywhere.
+      learning_rate: None (the decay goes before the learning rate), or :math:`\eta`, a
+        non-negative number or a schedule ``count -> rate`` (the decay goes after it).
 
     Returns:
       An `optax.GradientTransformation` whose state is `AddDecoupledWeightDecayState` (inside
@@ -56,8 +66,18 @@ def add_decoupled_weight_decay(
       >>> updates, _ = tx.update({'w': jnp.zeros(1), 'b': jnp.zeros(1)}, tx.init(params), params)
       >>> updates['w']
       Array([0.2], dtype=float32)
+      >>> keras_style = add_decoupled_weight_decay(0.1, learning_rate=0.5)
+      >>> zeros = {'w': jnp.zeros(1), 'b': jnp.zeros(1)}
+      >>> updates, _ = keras_style.update(zeros, keras_style.init(params), params)
+      >>> updates['w']  # -0.5 * 0.1 * 2
+      Array([-0.1], dtype=float32)
     """
     _validate.check_non_negative("weight_decay", weight_decay)
+    if learning_rate is not None:
+        _validate.check_learning_rate(learning_rate)
+
+    def value(hyperparameter, count):
+        return hyperparameter(count) if callable(hyperparameter) else hyperparameter
 
     def init_fn(params):
         del params
@@ -72,7 +92,9 @@ def add_decoupled_weight_decay(
         count = optax.safe_increment(state.count)
         if isinstance(weight_decay, (int, float)) and weight_decay == 0:
             return updates, AddDecoupledWeightDecayState(count)
-        rate = weight_decay(state.count) if callable(weight_decay) else weight_decay
+        rate = value(weight_decay, state.count)
+        if learning_rate is not None:
+            rate = -value(learning_rate, state.count) * rate
         updates = jax.tree.map(lambda g, p: (g + rate * p).astype(g.dtype), updates, params)
         return updates, AddDecoupledWeightDecayState(count)
 

@@ -14,6 +14,7 @@ One table, ROWS, of (alias name, alias kwargs) drives all of them. The library
 runs in float32 under jax.jit, the reference in float64.
 """
 
+import functools
 import inspect
 
 import jax
@@ -79,6 +80,9 @@ ROWS = [
     # rho_41 = 40.72) and at t = 22 (b2 = 0.99: rho_21 = 20.26, rho_22 = 21.19).
     ("radam", {"threshold": 40.2}),
     ("radam", {"threshold": 20.7, "b2": 0.99, "nesterov": True}),
+    # b2 = 0: rho_t = rho_inf = 1 exactly at every step (and r_t = 1), so the threshold 1 is
+    # met with equality, and >= rectifies every step (the strict > of torch never does).
+    ("radam", {"b2": 0.0, "eps": 1.0, "threshold": 1.0}),
 ]
 
 REFERENCE = {
@@ -269,3 +273,54 @@ def test_alias_matches_reference(name, kwargs, problem):
     _assert_close(
         _run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs)
     )
+
+
+# The primitives' options for other frameworks' conventions (compat presets), which optax lacks:
+# each primitive, followed by the learning rate, against the float64 reference with the same
+# option. (reference name, keyword arguments shared by the primitive and the reference).
+OPTION_ROWS = [
+    ("adam", {"eps_hat": True, "eps": 1e-2}),
+    ("adam", {"nesterov": True, "momentum_decay": 0.004}),
+    ("adam", {"nesterov": True, "momentum_decay": 1.0, "b1": 0.95, "b2": 0.99}),
+    ("adam", {"nesterov": True, "momentum_decay": 0.0, "eps_hat": True, "eps": 1e-2}),
+    ("amsgrad", {"amsgrad_raw_max": True}),
+    ("amsgrad", {"amsgrad_raw_max": True, "eps_hat": True, "eps": 1e-2, "b2": 0.9}),
+    ("amsgrad", {"amsgrad_raw_max": True, "bias_correction_mu": False, "eps_root": 1e-3}),
+    ("adamax", {"eps_in_max": False, "eps": 1e-1, "b2": 0.9}),
+    ("radam", {"eps_hat": True, "eps": 0.1, "b2": 0.99}),
+    # rho_t = 1 = threshold at every step (see ROWS): never rectified with the strict >.
+    ("radam", {"b2": 0.0, "eps": 1.0, "threshold": 1.0, "strict_threshold": True}),
+]
+NEW_OPTIONS = {"eps_hat", "momentum_decay", "amsgrad_raw_max", "eps_in_max", "strict_threshold"}
+
+
+def _option_primitive(name, kwargs):
+    import adaptive_tx as atx
+
+    factory = {
+        "adam": atx.scale_by_bias_corrected_moments,
+        "amsgrad": functools.partial(atx.scale_by_bias_corrected_moments, amsgrad=True),
+        "adamax": atx.scale_by_inf_norm_moments,
+        "radam": atx.scale_by_rectified_moments,
+    }[name]
+    return optax.chain(factory(**kwargs), optax.scale(-LR))
+
+
+options = pytest.mark.parametrize("name,kwargs", OPTION_ROWS, ids=[_row_id(r) for r in OPTION_ROWS])
+
+
+@options
+def test_primitive_option_matches_reference(name, kwargs, problem):
+    expected = np.stack(REFERENCE[name](*problem, LR, **kwargs))
+    _assert_close(_run_jax(_option_primitive(name, kwargs), problem), expected)
+
+
+@options
+def test_option_changes_trajectory(name, kwargs, problem):
+    """Each row differs from the same row with optax's conventions (the new options off)."""
+    optax_kwargs = {k: v for k, v in kwargs.items() if k not in NEW_OPTIONS}
+    with_options = np.stack(REFERENCE[name](*problem, LR, **kwargs))
+    if "momentum_decay" in kwargs:  # NAdam without the schedule is optax's nesterov
+        optax_kwargs["nesterov"] = True
+    without = np.stack(REFERENCE[name](*problem, LR, **optax_kwargs))
+    assert np.abs(with_options - without).max() > 100 * TOL

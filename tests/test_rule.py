@@ -24,6 +24,11 @@ PRIMITIVES = [
     atx.scale_by_bias_corrected_moments(nesterov=True, amsgrad=True),
     atx.scale_by_inf_norm_moments(),
     atx.scale_by_rectified_moments(),
+    # the options that carry torch's and keras' conventions
+    atx.scale_by_bias_corrected_moments(nesterov=True, momentum_decay=0.004, eps_hat=True),
+    atx.scale_by_bias_corrected_moments(amsgrad=True, amsgrad_raw_max=True, eps_hat=True),
+    atx.scale_by_inf_norm_moments(eps_in_max=False),
+    atx.scale_by_rectified_moments(eps_hat=True, strict_threshold=True),
 ]
 
 

@@ -39,6 +39,13 @@ BAD_HYPERPARAMETERS = [
     (atx.scale_by_ema_of_squares, dict(decay=-0.1), "decay"),
     (atx.scale_by_sum_of_squares, dict(eps=-1.0), "eps"),
     (atx.add_decoupled_weight_decay, dict(weight_decay=-0.1), "weight_decay"),
+    (atx.add_decoupled_weight_decay, dict(learning_rate=-0.1), "learning_rate"),
+    (
+        atx.scale_by_bias_corrected_moments,
+        dict(nesterov=True, momentum_decay=-1.0),
+        "momentum_decay",
+    ),
+    (atx.scale_by_bias_corrected_moments, dict(momentum_decay=0.004), "momentum_decay"),
     (atx.scale_by_learning_rate, dict(learning_rate=-1.0), "learning_rate"),
 ]
 

@@ -40,3 +40,21 @@ def test_bf16_updates_stay_bf16_under_a_schedule():
     updates, _ = tx.update(params, tx.init(params), params)
     assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
     np.testing.assert_array_equal(updates["b"].astype(jnp.float32), [4.5])
+
+
+@pytest.mark.parametrize(
+    "learning_rate", [0.5, optax.linear_schedule(0.5, 0.1, 3)], ids=["constant", "schedule"]
+)
+def test_after_the_learning_rate_matches_optax_with_minus_lr_times_decay(learning_rate):
+    """With `learning_rate` the transformation adds -lr * wd * p (keras' weight decay)."""
+    lr = learning_rate if callable(learning_rate) else optax.constant_schedule(learning_rate)
+    wd = optax.linear_schedule(0.1, 0.05, 3)
+    ours = atx.add_decoupled_weight_decay(wd, {"w": True, "b": False}, learning_rate=learning_rate)
+    theirs = optax.add_decayed_weights(
+        lambda count: -lr(count) * wd(count), {"w": True, "b": False}
+    )
+    s1, s2 = ours.init(PARAMS), theirs.init(PARAMS)
+    for _ in range(4):
+        u1, s1 = jax.jit(ours.update)(GRADS, s1, PARAMS)
+        u2, s2 = theirs.update(GRADS, s2, PARAMS)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u1, u2)

@@ -48,6 +48,34 @@ def _first_moment_hat(m, g, b1, t, nesterov):
     return _debias(m, b1, t)
 
 
+def _momentum_schedule(b1, momentum_decay):
+    """Dozat's NAdam (torch, keras): mu_t = b1 (1 - 0.96^(t psi) / 2) and the running product
+    prod_t = mu_1 ... mu_t; returns mhat(m, g, t), to be called once per step, in order:
+    mhat = mu_{t+1} m_t / (1 - prod_{t+1}) + (1 - mu_t) g_t / (1 - prod_t)."""
+    product = [1.0]
+
+    def mu(t):
+        return b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+
+    def mhat(m, g, t):
+        product[0] *= mu(t)
+        return mu(t + 1) * m / (1.0 - product[0] * mu(t + 1)) + (1.0 - mu(t)) * g / (
+            1.0 - product[0]
+        )
+
+    return mhat
+
+
+def _denominator(v, b2, t, eps, eps_root, eps_hat, debias=True):
+    """sqrt(vhat + eps_root) + eps; with eps_hat (Kingma & Ba's epsilon-hat, keras) eps is added
+    to the uncorrected sqrt(v_t): (sqrt(v_t) + eps) / sqrt(1 - b2^t)."""
+    if eps_hat:
+        assert eps_root == 0.0 and debias, "eps_hat is defined here with a bias-corrected v only"
+        return (np.sqrt(v) + eps) / np.sqrt(1.0 - b2**t)
+    vhat = _debias(v, b2, t) if debias else v
+    return np.sqrt(vhat + eps_root) + eps
+
+
 def run_adagrad(params0, grads, lr, initial_accumulator_value=0.1, eps=1e-7):
     """Adagrad (diagonal).
 
@@ -122,15 +150,28 @@ def run_rmsprop(
 
 
 def run_adam(
-    params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False, weight_decay=0.0
+    params0,
+    grads,
+    lr,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    eps_root=0.0,
+    nesterov=False,
+    weight_decay=0.0,
+    eps_hat=False,
+    momentum_decay=None,
 ):
     """Adam; NAdam with nesterov=True; AdamW with weight_decay != 0.
 
     m_t = b1 m_{t-1} + (1 - b1) g_t,  v_t = b2 v_{t-1} + (1 - b2) g_t^2
     mhat = m_t / (1 - b1^t)
-      (nesterov: mhat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t))
+      (nesterov: mhat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t);
+       with momentum_decay psi, Dozat's schedule mu_t = b1 (1 - 0.96^(t psi) / 2):
+       mhat = mu_{t+1} m_t / (1 - mu_1..mu_{t+1}) + (1 - mu_t) g_t / (1 - mu_1..mu_t))
     vhat = v_t / (1 - b2^t)
     u_t = mhat / (sqrt(vhat + eps_root) + eps) + wd_t p_{t-1}
+      (eps_hat: mhat sqrt(1 - b2^t) / (sqrt(v_t) + eps) + wd_t p_{t-1})
     (weight_decay may be a schedule wd(t), t = 0, 1, ...; it is multiplied by
     lr_t together with the rest of u_t.)
 
@@ -143,12 +184,17 @@ def run_adam(
     """
     wd = _schedule(weight_decay)
     m = v = 0.0
+    scheduled = None if momentum_decay is None else _momentum_schedule(b1, momentum_decay)
 
     def direction(t, g, p):
         nonlocal m, v
         m, v = _ema(m, g, b1), _ema(v, g * g, b2)
-        mhat = _first_moment_hat(m, g, b1, t, nesterov)
-        return mhat / (np.sqrt(_debias(v, b2, t) + eps_root) + eps) + wd(t - 1) * p
+        if scheduled is None:
+            mhat = _first_moment_hat(m, g, b1, t, nesterov)
+        else:
+            assert nesterov, "the momentum schedule is NAdam's"
+            mhat = scheduled(m, g, t)
+        return mhat / _denominator(v, b2, t, eps, eps_root, eps_hat) + wd(t - 1) * p
 
     return _iterate(params0, grads, lr, direction)
 
@@ -163,6 +209,8 @@ def run_amsgrad(
     eps_root=0.0,
     bias_correction_mu=True,
     bias_correction_nu=True,
+    amsgrad_raw_max=False,
+    eps_hat=False,
 ):
     """AMSGrad: Adam with a running maximum of the second moment.
 
@@ -171,6 +219,9 @@ def run_amsgrad(
     vhat = v_t / (1 - b2^t) if bias_correction_nu else v_t
     vmax_t = max(vmax_{t-1}, vhat),  vmax_0 = 0
     u_t = mhat / (sqrt(vmax_t + eps_root) + eps)
+    amsgrad_raw_max (torch, keras): vmax_t = max(vmax_{t-1}, v_t), corrected afterwards:
+    u_t = mhat / (sqrt(vmax_t / (1 - b2^t) + eps_root) + eps), or with eps_hat (keras)
+    u_t = mhat sqrt(1 - b2^t) / (sqrt(vmax_t) + eps).
 
     Reddi, Kale, Kumar, "On the Convergence of Adam and Beyond", ICLR 2018:
     https://arxiv.org/abs/1904.09237
@@ -181,18 +232,22 @@ def run_amsgrad(
         nonlocal m, v, vmax
         m, v = _ema(m, g, b1), _ema(v, g * g, b2)
         mhat = _debias(m, b1, t) if bias_correction_mu else m
+        if amsgrad_raw_max:
+            vmax = np.maximum(vmax, v)
+            return mhat / _denominator(vmax, b2, t, eps, eps_root, eps_hat, bias_correction_nu)
         vmax = np.maximum(vmax, _debias(v, b2, t) if bias_correction_nu else v)
         return mhat / (np.sqrt(vmax + eps_root) + eps)
 
     return _iterate(params0, grads, lr, direction)
 
 
-def run_adamax(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+def run_adamax(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, eps_in_max=True):
     """Adamax (Adam with the infinity norm); AdamaxW with weight_decay != 0.
 
     m_t = b1 m_{t-1} + (1 - b1) g_t
     u_t = max(b2 u_{t-1}, |g_t| + eps),  u_0 = 0
     update = (m_t / (1 - b1^t)) / u_t + wd_t p_{t-1}
+    eps_in_max=False (keras): u_t = max(b2 u_{t-1}, |g_t|), update = (m_t / (1 - b1^t)) / (u_t + eps)
 
     Kingma, Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1:
     https://arxiv.org/abs/1412.6980
@@ -202,22 +257,36 @@ def run_adamax(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
 
     def direction(t, g, p):
         nonlocal m, u
-        m, u = _ema(m, g, b1), np.maximum(b2 * u, np.abs(g) + eps)
-        return _debias(m, b1, t) / u + wd(t - 1) * p
+        if eps_in_max:
+            m, u = _ema(m, g, b1), np.maximum(b2 * u, np.abs(g) + eps)
+            return _debias(m, b1, t) / u + wd(t - 1) * p
+        m, u = _ema(m, g, b1), np.maximum(b2 * u, np.abs(g))
+        return _debias(m, b1, t) / (u + eps) + wd(t - 1) * p
 
     return _iterate(params0, grads, lr, direction)
 
 
 def run_radam(
-    params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, nesterov=False
+    params0,
+    grads,
+    lr,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    eps_root=0.0,
+    threshold=5.0,
+    nesterov=False,
+    eps_hat=False,
+    strict_threshold=False,
 ):
     """Rectified Adam.
 
     m_t, v_t, mhat (optionally Nesterov), vhat as in Adam
     rho_inf = 2 / (1 - b2) - 1,  rho_t = rho_inf - 2 t b2^t / (1 - b2^t)
-    if rho_t >= threshold:
+    if rho_t >= threshold (strict_threshold, torch: rho_t > threshold):
         r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
         u_t = r_t mhat / (sqrt(vhat + eps_root) + eps)
+          (eps_hat, torch: r_t mhat sqrt(1 - b2^t) / (sqrt(v_t) + eps))
     else:
         u_t = mhat
 
@@ -232,9 +301,9 @@ def run_radam(
         m, v = _ema(m, g, b1), _ema(v, g * g, b2)
         mhat = _first_moment_hat(m, g, b1, t, nesterov)
         rho = rho_inf - 2.0 * t * b2**t / (1.0 - b2**t)
-        if rho < threshold:
+        if rho < threshold or (strict_threshold and rho == threshold):
             return mhat
         r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        return r * mhat / (np.sqrt(_debias(v, b2, t) + eps_root) + eps)
+        return r * mhat / _denominator(v, b2, t, eps, eps_root, eps_hat)
 
     return _iterate(params0, grads, lr, direction)

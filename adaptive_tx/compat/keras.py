@@ -1,0 +1,551 @@
+r"""``keras.optimizers`` (Keras 3) presets: keras' names, keyword arguments and defaults, as Optax transformations.
+
+Each factory returns an ``optax.chain`` of this library's primitives that reproduces the Keras 3
+optimizer of the same name step for step (checked against keras with ``KERAS_BACKEND=jax``, to
+1e-4 relative over 100 steps, in ``tests/test_compat_keras.py``):
+
+.. code-block:: text
+
+   [clipnorm | clipvalue | global_clipnorm] → adaptive scaling → learning rate
+   → [RMSprop momentum: optax.trace] → [weight_decay: θ ← θ - η λ θ]
+
+Keras clips each gradient first (``clipnorm``: each variable's gradient to that L2 norm;
+``global_clipnorm``: all of them together; ``clipvalue``: elementwise), and applies
+``weight_decay`` to the variables themselves, outside any momentum
+(`add_decoupled_weight_decay` with ``learning_rate``), so ``update`` needs the parameters when it
+is set. ``learning_rate`` is a number or an optax schedule of the step count (0, 1, 2, ...), as a
+keras ``LearningRateSchedule`` sees ``optimizer.iterations``. ``name`` and, without ``use_ema``,
+``ema_momentum`` and ``ema_overwrite_frequency`` do not change the math and are ignored; the
+options that do and that these presets do not reproduce raise: ``use_ema=True`` (keep
+an EMA of the parameters yourself, e.g. with ``optax.ema`` on the parameters),
+``loss_scale_factor`` and ``gradient_accumulation_steps`` (wrap the preset in
+``optax.MultiSteps``). There is no ``**kwargs``: an unknown keyword (keras' legacy ``decay``
+among them) is a TypeError, and ``optax.inject_hyperparams`` can wrap the presets. Keras'
+per-variable ``exclude_from_weight_decay`` is a method, not a keyword: build the chain from the
+primitives with ``optax.masked`` around the weight decay for that.
+
+Not here: ``keras.optimizers.Adafactor``, whose factored second moments are being built in
+``adaptive_tx.factored``; it will be added with them. Every convention is tabulated in
+``docs/conventions.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from adaptive_tx import _validate
+from adaptive_tx.compat._common import is_off, real_params_only
+from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
+from adaptive_tx.learning_rate import scale_by_learning_rate
+from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_norm_moments
+from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
+from adaptive_tx.weight_decay import add_decoupled_weight_decay
+
+_COMPLEX_HINT = "keras optimizers have no convention for complex variables"
+
+
+def clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
+    r"""Clip each leaf to L2 norm ``max_norm`` separately (keras' ``clipnorm``).
+
+    .. math::
+
+       g \leftarrow g \,\frac{c}{\max(\|g\|_2, c)} \quad \text{for each leaf } g.
+
+    ``optax.clip_by_global_norm`` applied to every leaf on its own.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = clip_each_by_norm(1.0)
+      >>> updates, _ = tx.update({'a': jnp.array([3.0, 4.0]), 'b': jnp.array([0.5])}, tx.init(None))
+      >>> updates['a'], updates['b']
+      (Array([0.6, 0.8], dtype=float32), Array([0.5], dtype=float32))
+    """
+    clip = optax.clip_by_global_norm(max_norm)
+
+    def clip_each(updates, params=None):
+        del params
+        return jax.tree.map(lambda g: clip.update(g, clip.init(g))[0], updates)
+
+    return optax.stateless(clip_each)
+
+
+def _clipping(clipnorm: Any, clipvalue: Any, global_clipnorm: Any) -> list:
+    """Keras' gradient clipping as a list of at most one transformation (0 or None: none)."""
+    given = {
+        "clipnorm": clipnorm,
+        "clipvalue": clipvalue,
+        "global_clipnorm": global_clipnorm,
+    }
+    if sum(v is not None for v in given.values()) > 1:
+        raise ValueError(
+            "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+            f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
+        )
+    for name, value in given.items():
+        _validate.check_non_negative(name, value)
+    if not is_off(clipnorm):
+        return [clip_each_by_norm(clipnorm)]
+    if not is_off(global_clipnorm):
+        return [optax.clip_by_global_norm(global_clipnorm)]
+    if not is_off(clipvalue):
+        return [optax.clip(clipvalue)]
+    return []
+
+
+def _check_options(use_ema: bool, loss_scale_factor: Any, gradient_accumulation_steps: Any) -> None:
+    """Rejects the keras options that change the math and that the presets do not reproduce."""
+    if use_ema:
+        raise ValueError(
+            "use_ema=True is not supported: keep an exponential moving average of the "
+            "parameters outside the optimizer (e.g. optax.ema applied to the parameters)"
+        )
+    if loss_scale_factor is not None:
+        raise ValueError(
+            f"loss_scale_factor={loss_scale_factor!r} is not supported: divide the gradients "
+            "by the loss scale before the optimizer"
+        )
+    if not is_off(gradient_accumulation_steps):
+        raise ValueError(
+            f"gradient_accumulation_steps={gradient_accumulation_steps!r} is not supported: wrap "
+            "the preset in optax.MultiSteps(tx, every_k_schedule=...)"
+        )
+
+
+def _chain(
+    name: str,
+    scaling: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    weight_decay: Any,
+    clipnorm: Any,
+    clipvalue: Any,
+    global_clipnorm: Any,
+    use_ema: bool,
+    loss_scale_factor: Any,
+    gradient_accumulation_steps: Any,
+    momentum: Any = 0,
+) -> optax.GradientTransformationExtraArgs:
+    """clipping → scaling → learning rate → momentum → weight decay, as keras applies them."""
+    _check_options(use_ema, loss_scale_factor, gradient_accumulation_steps)
+    _validate.check_learning_rate(learning_rate)
+    parts = _clipping(clipnorm, clipvalue, global_clipnorm)
+    parts += [scaling, scale_by_learning_rate(learning_rate)]
+    if not is_off(momentum):
+        parts.append(optax.trace(decay=momentum))
+    if weight_decay is not None:
+        parts.append(add_decoupled_weight_decay(weight_decay, learning_rate=learning_rate))
+    return real_params_only(optax.chain(*parts), f"compat.keras.{name}", _COMPLEX_HINT)
+
+
+def Adagrad(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    initial_accumulator_value: float = 0.1,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Adagrad``: ε inside the root (as optax), :math:`G_0 = 0.1`.
+
+    .. math::
+
+       G_t = G_{t-1} + g_t^2, \quad \theta_t = \theta_{t-1} - \eta_t \frac{g_t}{\sqrt{G_t + \epsilon}}.
+
+    `scale_by_sum_of_squares`, the same rule as ``optax.adagrad``.
+
+    Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
+    Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      initial_accumulator_value: :math:`G_0` >= 0.
+      epsilon: >= 0, added inside the root.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+        keras' common options (see the module docstring).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Adagrad(learning_rate=0.1, initial_accumulator_value=0.0, epsilon=0.0)
+      >>> params = jnp.array([1.0, 1.0])
+      >>> updates, _ = tx.update(jnp.array([2.0, -0.5]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    _validate.check_non_negative("epsilon", epsilon)
+    scaling = scale_by_sum_of_squares(initial_accumulator_value, epsilon)
+    return _chain(
+        "Adagrad",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def RMSprop(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    rho: float = 0.9,
+    momentum: float = 0.0,
+    epsilon: float = 1e-7,
+    centered: bool = False,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.RMSprop``: ε inside the root, momentum on the steps after the rate.
+
+    .. math::
+
+       v_t = \rho v_{t-1} + (1-\rho) g_t^2, \quad
+       b_t = \text{momentum}\; b_{t-1} + \eta_t \frac{g_t}{\sqrt{\bar v_t + \epsilon}}, \quad
+       \theta_t = \theta_{t-1} - b_t,
+
+    :math:`\bar v_t = v_t`, or :math:`v_t - \mu_t^2` with ``centered``. `scale_by_ema_of_squares`,
+    the learning rate, then ``optax.trace``: ``optax.rmsprop``'s arithmetic (torch puts ε outside
+    the root and the rate after the momentum).
+
+    References: Hinton, lecture 6e, 2012,
+    https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf ; centered: Graves,
+    2013, https://arxiv.org/abs/1308.0850
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      rho: the decay of the averages, in [0, 1).
+      momentum: >= 0 (0: no momentum buffer).
+      epsilon: >= 0, added inside the root.
+      centered: divide by the estimated standard deviation instead of the RMS.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+        keras' common options (see the module docstring).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = RMSprop(learning_rate=0.01, rho=0.75, epsilon=3.0)
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # -0.01 * 2 / sqrt(0.25 * 4 + 3)
+      Array([-0.01], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    _validate.check_unit_interval("rho", rho)
+    _validate.check_non_negative("epsilon", epsilon)
+    _validate.check_non_negative("momentum", momentum)
+    scaling = scale_by_ema_of_squares(decay=rho, eps=epsilon, centered=centered)
+    return _chain(
+        "RMSprop",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        momentum=momentum,
+    )
+
+
+def _check_betas(beta_1: Any, beta_2: Any, epsilon: Any) -> None:
+    _validate.check_unit_interval("beta_1", beta_1)
+    _validate.check_unit_interval("beta_2", beta_2)
+    _validate.check_non_negative("epsilon", epsilon)
+
+
+def Adam(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Adam``: the ε-hat form, AMSGrad's maximum over the raw :math:`v_t`.
+
+    .. math::
+
+       \alpha_t = \eta_t \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}, \quad
+       \theta_t = \theta_{t-1} - \alpha_t \frac{m_t}{\sqrt{v_t} + \epsilon},
+
+    with :math:`m_t, v_t` as in Adam; ``amsgrad`` uses :math:`\max_{\tau \le t} v_\tau` in place of
+    :math:`v_t`. Equivalently ε is :math:`\epsilon/\sqrt{1-\beta_2^t}` next to
+    :math:`\sqrt{\hat v_t}` (optax and torch add ε itself). `scale_by_bias_corrected_moments`
+    with ``eps_hat=True, amsgrad_raw_max=True``.
+
+    References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 2,
+    https://arxiv.org/abs/1412.6980 ; Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond",
+    2018, https://arxiv.org/abs/1904.09237
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      beta_1, beta_2: the moments' decay rates, in [0, 1).
+      epsilon: >= 0, added to :math:`\sqrt{v_t}`.
+      amsgrad: use the running maximum of the second moment.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+        keras' common options (see the module docstring).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Adam(learning_rate=0.1)
+      >>> params = jnp.array([1.0, 1.0])
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates).round(4)  # the first step moves each coordinate by lr
+      Array([0.9, 1.1], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    _check_betas(beta_1, beta_2, epsilon)
+    scaling = scale_by_bias_corrected_moments(
+        b1=beta_1, b2=beta_2, eps=epsilon, amsgrad=amsgrad, eps_hat=True, amsgrad_raw_max=True
+    )
+    return _chain(
+        "Adam",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def AdamW(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    weight_decay: float = 0.004,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    amsgrad: bool = False,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.AdamW``: keras' `Adam` with a weight decay, λ = 0.004 by default.
+
+    .. math::
+
+       \theta_t = \theta_{t-1} - \eta_t \lambda \theta_{t-1}
+                  - \eta_t \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \frac{m_t}{\sqrt{v_t} + \epsilon}.
+
+    Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019,
+    https://arxiv.org/abs/1711.05101
+
+    Args:
+      learning_rate, beta_1, beta_2, epsilon, amsgrad: see `Adam`.
+      weight_decay: λ >= 0 (None is an error, as in keras).
+      clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
+        loss_scale_factor, gradient_accumulation_steps, name: keras' common options.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = AdamW(learning_rate=0.1, weight_decay=0.5)
+      >>> params = jnp.array([1.0])
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # 1 - 0.1 * 0.5 * 1 - 0.1
+      Array([0.85], dtype=float32)
+    """
+    if weight_decay is None:
+        raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
+    return Adam(
+        learning_rate,
+        beta_1,
+        beta_2,
+        epsilon,
+        amsgrad,
+        weight_decay,
+        clipnorm,
+        clipvalue,
+        global_clipnorm,
+        use_ema,
+        ema_momentum,
+        ema_overwrite_frequency,
+        loss_scale_factor,
+        gradient_accumulation_steps,
+        name,
+    )
+
+
+def Adamax(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Adamax``: ε added to the infinity norm in the denominator.
+
+    .. math::
+
+       u_t = \max(\beta_2 u_{t-1}, |g_t|), \quad
+       \theta_t = \theta_{t-1} - \frac{\eta_t}{1-\beta_1^t} \frac{m_t}{u_t + \epsilon}
+
+    (optax and torch: :math:`u_t = \max(\beta_2 u_{t-1}, |g_t| + \epsilon)` and :math:`m_t/u_t`).
+    `scale_by_inf_norm_moments` with ``eps_in_max=False``.
+
+    Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1,
+    https://arxiv.org/abs/1412.6980
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      beta_1, beta_2: the decay rates, in [0, 1).
+      epsilon: >= 0, added to :math:`u_t`.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+        keras' common options (see the module docstring).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = Adamax(learning_rate=0.1, epsilon=1.0)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # -0.1 / (1 - 0.9) * 0.3 / (3 + 1)
+      Array([-0.075], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    _check_betas(beta_1, beta_2, epsilon)
+    scaling = scale_by_inf_norm_moments(b1=beta_1, b2=beta_2, eps=epsilon, eps_in_max=False)
+    return _chain(
+        "Adamax",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def Nadam(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Nadam``: Dozat's momentum schedule with :math:`\mu_t = \beta_1(1 - \frac12 0.96^t)`.
+
+    .. math::
+
+       \theta_t = \theta_{t-1} - \eta_t
+       \frac{\frac{\mu_{t+1}}{1-\Pi_{t+1}} m_t + \frac{1-\mu_t}{1-\Pi_t} g_t}
+            {\sqrt{v_t/(1-\beta_2^t)} + \epsilon}, \qquad \Pi_t = \prod_{i \le t} \mu_i,
+
+    torch's NAdam formula with ``momentum_decay`` ψ = 1 (torch's default is 0.004: keras 3's
+    schedule reaches :math:`\beta_1` within ~100 steps); ε is added to :math:`\sqrt{\hat v_t}`
+    (not keras Adam's ε-hat). `scale_by_bias_corrected_moments` with ``nesterov=True,
+    momentum_decay=1``.
+
+    Reference: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016,
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      beta_1, beta_2: the moments' decay rates, in [0, 1).
+      epsilon: >= 0, added to :math:`\sqrt{\hat v_t}`.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+        keras' common options (see the module docstring).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = Nadam(learning_rate=0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # -0.1 * (mu_2 m_1 / (1 - mu_1 mu_2) + g_1) / 3, mu_t = 0.9 (1 - 0.96**t / 2)
+      Array([-0.10628], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    _check_betas(beta_1, beta_2, epsilon)
+    scaling = scale_by_bias_corrected_moments(
+        b1=beta_1, b2=beta_2, eps=epsilon, nesterov=True, momentum_decay=1.0
+    )
+    return _chain(
+        "Nadam",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )

@@ -1,0 +1,219 @@
+"""compat.keras presets against keras.optimizers (Keras 3, JAX backend): same float32 parameters
+and gradient stream.
+
+One table, KERAS, of (optimizer name, keras keyword arguments) drives the parity tests: every
+preset with its defaults (but a learning rate large enough to move the parameters), then a grid
+of non-default settings, clipping and weight decay included. CONVENTIONS names, for the rows
+where a convention shows, the primitive option that carries it: switching it to optax's value
+must move the trajectory far from keras', so the parity test can tell the conventions apart.
+Keras runs with its stateless API inside one jitted scan per case.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "jax":
+    pytest.skip("keras runs with another backend: set KERAS_BACKEND=jax", allow_module_level=True)
+
+from adaptive_tx.compat import keras as presets  # noqa: E402
+from tests.cases import gradient_stream, make_params, max_rel_diff  # noqa: E402
+from tests.compat_checks import (  # noqa: E402
+    FLOOR,
+    STEPS,
+    TOL,
+    check_preset,
+    force_option,
+    row_id,
+    run_ours,
+)
+
+SCHEDULE = optax.linear_schedule(0.05, 0.005, transition_steps=STEPS)
+
+
+def keras_schedule():
+    """SCHEDULE as keras writes it (its own code, not optax's)."""
+    return keras.optimizers.schedules.PolynomialDecay(0.05, STEPS, 0.005, power=1.0)
+
+
+KERAS = [
+    ("Adagrad", dict(learning_rate=0.1)),
+    (
+        "Adagrad",
+        dict(
+            learning_rate=0.1,
+            initial_accumulator_value=0.0,
+            epsilon=1e-3,
+            weight_decay=0.05,
+            clipnorm=1.0,
+        ),
+    ),
+    ("RMSprop", dict(learning_rate=0.01)),
+    (
+        "RMSprop",
+        dict(learning_rate=0.01, rho=0.8, momentum=0.9, epsilon=1e-3, centered=True)
+        | dict(global_clipnorm=5.0),
+    ),
+    ("RMSprop", dict(learning_rate=SCHEDULE, momentum=0.5, weight_decay=0.1)),
+    ("Adam", dict(learning_rate=0.01)),
+    ("Adam", dict(learning_rate=0.01, beta_1=0.5, epsilon=0.1, amsgrad=True)),
+    ("Adam", dict(learning_rate=0.01, weight_decay=0.1, clipvalue=0.5, epsilon=0.1)),
+    ("AdamW", dict(learning_rate=0.01)),
+    ("AdamW", dict(learning_rate=SCHEDULE, weight_decay=0.1, amsgrad=True, epsilon=1e-3)),
+    ("Adamax", dict(learning_rate=0.02)),
+    ("Adamax", dict(learning_rate=0.05, beta_2=0.9, epsilon=1.0, weight_decay=0.05)),
+    ("Nadam", dict(learning_rate=0.01)),
+    (
+        "Nadam",
+        dict(learning_rate=0.01, beta_1=0.95, beta_2=0.99, epsilon=1e-3, weight_decay=0.05)
+        | dict(clipnorm=10.0),
+    ),
+]
+
+# (row of KERAS, primitive the preset calls, option, the value that gives optax's convention)
+CONVENTIONS = [
+    (KERAS[6], "scale_by_bias_corrected_moments", "eps_hat", False),
+    (KERAS[6], "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
+    (KERAS[11], "scale_by_inf_norm_moments", "eps_in_max", True),
+    (KERAS[12], "scale_by_bias_corrected_moments", "momentum_decay", None),
+]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_params(), gradient_stream(STEPS)
+
+
+def run_keras(name, kwargs, params, grads):
+    """Every iterate of keras.optimizers.<name> over the stream (stateless_apply in a scan)."""
+    if kwargs.get("learning_rate") is SCHEDULE:
+        kwargs = kwargs | dict(learning_rate=keras_schedule())
+    optimizer = getattr(keras.optimizers, name)(**kwargs)
+    keys = list(params)
+    optimizer.build([keras.Variable(params[k]) for k in keys])
+
+    def step(carry, g):
+        values, optimizer_values = optimizer.stateless_apply(carry[1], list(g), carry[0])
+        return (values, optimizer_values), values
+
+    stream = [jnp.stack([g[k] for g in grads]) for k in keys]
+    start = ([jnp.asarray(params[k]) for k in keys], [v.value for v in optimizer.variables])
+    _, iterates = jax.jit(lambda start, stream: jax.lax.scan(step, start, stream))(start, stream)
+    return {k: np.asarray(x) for k, x in zip(keys, iterates)}
+
+
+@functools.cache
+def keras_trajectory(row_index):
+    """run_keras for KERAS[row_index] on the module's problem, once per row."""
+    name, kwargs = KERAS[row_index]
+    return run_keras(name, kwargs, make_params(), gradient_stream(STEPS))
+
+
+def is_plain(name, kwargs):
+    """No weight decay, momentum or clipping, and a stored direction (not NAdam's look-ahead)."""
+    extras = {"weight_decay", "momentum", "clipnorm", "clipvalue", "global_clipnorm"}
+    return not extras & set(kwargs) and name not in ("AdamW", "Nadam")
+
+
+@pytest.mark.parametrize("row", KERAS, ids=row_id)
+def test_matches_keras_over_100_steps(row, problem):
+    name, kwargs = row
+    params, grads = problem
+    theirs = keras_trajectory(KERAS.index(row))
+    check_preset(getattr(presets, name)(**kwargs), theirs, params, grads, is_plain(name, kwargs))
+
+
+@pytest.mark.parametrize(
+    "row,primitive,option,optax_value",
+    CONVENTIONS,
+    ids=[f"{row_id(c[0])}-{c[2]}" for c in CONVENTIONS],
+)
+def test_convention_is_visible(row, primitive, option, optax_value, problem, monkeypatch):
+    """With the option at optax's value the preset is far from keras: the row tests it."""
+    name, kwargs = row
+    params, grads = problem
+    force_option(monkeypatch, presets, primitive, option, optax_value)
+    ours, _ = run_ours(getattr(presets, name)(**kwargs), params, grads)
+    assert max_rel_diff(ours, keras_trajectory(KERAS.index(row)), FLOOR) > 100 * TOL
+
+
+@pytest.mark.parametrize("name", sorted({name for name, _ in KERAS}))
+def test_signature_matches_keras(name):
+    """keras' keyword names, defaults and kinds, less `self` and `**kwargs` (no catch-all, so
+    that unknown keywords are errors and optax.inject_hyperparams can wrap the presets)."""
+    theirs = list(inspect.signature(getattr(keras.optimizers, name).__init__).parameters.values())
+    ours = inspect.signature(getattr(presets, name)).parameters.values()
+    assert [(p.name, p.default, p.kind) for p in ours] == [
+        (p.name, p.default, p.kind) for p in theirs[1:] if p.kind != p.VAR_KEYWORD
+    ]
+
+
+def test_options_that_do_not_change_the_math_are_ignored(problem):
+    params, grads = problem
+    plain = presets.Adam(0.01)
+    named = presets.Adam(0.01, name="adam", ema_momentum=0.5, ema_overwrite_frequency=3)
+    s1, s2 = plain.init(params), named.init(params)
+    for g in grads[:3]:
+        u1, s1 = plain.update(g, s1, params)
+        u2, s2 = named.update(g, s2, params)
+        jax.tree.map(np.testing.assert_array_equal, u1, u2)
+
+
+@pytest.mark.parametrize("name", ["Adam", "RMSprop"])
+def test_inject_hyperparams_equals_plain(name, problem):
+    params, grads = problem
+    kwargs = dict(learning_rate=0.01, weight_decay=0.1, clipnorm=10.0)
+    plain, _ = run_ours(getattr(presets, name)(**kwargs), params, grads[:10])
+    injected, state = run_ours(
+        optax.inject_hyperparams(getattr(presets, name))(**kwargs), params, grads[:10]
+    )
+    assert max_rel_diff(injected, plain, FLOOR) <= 1e-5
+    assert state.hyperparams["learning_rate"] == np.float32(0.01)
+
+
+# (optimizer, kwargs, text the ValueError must contain)
+BAD = [
+    ("Adam", dict(learning_rate=-0.1), "learning_rate"),
+    ("Adam", dict(beta_1=1.0), "beta_1=1.0"),
+    ("Nadam", dict(beta_2=-0.5), "beta_2=-0.5"),
+    ("Adamax", dict(epsilon=-1e-7), "epsilon"),
+    ("RMSprop", dict(rho=1.5), "rho=1.5"),
+    ("RMSprop", dict(momentum=-0.9), "momentum"),
+    ("Adagrad", dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    ("AdamW", dict(weight_decay=None), "weight_decay"),
+    ("AdamW", dict(weight_decay=-0.1), "weight_decay"),
+    ("Adam", dict(clipnorm=1.0, clipvalue=1.0), "Only one of"),
+    ("Adam", dict(clipnorm=-1.0), "clipnorm"),
+    ("Adam", dict(use_ema=True), "use_ema"),
+    ("Adam", dict(loss_scale_factor=128.0), "loss_scale_factor"),
+    ("Adagrad", dict(gradient_accumulation_steps=4), "gradient_accumulation_steps"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,text", BAD, ids=[f"{b[0]}-{b[1]}" for b in BAD])
+def test_invalid_or_unsupported_options_raise(name, kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        getattr(presets, name)(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(nesterov=True), dict(decay=0.1)], ids=str)
+def test_unknown_keywords_raise(kwargs):
+    with pytest.raises(TypeError, match=next(iter(kwargs))):
+        presets.Adam(**kwargs)
+
+
+def test_complex_parameters_raise_naming_the_leaf():
+    tx = presets.Nadam()
+    with pytest.raises(TypeError, match=r"\['z'\].*complex"):
+        tx.init({"w": np.zeros(2, np.float32), "z": np.zeros(2, np.complex64)})
