@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_tx.diagnostics import effective_learning_rate
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState
-from adaptive_tx.learning_rate import ScaleByLearningRateState
 from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState
 from tests.cases import max_rel_diff, run
 
@@ -49,7 +49,7 @@ def run_ours(tx, params, grads):
 
 def check_preset(tx, theirs, params, grads, plain: bool) -> None:
     """`tx` over the stream is within TOL of the framework's trajectory `theirs` at every step
-    (which moved the parameters), and its state gives the per-coordinate scale."""
+    (which moved the parameters), and its state gives the effective learning rate."""
     ours, state = run_ours(tx, params, grads)
     assert max_rel_diff(jax.tree.map(lambda x: x[-1], theirs), params, FLOOR) > 1e-2
     assert max_rel_diff(ours, theirs, FLOOR) <= TOL
@@ -57,29 +57,26 @@ def check_preset(tx, theirs, params, grads, plain: bool) -> None:
     check_per_coordinate_scale(tx, state, final, grads[0], plain)
 
 
-def _is_state(s) -> bool:
-    return hasattr(s, "per_coordinate_scale") or isinstance(s, ScaleByLearningRateState)
-
-
 def check_per_coordinate_scale(tx, state, params, grad, plain: bool) -> None:
-    """After one more step from `state`, the preset's adaptive state gives its per-coordinate
-    scale (params-shaped, finite, >= 0).
+    """After one more step from `state`, `effective_learning_rate` reads the preset's rate from its
+    state (params-shaped, finite, >= 0).
 
     For a plain chain (the adaptive scaling then the learning rate, nothing else) that step's
-    update must be ``-learning_rate * direction * scale``, the direction being the gradient
-    (Adagrad, RMSprop) or the stored first moment (Adam family without NAdam's look-ahead).
+    update must be ``-rate * direction``, the direction being the gradient (Adagrad, RMSprop) or
+    the stored first moment (Adam family without NAdam's look-ahead).
     """
     update, state = tx.update(grad, state, params)
-    states = [s for s in jax.tree.leaves(state, is_leaf=_is_state) if _is_state(s)]
-    adaptive = [s for s in states if hasattr(s, "per_coordinate_scale")]
-    rates = [s for s in states if isinstance(s, ScaleByLearningRateState)]
-    assert len(adaptive) == 1 and len(rates) == 1
-    scale = adaptive[0].per_coordinate_scale()
-    chex.assert_trees_all_equal_shapes(scale, params)
-    assert all(bool(jnp.all(jnp.isfinite(s) & (s >= 0))) for s in jax.tree.leaves(scale))
+    rate = effective_learning_rate(state)
+    chex.assert_trees_all_equal_shapes(rate, params)
+    assert all(bool(jnp.all(jnp.isfinite(r) & (r >= 0))) for r in jax.tree.leaves(rate))
     if not plain:
         return
+    (adaptive,) = [s for s in jax.tree.leaves(state, is_leaf=_is_adaptive) if _is_adaptive(s)]
     gradient_rules = (ScaleBySumOfSquaresState, ScaleByEmaOfSquaresState)
-    direction = grad if isinstance(adaptive[0], gradient_rules) else adaptive[0].mu
-    expected = jax.tree.map(lambda d, s: -rates[0].learning_rate * d * s, direction, scale)
+    direction = grad if isinstance(adaptive, gradient_rules) else adaptive.mu
+    expected = jax.tree.map(lambda d, r: -d * r, direction, rate)
     assert max_rel_diff(update, expected, floor=1e-12) <= 1e-5
+
+
+def _is_adaptive(s) -> bool:
+    return hasattr(s, "per_coordinate_scale")
