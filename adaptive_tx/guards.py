@@ -6,8 +6,18 @@ turns a checkpoint restored into the wrong layout (no target, another ``mu_dtype
 error before it reaches ``update``.
 
 Both look at pytree leaves only (``jax.tree.leaves``), so they apply to any state or update tree:
-chains, masks, injected hyperparameters. Integer and boolean leaves (step counters, row indices,
-quantized codes) cannot hold NaN or Inf and are neither tested nor zeroed.
+chains, masks, injected hyperparameters, PRNG keys. Integer and boolean leaves (step counters, row
+indices, quantized codes) cannot hold NaN or Inf and are neither tested nor zeroed.
+
+To check when row-sparse and quantized states land:
+
+* row-sparse updates given as (indices, values) leaves: the guard zeroes the values and keeps the
+  indices, which is a no-op only if the sparse apply *adds* rows (a scatter-set of zero rows would
+  erase them); an out-of-range index is finite, so the guard cannot see it (validate it there).
+* quantized states: integer codes are not tested; only their floating scales are. If decoding can
+  give Inf/NaN from finite codes and scales, the guard misses it (test the decoded values).
+* a state that legitimately holds an infinite float (e.g. a running minimum starting at +inf) would
+  make every step look bad; none exists today.
 """
 
 from __future__ import annotations

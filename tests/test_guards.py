@@ -6,6 +6,9 @@ compared as whole trees, never field by field.
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -229,6 +232,16 @@ def test_integer_leaves_are_neither_tested_nor_zeroed():
     assert int(state.skipped) == 1
 
 
+def test_prng_key_state_is_kept_on_a_bad_step():
+    tx = atx.skip_nonfinite(optax.chain(optax.add_noise(0.1, 0.5, seed=0), atx.adam(0.1)))
+    state = tx.init({"w": jnp.ones(3)})
+    _, bad = jax.jit(tx.update)({"w": jnp.array([1.0, jnp.nan, 0.0])}, state)
+    _, good = jax.jit(tx.update)({"w": jnp.ones(3)}, state)
+    key = lambda s: jax.random.key_data(s.inner_state[0].rng_key)
+    np.testing.assert_array_equal(key(bad), key(state))
+    assert not np.array_equal(key(good), key(state))
+
+
 def test_works_inside_chain_with_extra_args_and_inject_hyperparams():
     params, clean = make_params(), gradient_stream(10)
     bad, _ = _with_bad_steps(clean)
@@ -252,3 +265,16 @@ def test_check_restored_state_accepts_the_right_layout_and_names_the_wrong_leaf(
         atx.check_restored_state(tx, {**params, "w": jnp.zeros((4, 6))}, state)
     with pytest.raises(ValueError, match=r"the state's tree does not match tx.init\(params\)"):
         atx.check_restored_state(tx, params, state._asdict())
+
+
+def test_soak_script_tiny_run(capsys):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import soak
+    finally:
+        sys.path.pop(0)
+    results = soak.main(["--steps", "300", "--period", "7", "--aliases", "adagrad,nadamw,radam"])
+    assert [r["alias"] for r in results] == ["adagrad", "nadamw", "radam"]
+    assert all(r["ok"] and r["skipped"] == 300 // 7 and r["bitwise"] for r in results)
+    assert all(r["loss_end"] < r["loss_start"] for r in results)
+    assert "all checks passed" in capsys.readouterr().out
