@@ -273,8 +273,8 @@ def test_soak_script_tiny_run(capsys):
         import soak
     finally:
         sys.path.pop(0)
-    results = soak.main(["--steps", "300", "--period", "7", "--aliases", "adagrad,nadamw,radam"])
-    assert [r["alias"] for r in results] == ["adagrad", "nadamw", "radam"]
+    results = soak.main(["--steps", "300", "--period", "7", "--aliases", "adagrad,nadamw"])
+    assert [r["alias"] for r in results] == ["adagrad", "nadamw"]
     assert all(r["ok"] and r["skipped"] == 300 // 7 and r["bitwise"] for r in results)
     assert all(r["loss_end"] < r["loss_start"] for r in results)
     assert "all checks passed" in capsys.readouterr().out
