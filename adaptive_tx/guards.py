@@ -150,7 +150,7 @@ def skip_nonfinite(
             raise FloatingPointError(
                 f"skip_nonfinite: {int(consecutive)} consecutive steps had non-finite gradients, "
                 f"updates or optimizer state (max_consecutive_errors={max_consecutive_errors}); "
-                "the state passed to this update is still the last good one"
+                "the state given to update still holds the inner state of the last good step"
             )
         return new_updates, new_state
 

@@ -130,7 +130,8 @@ def test_outside_jit_the_limit_raises_and_the_held_state_is_the_last_good_one():
         tx.update({"w": jnp.full(2, jnp.nan)}, state, params)
     assert str(error.value) == (
         "skip_nonfinite: 2 consecutive steps had non-finite gradients, updates or optimizer state "
-        "(max_consecutive_errors=2); the state passed to this update is still the last good one"
+        "(max_consecutive_errors=2); the state given to update still holds the inner state of "
+        "the last good step"
     )
     _assert_bitwise_equal(state.inner_state, last_good.inner_state)
 
