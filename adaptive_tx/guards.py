@@ -164,9 +164,9 @@ def check_restored_state(
 
     Call it on an optimizer state restored from a checkpoint, before the first ``update``: a state
     restored without a target (plain dicts and lists instead of the state `NamedTuple`s), or one
-    written by an optimizer with other state dtypes (``mu_dtype``, ``nu_dtype``) or other parameters,
-    would otherwise fail deep inside ``update`` or, worse, run on silently. Nothing is computed:
-    the expected layout comes from ``jax.eval_shape(tx.init, params)``.
+    written by an optimizer with other state dtypes (``mu_dtype``, ``nu_dtype``) or other
+    parameters, would otherwise fail deep inside ``update`` or, worse, run on silently. Nothing is
+    computed: the expected layout comes from ``jax.eval_shape(tx.init, params)``.
 
     Args:
       tx: the transformation that will consume the state.
