@@ -22,6 +22,7 @@ from adaptive_tx.diagnostics import (
     effective_learning_rate_summary,
 )
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState, scale_by_ema_of_squares
+from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.learning_rate import ScaleByLearningRateState, scale_by_learning_rate
 from adaptive_tx.moments import (
     ScaleByBiasCorrectedMomentsState,
@@ -47,6 +48,7 @@ __all__ = (
     "ScaleByLearningRateState",
     "ScaleByRectifiedMomentsState",
     "ScaleBySumOfSquaresState",
+    "SkipNonfiniteState",
     "adagrad",
     "adam",
     "adamax",
@@ -54,6 +56,7 @@ __all__ = (
     "adamw",
     "add_decoupled_weight_decay",
     "amsgrad",
+    "check_restored_state",
     "dense_transformation",
     "effective_learning_rate",
     "effective_learning_rate_summary",
@@ -67,4 +70,5 @@ __all__ = (
     "scale_by_learning_rate",
     "scale_by_rectified_moments",
     "scale_by_sum_of_squares",
+    "skip_nonfinite",
 )

@@ -100,3 +100,39 @@ def check_real_params(where: str, params: Any, hint: str) -> None:
                 f"{where}: parameter {jax.tree_util.keystr(path) or '<root>'} is complex "
                 f"({jax.numpy.result_type(leaf)}); {hint}"
             )
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raises ValueError unless `value` is an integer >= 1 (a count; booleans are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+
+
+def check_layout_matches(where: str, expected: Any, state: Any) -> None:
+    """Raises unless `state` has the tree, leaf shapes and leaf dtypes of `expected`.
+
+    `expected` is typically ``jax.eval_shape(tx.init, params)``. A different tree structure or shape
+    is a ValueError, a different dtype a TypeError; each names the first leaf that differs.
+    """
+    e_struct, s_struct = jax.tree.structure(expected), jax.tree.structure(state)
+    if e_struct != s_struct:
+        raise ValueError(
+            f"{where}: the state's tree does not match tx.init(params) (restore a checkpoint with "
+            f"the target jax.eval_shape(tx.init, params)).\n  expected: {e_struct}\n  state:    "
+            f"{s_struct}"
+        )
+    for (path, e), s in zip(
+        jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(state)
+    ):
+        leaf = jax.tree_util.keystr(path) or "<root>"
+        if np.shape(s) != e.shape:
+            raise ValueError(
+                f"{where}: state leaf {leaf} has shape {np.shape(s)} but tx.init(params) gives "
+                f"{e.shape}"
+            )
+        if jax.numpy.result_type(s) != e.dtype:
+            raise TypeError(
+                f"{where}: state leaf {leaf} has dtype {jax.numpy.result_type(s)} but "
+                f"tx.init(params) gives {e.dtype} (was the state written by an optimizer with "
+                "other state dtypes, e.g. mu_dtype?)"
+            )

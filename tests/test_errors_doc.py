@@ -1,0 +1,133 @@
+"""docs/errors.md is true: each quoted message is raised, word for word, by the row's example, and
+each row names a test that exists."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import adaptive_tx as atx
+from tests.cases import make_params
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "errors.md"
+
+PARAMS = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
+
+
+def _adam_update(grads):
+    tx = atx.adam(0.1)
+    return tx.update(grads, tx.init(PARAMS))
+
+
+def _weight_decay_with_other_params():
+    tx = atx.add_decoupled_weight_decay(0.1)
+    return tx.update({"w": jnp.zeros(2)}, tx.init(None), {"v": jnp.zeros(2)})
+
+
+def _restored_into_another_optimizer():
+    params = make_params()
+    written = atx.adam(0.1, mu_dtype=jnp.bfloat16).init(params)
+    return atx.check_restored_state(atx.adam(0.1), params, written)
+
+
+def _restored_without_a_target():
+    params = make_params()
+    state = atx.adam(0.1).init(params)
+    as_saved = [s._asdict() for s in state]  # what orbax gives back without a target
+    return atx.check_restored_state(atx.adam(0.1), params, as_saved)
+
+
+def _restored_for_other_shapes():
+    params = make_params()
+    tx = atx.skip_nonfinite(atx.adam(0.1))
+    return atx.check_restored_state(tx, {**params, "w": jnp.zeros((4, 6))}, tx.init(params))
+
+
+def _eager_guard_limit():
+    tx = atx.skip_nonfinite(atx.adamw(0.1), max_consecutive_errors=2)
+    params, nan = {"w": jnp.ones(2)}, {"w": jnp.full(2, jnp.nan)}
+    _, state = tx.update(nan, tx.init(params), params)
+    return tx.update(nan, state, params)
+
+
+# The example of every row whose result is an exception, by the row's ID.
+RAISES = {
+    "lr-negative": lambda: atx.adam(-0.1),
+    "lr-nan": lambda: atx.adam(float("nan")),
+    "lr-none": lambda: atx.adam(None),
+    "b1-one": lambda: atx.adam(0.1, b1=1.0),
+    "decay-one": lambda: atx.rmsprop(0.1, decay=1.0),
+    "momentum-large": lambda: atx.rmsprop(0.1, momentum=1.2),
+    "eps-negative": lambda: atx.adam(0.1, eps=-1e-8),
+    "accumulator-negative": lambda: atx.adagrad(0.1, initial_accumulator_value=-0.1),
+    "weight-decay-negative": lambda: atx.adamw(0.1, weight_decay=-1e-4),
+    "array-hyperparameter": lambda: atx.adam(jnp.ones(3)),
+    "integer-state-dtype": lambda: atx.scale_by_bias_corrected_moments(mu_dtype=jnp.int32),
+    "injected-b1": lambda: optax.inject_hyperparams(atx.adam)(learning_rate=0.1, b1=1.5).init(
+        PARAMS
+    ),
+    "guard-limit-zero": lambda: atx.skip_nonfinite(atx.adam(0.1), max_consecutive_errors=0),
+    "guard-limit-float": lambda: atx.skip_nonfinite(atx.adam(0.1), max_consecutive_errors=1.5),
+    "extra-gradient-leaf": lambda: _adam_update({**PARAMS, "extra": jnp.zeros(1)}),
+    "gradient-shape": lambda: _adam_update({"w": jnp.zeros((3, 2)), "b": jnp.zeros(3)}),
+    "weight-decay-no-params": lambda: atx.adamw(0.1).update(PARAMS, atx.adamw(0.1).init(PARAMS)),
+    "weight-decay-params-tree": _weight_decay_with_other_params,
+    "integer-params": lambda: atx.adam(0.1).init({"w": jnp.zeros(2), "step": jnp.int32(0)}),
+    "restore-no-target": _restored_without_a_target,
+    "restore-wrong-dtype": _restored_into_another_optimizer,
+    "restore-wrong-shape": _restored_for_other_shapes,
+    "limit-eager": _eager_guard_limit,
+}
+
+
+def _rows() -> list[tuple[str, str, str]]:
+    """(ID, result cell, test cell) of every table row of the doc."""
+    rows = []
+    for line in DOC.read_text().splitlines():
+        match = re.match(r"\| `([a-z0-9-]+)` \|(.*)\|(.*)\|(.*)\|\s*$", line)
+        if match:
+            rows.append((match.group(1), match.group(3).strip(), match.group(4).strip()))
+    return rows
+
+
+ROWS = _rows()
+
+
+def test_every_example_has_a_row_and_ids_are_unique():
+    ids = [row[0] for row in ROWS]
+    assert len(ids) == len(set(ids)) and len(ids) >= 30
+    assert set(RAISES) <= set(ids)
+    quoting = {i for i, result, _ in ROWS if re.match(r"`\w+(Error|Exception): ", result)}
+    assert quoting == set(RAISES)
+
+
+@pytest.mark.parametrize("row_id", sorted(RAISES))
+def test_documented_message_is_raised_word_for_word(row_id):
+    result = next(result for i, result, _ in ROWS if i == row_id)
+    documented = re.match(r"`([^`]*)`", result).group(1)
+    with pytest.raises(Exception) as error:
+        RAISES[row_id]()
+    raised = f"{type(error.value).__name__}: {str(error.value).splitlines()[0]}"
+    assert raised == documented
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row[0] for row in ROWS])
+def test_each_row_names_an_existing_test(row):
+    path, name = re.fullmatch(r"`([\w/.]+)::(\w+)`", row[2]).groups()
+    assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE), f"{path}::{name}"
+
+
+def test_nan_gradient_without_the_guard_poisons_the_parameter():
+    params = {"w": jnp.ones(3)}
+    tx = atx.adam(0.1)
+    updates, state = tx.update({"w": jnp.array([1.0, jnp.nan, 1.0])}, tx.init(params))
+    params = optax.apply_updates(params, updates)
+    updates, _ = tx.update({"w": jnp.ones(3)}, state)  # a good step afterwards does not heal it
+    params = np.asarray(optax.apply_updates(params, updates)["w"])
+    assert np.isnan(params[1]) and np.all(np.isfinite(params[[0, 2]]))

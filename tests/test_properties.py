@@ -1,0 +1,220 @@
+"""Hypothesis property tests: random pytrees and random valid hyperparameters, every alias.
+
+Trees mix dicts, lists and tuples with scalars, 0-size arrays and empty subtrees (None, [], {});
+gradients have exact zeros and a random scale. For each alias, hyperparameters are drawn from
+well-conditioned valid ranges (the ill-conditioned corners, e.g. a centered variance that is exactly
+0, are pinned as fixed rows in tests/test_reference.py), and:
+
+- float32 / bfloat16 / float64 (under x64): every leaf equals the float64 NumPy reference
+  (tests/reference/numpy_optimizers.py) within a tolerance set by the dtype;
+- complex64: equals optax (the reference is written for real numbers; optax supports complex for
+  all these aliases, with |g|^2 as the square);
+- one trace for all steps (no recompilation), parameters and state keep their dtypes.
+
+Example counts are small so the suite stays fast; ADAPTIVE_TX_EXAMPLES=50 runs a longer search.
+"""
+
+from __future__ import annotations
+
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import adaptive_tx as atx
+from tests.cases import run
+from tests.test_reference import _reference
+
+STEPS = 8
+NAMES = ["adagrad", "rmsprop", "adam", "adamw", "nadam", "nadamw", "amsgrad", "adamax", "adamaxw"]
+NAMES += ["radam"]
+EXAMPLES = int(os.environ.get("ADAPTIVE_TX_EXAMPLES", "2"))
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=EXAMPLES <= 2,  # the default suite is reproducible; longer searches are random
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# max |library - reference| / max(|reference|, 1) over all leaves and steps, by dtype.
+# float32: a few ulps per step; bfloat16: the parameters are rounded to 8 bits every step
+# (2**-8 relative, STEPS times); float64: exact up to float64 rounding.
+TOL = {jnp.float32: 1e-5, jnp.bfloat16: STEPS * 2**-8, jnp.float64: 1e-10}
+
+
+class _Shape:
+    """A leaf of a random tree of shapes (deliberately not a pytree node)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def __repr__(self):
+        return f"Shape{self.shape}"
+
+
+_shapes = st.lists(st.integers(0, 3), max_size=3).map(_Shape)  # (), (0,), (2, 0, 3), ...
+_subtrees = st.recursive(
+    st.one_of(_shapes, st.none()),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.sampled_from("abcde"), children, max_size=3),
+        st.tuples(children, children),
+    ),
+    max_leaves=5,
+)
+# Every tree also holds one non-empty matrix or vector, so that no example is vacuous.
+_trees = st.tuples(st.lists(st.integers(1, 3), min_size=1, max_size=2).map(_Shape), _subtrees).map(
+    lambda pair: {"w": pair[0], "p": pair[1]}
+)
+
+_decay = st.floats(0.0, 0.95)
+_eps = st.integers(-8, -2).map(lambda e: 10.0**e)
+_lr = st.integers(-10, -4).map(lambda e: 2.0**e)  # dyadic: exact in float32, so x64 is exact too
+
+
+@st.composite
+def _hyperparameters(draw, name):
+    """Valid, well-conditioned keyword arguments for alias `name`, and the gradient scale."""
+    kw = {"learning_rate": draw(_lr)}
+    scale = draw(st.sampled_from([1e-2, 1.0, 1e2]))
+    if name == "adagrad":
+        kw.update(initial_accumulator_value=draw(st.floats(0.0, 1.0)), eps=draw(_eps))
+    elif name == "rmsprop":
+        centered = draw(st.booleans())
+        kw.update(
+            decay=draw(st.floats(0.5, 0.95) if centered else _decay),
+            eps=draw(_eps),
+            initial_scale=draw(st.floats(0.0, 1.0)),
+            eps_in_sqrt=draw(st.booleans()),
+            centered=centered,
+            momentum=draw(st.none() | st.floats(0.0, 0.9)),
+            nesterov=draw(st.booleans()),
+            bias_correction=draw(st.booleans()),
+        )
+        if centered and kw["bias_correction"]:
+            # the first bias-corrected centered variance is exactly 0: eps must dominate its
+            # float32 rounding noise (~1e-7 g^2)
+            kw["eps"], scale = 0.1, 1.0
+    else:
+        kw.update(b1=draw(_decay), eps=draw(_eps))
+        if name != "adamax" and name != "adamaxw":
+            kw["eps_root"] = draw(st.just(0.0) | _eps)
+        kw["b2"] = draw(st.floats(0.5, 0.99) if name == "radam" else st.floats(0.5, 0.999))
+        if name.endswith("w"):
+            kw["weight_decay"] = draw(st.floats(0.0, 0.5))
+        if name in ("adam", "radam"):
+            kw["nesterov"] = draw(st.booleans())
+        if name == "amsgrad":
+            kw.update(
+                bias_correction_mu=draw(st.booleans()), bias_correction_nu=draw(st.booleans())
+            )
+        if name == "radam":
+            kw["threshold"] = draw(st.floats(4.5, 8.0))
+            b2, t = kw["b2"], np.arange(1, STEPS + 1)
+            rho = 2 / (1 - b2) - 1 - 2 * t * b2**t / (1 - b2**t)
+            # float32 and float64 must take the same branch: rho_t not too near the threshold
+            assume(np.min(np.abs(rho - kw["threshold"])) > 1e-2)
+    return kw, scale
+
+
+def _materialize(shapes, dtype, seed, scale):
+    """Params (N(0, 1)) and STEPS gradients (N(0, scale^2), a third of them exactly 0)."""
+    rng = np.random.default_rng(seed)
+
+    def normal(shape, s=1.0):
+        x = rng.normal(size=shape) * s
+        if np.issubdtype(dtype, np.complexfloating):
+            x = x + 1j * rng.normal(size=shape) * s
+        return np.asarray(x, dtype)
+
+    params = jax.tree.map(lambda s: normal(s.shape), shapes)
+    grads = [
+        jax.tree.map(lambda s: normal(s.shape, scale) * (rng.random(s.shape) > 1 / 3), shapes)
+        for _ in range(STEPS)
+    ]
+    return params, grads
+
+
+def _check_properties(tx, params, grads):
+    """Runs tx; checks one trace and stable dtypes; returns every iterate."""
+    iterates, state, traces = run(tx, params, grads)
+    assert traces == 1, "the jitted step recompiled across steps"
+    chex.assert_trees_all_equal_shapes_and_dtypes(iterates[-1], params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, tx.init(params))
+    return iterates
+
+
+def _assert_matches_reference(name, kwargs, params, grads, iterates, tol):
+    """Each leaf's trajectory against the float64 reference run on that leaf alone."""
+    leaves = jax.tree.leaves(params)
+    grad_leaves = [jax.tree.leaves(g) for g in grads]
+    actual = [jax.tree.leaves(p) for p in iterates]
+    for i, p0 in enumerate(leaves):
+        p0 = np.asarray(p0, np.float64)
+        expected = _reference(
+            name, kwargs, (p0, [np.asarray(g[i], np.float64) for g in grad_leaves])
+        )
+        got = np.stack([np.asarray(a[i], np.float64) for a in actual])
+        assert np.all(np.isfinite(got)), f"leaf {i}: non-finite parameters"
+        err = np.max(np.abs(got - expected) / np.maximum(np.abs(expected), 1.0), initial=0.0)
+        assert err <= tol, f"leaf {i} of shape {p0.shape}: max relative difference {err:.3g}"
+
+
+def _problem(name):
+    return st.tuples(_trees, _hyperparameters(name), st.integers(0, 2**32 - 1))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("name", NAMES)
+@PROPERTY
+@given(problem=st.data())
+def test_random_trees_and_hyperparameters_match_the_float64_reference(name, dtype, problem):
+    shapes, (kwargs, scale), seed = problem.draw(_problem(name))
+    params, grads = _materialize(shapes, dtype, seed, scale)
+    iterates = _check_properties(getattr(atx, name)(**kwargs), params, grads)
+    _assert_matches_reference(name, kwargs, params, grads, iterates, TOL[dtype])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(PROPERTY, max_examples=max(1, EXAMPLES // 2))
+@given(problem=st.data())
+def test_float64_under_x64_matches_the_float64_reference(name, problem):
+    shapes, (kwargs, scale), seed = problem.draw(_problem(name))
+    with jax.enable_x64(True):
+        params, grads = _materialize(shapes, np.float64, seed, scale)
+        iterates = _check_properties(getattr(atx, name)(**kwargs), params, grads)
+        _assert_matches_reference(name, kwargs, params, grads, iterates, TOL[jnp.float64])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(PROPERTY, max_examples=max(1, EXAMPLES // 2))
+@given(problem=st.data())
+def test_complex_parameters_match_optax(name, problem):
+    shapes, (kwargs, scale), seed = problem.draw(_problem(name))
+    params, grads = _materialize(shapes, np.complex64, seed, scale)
+    ours = _check_properties(getattr(atx, name)(**kwargs), params, grads)
+    theirs, _, _ = run(getattr(optax, name)(**kwargs), params, grads)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        a, b = np.asarray(a, np.complex128), np.asarray(b, np.complex128)
+        assert np.all(np.abs(a - b) <= 1e-5 * np.maximum(np.abs(b), 1.0))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="scale_by_learning_rate keeps the rate as float32 (learning_rate.py), so float64 "
+    "parameters move by a rate rounded to float32: ~1e-8 relative off the float64 reference, "
+    "where optax is exact. Remove this mark when the rate keeps the parameters' precision.",
+)
+def test_float64_learning_rate_is_not_rounded_to_float32():
+    rng = np.random.default_rng(0)
+    params, grads = rng.normal(size=5), [rng.normal(size=5) for _ in range(STEPS)]
+    with jax.enable_x64(True):
+        iterates, _, _ = run(atx.adam(0.03), jnp.asarray(params), [jnp.asarray(g) for g in grads])
+    expected = _reference("adam", {"learning_rate": 0.03}, (params, grads))
+    assert np.max(np.abs(np.stack(iterates) - expected)) <= TOL[jnp.float64]
