@@ -31,3 +31,20 @@ def test_quickstart_tiny_run():
     for r in results:
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["ms_per_step"] > 0
     assert max(r["test_accuracy"] for r in results) > 0.5  # 20 steps already learn something
+
+
+def test_sparse_embeddings_tiny_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import sparse_embeddings
+    finally:
+        sys.path.pop(0)
+    results = sparse_embeddings.main([str(tmp_path), "--tiny"])
+    assert {(r["optimizer"], r["mode"]) for r in results} == {
+        (name, mode) for name in ("sgd", "adagrad", "adam") for mode in ("dense", "row-sparse")
+    }
+    by = {(r["optimizer"], r["mode"]): r for r in results}
+    for name in ("sgd", "adagrad"):  # the same updates either way
+        assert by[name, "dense"]["curve"] == by[name, "row-sparse"]["curve"]
+    assert all(r["ms_per_step"] > 0 and 0 <= r["rare_accuracy"] <= 1 for r in results)
+    assert (tmp_path / "sparse_embeddings.png").stat().st_size > 10_000

@@ -163,9 +163,12 @@ def test_adagrad_row_sparse_equals_dense_optax_exactly(kwargs):
 
 
 LAZY_ROWS = DEFAULTS + [
-    ("adamw", dict(learning_rate=0.01, weight_decay=0.1, mask=lambda p: {k: k != "b" for k in p})),
-    ("rmsprop", dict(learning_rate=0.01, centered=True, initial_scale=1.0)),
-    ("adam", dict(learning_rate=0.01, nesterov=True, eps_root=1e-8)),
+    (
+        "adamw",
+        {"learning_rate": 0.01, "weight_decay": 0.1, "mask": lambda p: {k: k != "b" for k in p}},
+    ),
+    ("rmsprop", {"learning_rate": 0.01, "centered": True, "initial_scale": 1.0}),
+    ("adam", {"learning_rate": 0.01, "nesterov": True, "eps_root": 1e-8}),
 ]
 
 
