@@ -1,10 +1,10 @@
-# make test · make demo — each installs what it needs into .venv.
+# make test · make demo · make bench — each installs what it needs into .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo clean
+.PHONY: test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) examples/quickstart.py
+
+# Row-sparse steps against dense optax.adam and torch.optim.SparseAdam (~4 GB of memory, minutes).
+bench: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) benchmarks/sparse_rows.py
 
 clean:
 	rm -rf $(VENV)
