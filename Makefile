@@ -1,10 +1,10 @@
-# make test · make demo — each installs what it needs into .venv.
+# make test · make demo · make bench — each installs what it needs into .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo clean
+.PHONY: test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 # The sparse-feature lab: effective learning rates per coordinate, figures in out/demo/.
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) examples/sparse_feature_demo.py --out out/demo
+
+# Row-sparse steps against dense optax.adam and torch.optim.SparseAdam (~4 GB of memory, minutes).
+bench: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) benchmarks/sparse_rows.py
 
 clean:
 	rm -rf $(VENV)

@@ -4,6 +4,7 @@ Each method is one per-coordinate `Rule`; the Optax transformations, and the ali
 them, are derived from it.
 """
 
+from adaptive_tx import sparse
 from adaptive_tx.aliases import (
     adagrad,
     adam,
@@ -15,6 +16,7 @@ from adaptive_tx.aliases import (
     nadamw,
     radam,
     rmsprop,
+    rowwise_adagrad,
 )
 from adaptive_tx.diagnostics import (
     RateSummary,
@@ -33,7 +35,13 @@ from adaptive_tx.moments import (
     scale_by_rectified_moments,
 )
 from adaptive_tx.rule import Rule, dense_transformation
-from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState, scale_by_sum_of_squares
+from adaptive_tx.sparse import RowSparse
+from adaptive_tx.sum_of_squares import (
+    ScaleByRowwiseSumOfSquaresState,
+    ScaleBySumOfSquaresState,
+    scale_by_rowwise_sum_of_squares,
+    scale_by_sum_of_squares,
+)
 from adaptive_tx.weight_decay import AddDecoupledWeightDecayState, add_decoupled_weight_decay
 
 __version__ = "0.1.0"
@@ -41,12 +49,14 @@ __version__ = "0.1.0"
 __all__ = (
     "AddDecoupledWeightDecayState",
     "RateSummary",
+    "RowSparse",
     "Rule",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
     "ScaleByInfNormMomentsState",
     "ScaleByLearningRateState",
     "ScaleByRectifiedMomentsState",
+    "ScaleByRowwiseSumOfSquaresState",
     "ScaleBySumOfSquaresState",
     "SkipNonfiniteState",
     "adagrad",
@@ -64,11 +74,14 @@ __all__ = (
     "nadamw",
     "radam",
     "rmsprop",
+    "rowwise_adagrad",
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
     "scale_by_inf_norm_moments",
     "scale_by_learning_rate",
     "scale_by_rectified_moments",
+    "scale_by_rowwise_sum_of_squares",
     "scale_by_sum_of_squares",
     "skip_nonfinite",
+    "sparse",
 )

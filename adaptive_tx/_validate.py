@@ -54,10 +54,11 @@ def check_state_dtype(dtype: Any) -> Any:
     return canonical
 
 
-def check_tree_matches(where: str, updates: Any, stats: Any) -> None:
+def check_tree_matches(where: str, updates: Any, stats: Any, stat_shape: Any = None) -> None:
     """Raises a readable ValueError when the gradient tree does not match the state's tree.
 
-    Compares structure first, then the shape of every leaf, naming the first leaf that differs by its
+    Compares structure first, then the shape of every leaf (mapped by `stat_shape` when the
+    statistics have their own shape, e.g. one per row), naming the first leaf that differs by its
     path. Runs at trace time (shapes are static), so a mismatch never reaches XLA.
     """
     g_struct, s_struct = jax.tree.structure(updates), jax.tree.structure(stats)
@@ -68,10 +69,12 @@ def check_tree_matches(where: str, updates: Any, stats: Any) -> None:
         )
     g_leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
     for (path, g), s in zip(g_leaves, jax.tree.leaves(stats)):
-        if np.shape(g) != np.shape(s):
+        expected = np.shape(g) if stat_shape is None else tuple(stat_shape(np.shape(g)))
+        if expected != np.shape(s):
             raise ValueError(
                 f"{where}: gradient leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
                 f"{np.shape(g)} but the optimizer state holds shape {np.shape(s)}"
+                + ("" if stat_shape is None else f" (expected {expected} for this gradient)")
             )
 
 

@@ -20,7 +20,7 @@ from adaptive_tx.moments import (
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
-from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
+from adaptive_tx.sum_of_squares import scale_by_rowwise_sum_of_squares, scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
 ScalarOrSchedule = optax.ScalarOrSchedule
@@ -393,3 +393,34 @@ def radam(
         b1=b1, b2=b2, eps=eps, eps_root=eps_root, threshold=threshold, nesterov=nesterov
     )
     return _chain(scaling, learning_rate)
+
+
+def rowwise_adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-7,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Row-wise Adagrad: :math:`\theta_{t,r} = \theta_{t-1,r} - \eta_t\, g_{t,r} / \sqrt{G_{t,r} + \epsilon}`.
+
+    ``scale_by_rowwise_sum_of_squares`` (one accumulator per row, the running sum of the row's
+    mean squared gradient) then the learning rate. Not in optax; FBGEMM's ``rowwise_adagrad``
+    for embedding tables (ε inside the root here, see the primitive).
+
+    Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html ; FBGEMM,
+    https://github.com/pytorch/FBGEMM
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      initial_accumulator_value, eps: see `scale_by_rowwise_sum_of_squares`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.ones((2, 2))
+      >>> tx = rowwise_adagrad(0.1, eps=0.0)
+      >>> updates, _ = tx.update(jnp.array([[2.0, 2.0], [0.0, 0.0]]), tx.init(params))
+      >>> optax.apply_updates(params, updates)
+      Array([[0.9, 0.9],
+             [1. , 1. ]], dtype=float32)
+    """
+    return _chain(scale_by_rowwise_sum_of_squares(initial_accumulator_value, eps), learning_rate)

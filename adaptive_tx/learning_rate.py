@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 
 
 class ScaleByLearningRateState(NamedTuple):
@@ -36,7 +36,8 @@ def scale_by_learning_rate(
        u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \text{learning\_rate}(t-1) \text{ for a schedule}).
 
     The same arithmetic as ``optax.scale_by_learning_rate`` (the schedule sees 0, 1, 2, ...), and the
-    rate used is kept in the state (`ScaleByLearningRateState.learning_rate`).
+    rate used is kept in the state (`ScaleByLearningRateState.learning_rate`). Row-sparse leaves
+    (`adaptive_tx.sparse.RowSparse`) have their rows scaled.
 
     Args:
       learning_rate: a non-negative number, or a schedule ``count -> rate``.
@@ -69,7 +70,7 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None):
         del params
         current = rate(state.count)
-        updates = jax.tree.map(lambda g: jnp.array(sign * current, dtype=g.dtype) * g, updates)
+        updates = sparse.map_values(lambda g: jnp.array(sign * current, dtype=g.dtype) * g, updates)
         return updates, ScaleByLearningRateState(optax.safe_increment(state.count), current)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -16,6 +16,7 @@ row-sparse tables, diagnostics, lean state) is derived from it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import chex
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 
 Stats = tuple[jax.Array, ...]
 
@@ -169,11 +170,22 @@ def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[ja
     return update.astype(g.dtype), tuple(n.astype(s.dtype) for n, s in zip(new_stats, stats))
 
 
+def _full_stats(params: Any, value: Any, dtype: Any, stat_shape: Callable | None) -> Any:
+    """A statistic's initial tree: `value` everywhere, shaped like the params or by `stat_shape`."""
+    if stat_shape is None:
+        return optax.tree.full_like(params, value, dtype=dtype)
+    return jax.tree.map(
+        lambda p: jnp.full(stat_shape(jnp.shape(p)), value, dtype or jnp.result_type(p)), params
+    )
+
+
 def dense_transformation(
     rule: Rule,
     state_type: type,
     stat_dtypes: Sequence[Any] | None = None,
     hyperparams: Any = None,
+    *,
+    stat_shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None,
 ) -> optax.GradientTransformation:
     r"""The Optax transformation that applies `rule` to every leaf of a pytree.
 
@@ -182,12 +194,19 @@ def dense_transformation(
     order, then (if given) the hyperparameters the rule was built from, as 0-d arrays, so that the
     rule's scale can be recomputed from the state alone (`state_scale`).
 
+    A `adaptive_tx.sparse.RowSparse` leaf of the gradients takes the row path
+    (`adaptive_tx.sparse.apply_rows`): the same `apply_rule` on the gathered rows of its statistics,
+    scattered back, with lazy semantics for the untouched rows (see `adaptive_tx.sparse`).
+
     Args:
       rule: the per-coordinate rule.
       state_type: the `NamedTuple` holding the state; its first field is ``count``.
       stat_dtypes: the storage dtype of each statistic (None: the parameter's dtype).
       hyperparams: a `NamedTuple` of the numbers the rule was built from, kept in the state
         (None: the state has no ``hyperparams`` field).
+      stat_shape: the shape of each statistic from the parameter's shape (None: the same shape),
+        for rules whose statistics broadcast against the gradient, e.g. one per row
+        (`adaptive_tx.sparse.row_shape`).
 
     Returns:
       An `optax.GradientTransformation`.
@@ -222,29 +241,36 @@ def dense_transformation(
     def init_fn(params):
         _validate.check_floating_params(where, params)
         stats = [
-            optax.tree.full_like(params, value, dtype=dtype)
+            _full_stats(params, value, dtype, stat_shape)
             for value, dtype in zip(rule.initial, dtypes)
         ]
         return make_state(jnp.zeros([], jnp.int32), stats)
 
     def update_fn(updates, state, params=None):
         del params
+        sparse.check_rows(where, updates)
         stat_trees = tuple(state[1 : 1 + num_stats])
         for stats in stat_trees:
-            _validate.check_tree_matches(where, updates, stats)
+            _validate.check_tree_matches(where, sparse.shape_view(updates), stats, stat_shape)
         count = optax.safe_increment(state.count)
-        leaves, treedef = jax.tree.flatten(updates)
+        leaves, treedef = jax.tree.flatten(updates, is_leaf=sparse.is_row_sparse)
         stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
+        step = functools.partial(apply_rule, rule, t=count)
         for g, *stats in zip(leaves, *stat_leaves):
-            update, new_stats = apply_rule(rule, g, tuple(stats), count)
+            if sparse.is_row_sparse(g):
+                update, new_stats = sparse.apply_rows(step, g, tuple(stats))
+            else:
+                update, new_stats = step(g, tuple(stats))
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
         new_stat_trees = [
             treedef.unflatten([stats[i] for stats in new_stat_leaves]) for i in range(num_stats)
         ]
-        chex.assert_trees_all_equal_shapes_and_dtypes(new_updates, updates)
+        chex.assert_trees_all_equal_shapes_and_dtypes(
+            sparse.shape_view(new_updates), sparse.shape_view(updates)
+        )
         return new_updates, make_state(count, new_stat_trees)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -2,13 +2,14 @@ r"""The Adagrad family: scaling by the running sum of squared gradients."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 from adaptive_tx.rule import Rule, abs_sq, dense_transformation, state_scale
 
 
@@ -44,8 +45,20 @@ class ScaleBySumOfSquaresState(NamedTuple):
         return state_scale(sum_of_squares_rule(self.hyperparams), self)
 
 
-def sum_of_squares_rule(hyperparams: SumOfSquaresHyperparams) -> Rule:
+def _hyperparams(initial_accumulator_value, eps, eps_in_sqrt) -> SumOfSquaresHyperparams:
+    """ε inside the root is ``eps_root``, outside it ``eps``."""
+    eps_root, eps_outside = (eps, 0.0) if eps_in_sqrt else (0.0, eps)
+    return SumOfSquaresHyperparams(initial_accumulator_value, eps_root, eps_outside)
+
+
+def sum_of_squares_rule(
+    hyperparams: SumOfSquaresHyperparams,
+    reduce: Callable[[jax.Array], jax.Array] | None = None,
+) -> Rule:
     r"""The Adagrad rule for one coordinate (see `scale_by_sum_of_squares`).
+
+    With `reduce` the accumulator adds ``reduce(g**2)`` instead of ``g**2``: `sparse.row_mean`
+    gives row-wise Adagrad (see `scale_by_rowwise_sum_of_squares`).
 
     Example:
       >>> rule = sum_of_squares_rule(SumOfSquaresHyperparams(0.0, 0.0, 0.0))
@@ -56,7 +69,8 @@ def sum_of_squares_rule(hyperparams: SumOfSquaresHyperparams) -> Rule:
 
     def accumulate(g, stats, t):
         (total,) = stats
-        return (total + abs_sq(g),)
+        squares = abs_sq(g)
+        return (total + (squares if reduce is None else reduce(squares)),)
 
     def scale(stats, t):
         (total,) = stats
@@ -108,9 +122,84 @@ def scale_by_sum_of_squares(
     """
     _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
     _validate.check_non_negative("eps", eps)
-    hyperparams = SumOfSquaresHyperparams(
-        initial_accumulator_value, eps if eps_in_sqrt else 0.0, 0.0 if eps_in_sqrt else eps
-    )
+    hyperparams = _hyperparams(initial_accumulator_value, eps, eps_in_sqrt)
     return dense_transformation(
         sum_of_squares_rule(hyperparams), ScaleBySumOfSquaresState, hyperparams=hyperparams
+    )
+
+
+class ScaleByRowwiseSumOfSquaresState(NamedTuple):
+    """State of `scale_by_rowwise_sum_of_squares`.
+
+    Attributes:
+      count: int32 scalar, the number of steps taken (saturating).
+      sum_of_squares: one accumulator per row, :math:`G_{t,r}`: a leaf of shape (V, D) has one of
+        shape (V, 1) (`sparse.row_shape`), in the parameters' dtype.
+      hyperparams: `SumOfSquaresHyperparams`, 0-d arrays.
+    """
+
+    count: jax.Array
+    sum_of_squares: optax.Updates
+    hyperparams: SumOfSquaresHyperparams | None = None
+
+    def per_coordinate_scale(self) -> optax.Updates:
+        r"""The rule's scale per row, shape (V, 1): it broadcasts against the (V, D) table."""
+        return state_scale(sum_of_squares_rule(self.hyperparams, sparse.row_mean), self)
+
+
+def scale_by_rowwise_sum_of_squares(
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-7,
+    eps_in_sqrt: bool = True,
+) -> optax.GradientTransformation:
+    r"""Row-wise Adagrad: one accumulator per row, the running sum of the row's mean squared gradient.
+
+    .. math::
+
+       G_{t,r} = G_{t-1,r} + \frac{1}{D}\sum_{d} g_{t,r,d}^2, \qquad
+       u_{t,r,d} = \frac{g_{t,r,d}}{\sqrt{G_{t,r} + \epsilon}} \;(0 \text{ where } G_{t,r} = 0).
+
+    The Adagrad rule (`sum_of_squares_rule`) with the squares averaged over each row (the trailing
+    axes of a leaf; a 1-d leaf has one accumulator per entry): the state of a V×D table is V
+    numbers instead of V×D, and every coordinate of a row shares the row's step size. This is
+    FBGEMM's ``rowwise_adagrad`` for embedding tables (with :math:`G_0 = 0` and
+    ``eps_in_sqrt=False``: FBGEMM adds ε outside the root, :math:`\sqrt{G} + \epsilon`; by default
+    it sits inside, as in this library's Adagrad, optax's convention).
+    With `sparse.RowSparse` gradients only the touched rows are read and written, and the result
+    is the dense one (up to the summation order of the row means).
+
+    References: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization", JMLR 2011, https://jmlr.org/papers/v12/duchi11a.html ; FBGEMM
+    ``rowwise_adagrad`` (fbgemm_gpu/codegen/genscript/optimizers.py),
+    https://github.com/pytorch/FBGEMM
+
+    Args:
+      initial_accumulator_value: :math:`G_0`, >= 0.
+      eps: >= 0, added inside or outside the square root (``eps_in_sqrt``).
+      eps_in_sqrt: whether ε is added inside the square root (optax) or outside (FBGEMM).
+
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleByRowwiseSumOfSquaresState`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_rowwise_sum_of_squares(eps=0.0)
+      >>> state = tx.init(jnp.zeros((2, 2)))
+      >>> updates, state = tx.update(jnp.array([[3.0, 1.0], [0.0, 0.0]]), state)
+      >>> state.sum_of_squares  # mean of g**2 per row
+      Array([[5.],
+             [0.]], dtype=float32)
+      >>> updates.round(4)  # g / sqrt(5) on the first row
+      Array([[1.3416, 0.4472],
+             [0.    , 0.    ]], dtype=float32)
+    """
+    _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
+    _validate.check_non_negative("eps", eps)
+    hyperparams = _hyperparams(initial_accumulator_value, eps, eps_in_sqrt)
+    rule = sum_of_squares_rule(hyperparams, reduce=sparse.row_mean)
+    return dense_transformation(
+        rule,
+        ScaleByRowwiseSumOfSquaresState,
+        hyperparams=hyperparams,
+        stat_shape=sparse.row_shape,
     )

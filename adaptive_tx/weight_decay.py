@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 
 
 class AddDecoupledWeightDecayState(NamedTuple):
@@ -38,7 +38,8 @@ def add_decoupled_weight_decay(
     adaptive preconditioner: every weight shrinks by :math:`\eta_t \lambda_t` per step whatever its
     gradient history (AdamW), unlike an L2 term added to the gradient, which the preconditioner would
     rescale. Same arithmetic as ``optax.add_decayed_weights``; torch's AdamW multiplies the
-    parameters by :math:`1 - \eta\lambda` instead, which is the same update.
+    parameters by :math:`1 - \eta\lambda` instead, which is the same update. A row-sparse update
+    (`adaptive_tx.sparse.RowSparse`) decays only its rows (lazy semantics, see `adaptive_tx.sparse`).
 
     Given ``learning_rate``, the transformation applies the decay itself, scaled by
     :math:`-\eta_t`, and goes *after* the learning rate (and after any momentum): the parameters
@@ -88,14 +89,17 @@ def add_decoupled_weight_decay(
             raise ValueError(
                 "add_decoupled_weight_decay needs the params: call update(updates, state, params)"
             )
-        _validate.check_tree_matches("AddDecoupledWeightDecay", updates, params)
+        sparse.check_rows("AddDecoupledWeightDecay", updates)
+        _validate.check_tree_matches("AddDecoupledWeightDecay", sparse.shape_view(updates), params)
         count = optax.safe_increment(state.count)
         if isinstance(weight_decay, (int, float)) and weight_decay == 0:
             return updates, AddDecoupledWeightDecayState(count)
         rate = value(weight_decay, state.count)
         if learning_rate is not None:
             rate = -value(learning_rate, state.count) * rate
-        updates = jax.tree.map(lambda g, p: (g + rate * p).astype(g.dtype), updates, params)
+        updates = sparse.map_with_params(
+            lambda g, p: (g + rate * p).astype(g.dtype), updates, params
+        )
         return updates, AddDecoupledWeightDecayState(count)
 
     tx = optax.GradientTransformation(init_fn, update_fn)

@@ -48,3 +48,16 @@ def test_sparse_feature_demo_tiny_run(tmp_path):
     assert rows["Adagrad"][1] > 2 * rows["Adagrad"][0]  # the rare coordinate keeps a larger rate
     rates = result["nonstationary"]
     assert rates["RMSProp"][-1] > 10 * rates["Adagrad"][-1]  # RMSProp recovered, Adagrad did not
+
+
+def test_sparse_embeddings_tiny_run(tmp_path):
+    sparse_embeddings = _example("sparse_embeddings")
+    results = sparse_embeddings.main([str(tmp_path), "--tiny"])
+    assert {(r["optimizer"], r["mode"]) for r in results} == {
+        (name, mode) for name in ("sgd", "adagrad", "adam") for mode in ("dense", "row-sparse")
+    }
+    by = {(r["optimizer"], r["mode"]): r for r in results}
+    for name in ("sgd", "adagrad"):  # the same updates either way
+        assert by[name, "dense"]["curve"] == by[name, "row-sparse"]["curve"]
+    assert all(r["ms_per_step"] > 0 and 0 <= r["rare_accuracy"] <= 1 for r in results)
+    assert (tmp_path / "sparse_embeddings.png").stat().st_size > 10_000

@@ -307,3 +307,26 @@ def run_radam(
         return r * mhat / _denominator(v, b2, t, eps, eps_root, eps_hat)
 
     return _iterate(params0, grads, lr, direction)
+
+
+def run_rowwise_adagrad(params0, grads, lr, initial_accumulator_value=0.0, eps=1e-7):
+    """Row-wise Adagrad: one accumulator per row of a 2-d table.
+
+    G_{t,r} = G_{t-1,r} + (1/D) sum_d g_{t,r,d}^2,  G_0 = initial_accumulator_value
+    u_{t,r,d} = g_{t,r,d} / sqrt(G_{t,r} + eps)  where G_{t,r} > 0, else 0
+
+    FBGEMM's rowwise_adagrad (fbgemm_gpu/codegen/genscript/optimizers.py,
+    https://github.com/pytorch/FBGEMM) accumulates the same per-row mean; it adds
+    eps outside the root, here eps sits inside, as in optax's Adagrad. Adagrad:
+    Duchi, Hazan, Singer, JMLR 12, 2011, https://jmlr.org/papers/v12/duchi11a.html
+    """
+    accumulator = np.full((np.shape(params0)[0], 1), float(initial_accumulator_value))
+
+    def direction(t, g, p):
+        nonlocal accumulator
+        accumulator = accumulator + np.mean(g * g, axis=1, keepdims=True)
+        scale = np.zeros_like(accumulator)
+        np.divide(1.0, np.sqrt(accumulator + eps), out=scale, where=accumulator > 0)
+        return scale * g
+
+    return _iterate(params0, grads, lr, direction)
