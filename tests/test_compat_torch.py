@@ -126,7 +126,7 @@ def test_convention_is_visible(row, primitive, option, optax_value, problem, mon
     assert max_rel_diff(ours, run_torch(name, kwargs, params, grads), FLOOR) > 100 * TOL
 
 
-@pytest.mark.parametrize("name", sorted({name for name, _ in TORCH}))
+@pytest.mark.parametrize("name", sorted({name for name, _ in TORCH} | {"SparseAdam"}))
 def test_signature_matches_torch(name):
     """torch's keyword names, defaults and kinds, less `params` (an Optax state holds no params)."""
     theirs = list(inspect.signature(getattr(torch.optim, name).__init__).parameters.values())[2:]
@@ -195,3 +195,47 @@ def test_complex_parameters_raise_naming_the_leaf():
     tx = presets.Adam()
     with pytest.raises(TypeError, match=r"\['z'\].*split_real_and_imaginary"):
         tx.init({"w": np.zeros(2, np.float32), "z": np.zeros(2, np.complex64)})
+
+
+SPARSE_ADAM = [
+    dict(lr=1e-2),
+    dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-2),  # eps large enough for the eps-hat form to show
+    dict(lr=1e-2, maximize=True),
+]
+
+
+@pytest.mark.parametrize("kwargs", SPARSE_ADAM, ids=str)
+def test_sparse_adam_matches_torch_over_100_steps(kwargs):
+    """Zipf rows (repeats, rare rows) as torch sparse COO gradients and as RowSparse leaves."""
+    from adaptive_tx import sparse
+
+    rng = np.random.default_rng(7)
+    num_rows, dim, lookups = 50, 4, 12
+    table = rng.normal(size=(num_rows, dim)).astype(np.float32)
+    theirs = torch.nn.Parameter(torch.tensor(table))
+    torch_opt = torch.optim.SparseAdam([theirs], **kwargs)
+    tx = presets.SparseAdam(**kwargs)
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (sparse.apply_updates(p, u), s))(*tx.update(g, s, p))
+    )
+    params, state = jax.numpy.asarray(table), tx.init(jax.numpy.asarray(table))
+    ours, expected = [], []
+    for _ in range(STEPS):
+        indices = rng.zipf(1.5, size=lookups).clip(max=num_rows) - 1
+        values = rng.normal(size=(lookups, dim)).astype(np.float32)
+        theirs.grad = torch.sparse_coo_tensor(
+            torch.tensor(indices)[None], torch.tensor(values), (num_rows, dim)
+        )
+        torch_opt.step()
+        params, state = step(params, state, sparse.RowSparse(indices, values, num_rows))
+        ours.append(np.asarray(params))
+        expected.append(theirs.detach().numpy().copy())
+    assert max_rel_diff(expected[-1], table, FLOOR) > 1e-2
+    assert max_rel_diff(np.stack(ours), np.stack(expected), FLOOR) <= TOL
+
+
+def test_sparse_adam_rejects_dense_gradients():
+    tx = presets.SparseAdam()
+    params = {"emb": jax.numpy.zeros((4, 2))}
+    with pytest.raises(TypeError, match=r"gradient \['emb'\] is dense"):
+        tx.update(params, tx.init(params), params)

@@ -15,19 +15,20 @@ optax schedule of the step count (0, 1, 2, ...) in place of a torch LR scheduler
 they are accepted and ignored. torch views complex parameters as pairs of reals; these presets
 reject them (wrap a preset in ``optax.contrib.split_real_and_imaginary`` for torch's behaviour).
 
-Not here: ``torch.optim.SparseAdam``. Its semantics are row-sparse (only the rows present in the
-gradient update their moments); it will be added on the row-sparse execution path, and a dense
-stand-in would silently compute something else. Every convention is tabulated in
-``docs/conventions.md``.
+``SparseAdam`` runs on `adaptive_tx.sparse.RowSparse` gradients (lazy: only the rows present in
+the gradient update their moments and parameters), as torch's runs on sparse COO gradients. Every
+convention is tabulated in ``docs/conventions.md``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import check_pair, is_off, real_params_only
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
@@ -471,3 +472,77 @@ def RAdam(
     return _chain(
         "RAdam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
     )
+
+
+def _require_row_sparse() -> optax.GradientTransformation:
+    """Rejects dense gradient leaves at trace time, as torch's SparseAdam rejects dense gradients."""
+
+    def check(updates, params=None):
+        del params
+        leaves = jax.tree_util.tree_flatten_with_path(updates, is_leaf=sparse.is_row_sparse)[0]
+        for path, leaf in leaves:
+            if not sparse.is_row_sparse(leaf):
+                raise TypeError(
+                    f"compat.torch.SparseAdam: gradient {jax.tree_util.keystr(path) or '<root>'} "
+                    "is dense; SparseAdam takes adaptive_tx.sparse.RowSparse gradients (use Adam, "
+                    "or optax.multi_transform with Adam for the dense parameters)"
+                )
+        return updates
+
+    return optax.stateless(check)
+
+
+def SparseAdam(
+    lr: optax.ScalarOrSchedule = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.SparseAdam``: lazy Adam on row-sparse gradients, ε-hat form.
+
+    For the rows :math:`R` present in the gradient (repeated rows summed), with :math:`t` the
+    number of ``update`` calls (torch's per-parameter ``step``, counted even for empty gradients):
+
+    .. math::
+
+       m_{t,R} = \beta_1 m_{t-1,R} + (1-\beta_1) g_{t,R}, \quad
+       v_{t,R} = \beta_2 v_{t-1,R} + (1-\beta_2) g_{t,R}^2, \quad
+       \theta_{t,R} = \theta_{t-1,R} - \text{lr} \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}
+       \frac{m_{t,R}}{\sqrt{v_{t,R}} + \epsilon},
+
+    and the other rows keep their moments and parameters. `scale_by_bias_corrected_moments` with
+    ``eps_hat=True`` on `adaptive_tx.sparse.RowSparse` leaves (the row path of the same rule).
+    Apply the updates with `adaptive_tx.sparse.apply_updates` (or ``optax.apply_updates``). Dense
+    gradient leaves raise ``TypeError``, as in torch.
+
+    References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
+    https://arxiv.org/abs/1412.6980 ; torch.optim.SparseAdam,
+    https://pytorch.org/docs/stable/generated/torch.optim.SparseAdam.html
+
+    Args:
+      lr: the learning rate (or an optax schedule), >= 0.
+      betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+      eps: >= 0, added to the uncorrected :math:`\sqrt{v_t}`.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = SparseAdam(lr=0.1)
+      >>> table = jnp.ones((3, 2))
+      >>> g = sparse.RowSparse(jnp.array([2]), jnp.array([[3.0, -0.5]]), num_rows=3)
+      >>> updates, _ = tx.update(g, tx.init(table), table)
+      >>> sparse.apply_updates(table, updates)  # only row 2 moves, by lr
+      Array([[1. , 1. ],
+             [1. , 1. ],
+             [0.9, 1.1]], dtype=float32)
+    """
+    b1, b2 = check_pair("betas", betas)
+    scaling = scale_by_bias_corrected_moments(b1=b1, b2=b2, eps=eps, eps_hat=True)
+    negate = [optax.stateless(lambda u, p=None: sparse.map_values(jnp.negative, u))]
+    _validate.check_non_negative("lr", lr)
+    parts = [_require_row_sparse(), *(negate if maximize else []), scaling]
+    parts.append(scale_by_learning_rate(lr))
+    return real_params_only(optax.chain(*parts), "compat.torch.SparseAdam", _COMPLEX_HINT)
