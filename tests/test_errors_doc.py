@@ -56,6 +56,13 @@ def _eager_guard_limit():
     return tx.update(nan, state, params)
 
 
+def _adam_rows(indices, num_rows=10):
+    table = {"emb": jnp.ones((10, 3))}
+    tx = atx.adam(0.1)
+    g = {"emb": atx.RowSparse(indices, jnp.ones((len(indices), 3)), num_rows)}
+    return tx.update(g, tx.init(table), table)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -83,6 +90,10 @@ RAISES = {
     "restore-wrong-dtype": _restored_into_another_optimizer,
     "restore-wrong-shape": _restored_for_other_shapes,
     "limit-eager": _eager_guard_limit,
+    "row-index-too-large": lambda: _adam_rows([3, 10, 4]),
+    "row-index-negative": lambda: _adam_rows([3, -1, 4]),
+    "row-table-size": lambda: _adam_rows([0], num_rows=11),
+    "row-float-indices": lambda: atx.RowSparse(jnp.array([0.5]), jnp.ones((1, 3)), 10),
 }
 
 

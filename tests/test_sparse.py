@@ -509,3 +509,10 @@ def test_rows_with_all_tree_shapes(row):
         new = atx.sparse.apply_updates(params, updates)
         assert new["t"].shape == (4, 2, 3)
         np.testing.assert_array_equal(new["t"][:3], 1.0)
+
+
+def test_row_sparse_validates_its_arguments():
+    with pytest.raises(TypeError, match="indices must be a 1-d integer array, got float32"):
+        atx.RowSparse(jnp.array([0.5]), jnp.ones((1, DIM)), ROWS)
+    with pytest.raises(TypeError, match="indices must be a 1-d integer array"):
+        atx.RowSparse(jnp.zeros((2, 2), jnp.int32), jnp.ones((2, DIM)), ROWS)
