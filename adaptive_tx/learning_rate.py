@@ -69,7 +69,10 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None):
         del params
         current = rate(state.count)
-        updates = jax.tree.map(lambda g: jnp.array(sign * current, dtype=g.dtype) * g, updates)
+        # The factor once per dtype, not once per leaf (a model has many leaves, few dtypes).
+        dtypes = {g.dtype for g in jax.tree.leaves(updates)}
+        factors = {dtype: jnp.array(sign * current, dtype=dtype) for dtype in dtypes}
+        updates = jax.tree.map(lambda g: factors[g.dtype] * g, updates)
         return updates, ScaleByLearningRateState(optax.safe_increment(state.count), current)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -16,6 +16,7 @@ row-sparse tables, diagnostics, lean state) is derived from it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import chex
@@ -213,6 +214,8 @@ def dense_transformation(
     dtypes = tuple(_validate.check_state_dtype(dtype) for dtype in stat_dtypes)
     where = state_type.__name__.removesuffix("State")
     num_stats = len(rule.initial)
+    # One trace per distinct leaf shape and dtype, not per leaf: XLA inlines the calls.
+    apply_to_leaf = jax.jit(functools.partial(apply_rule, rule))
 
     def make_state(count, stats):
         if hyperparams is None:
@@ -237,7 +240,7 @@ def dense_transformation(
         stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
         for g, *stats in zip(leaves, *stat_leaves):
-            update, new_stats = apply_rule(rule, g, tuple(stats), count)
+            update, new_stats = apply_to_leaf(g, tuple(stats), count)
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
