@@ -124,6 +124,11 @@ class ScaleByRectifiedMomentsState(NamedTuple):
         return state_scale(rectified_moments_rule(self.hyperparams, False), self)
 
 
+def _is_zero(value: Any) -> bool:
+    """Whether `value` is a Python number equal to 0 (adding it can be left out of the step)."""
+    return isinstance(value, (int, float)) and value == 0
+
+
 def _inv_correction(decay: Any, t: jax.Array, enabled: Any = True) -> jax.Array:
     """:math:`1/(1-\\beta^t)`, or 1 where the correction is disabled."""
     return jnp.where(enabled, 1 / bias_correction(decay, t), 1.0)
@@ -171,8 +176,15 @@ def bias_corrected_moments_rule(
         return mu, nu, nu_max
 
     def scale(stats, t):
-        v = stats[2] if amsgrad else stats[1] * _inv_correction(b2, t, debias_nu)
-        return _inv_correction(b1, t, debias_mu) / (jnp.sqrt(v + eps_root) + eps)
+        step = _inv_correction(b1, t, debias_mu)
+        if amsgrad:  # the running maximum is of the corrected v: no correction left to fold
+            return step / (jnp.sqrt(stats[2] + eps_root) + eps)
+        # sqrt(v / c2 + eps_root) + eps = (sqrt(v + eps_root c2) + eps sqrt(c2)) / sqrt(c2): the
+        # correction c2 = 1 - b2^t lives in scalars, not in a product per coordinate.
+        c2 = jnp.where(debias_nu, bias_correction(b2, t), 1.0)
+        root_c2 = jnp.sqrt(c2)
+        v = stats[1] if _is_zero(eps_root) else stats[1] + eps_root * c2
+        return (step * root_c2) / (jnp.sqrt(v) + eps * root_c2)
 
     return Rule(
         initial=(0.0, 0.0, 0.0) if amsgrad else (0.0, 0.0),
@@ -243,7 +255,7 @@ def scale_by_bias_corrected_moments(
       >>> tx = scale_by_bias_corrected_moments()
       >>> state = tx.init(jnp.zeros(2))
       >>> updates, state = tx.update(jnp.array([0.5, -3.0]), state)
-      >>> updates  # the first Adam step is the sign of the gradient
+      >>> updates.round(4)  # the first Adam step is the sign of the gradient
       Array([ 1., -1.], dtype=float32)
     """
     _check_moment_args(b1, b2, eps, eps_root)
