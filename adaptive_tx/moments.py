@@ -147,7 +147,11 @@ def _first_moment_direction(b1: Any, nesterov: bool, debias: Any = True):
         if not nesterov:
             return mu
         ratio = bias_correction(b1, t) * _inv_correction(b1, optax.safe_increment(t))
-        return (b1 * jnp.where(debias, ratio, 1.0)) * mu + (1 - b1) * g
+        # Written (1 - b1) (c m_t + g_t): a separate (1 - b1) g_t would be the same value as in
+        # the first moment's average, which XLA then shares between the two fusions (and, with
+        # multi-output fusion on CPU, writes to memory as one more array).
+        look_ahead = b1 * jnp.where(debias, ratio, 1.0) / (1 - b1)
+        return (1 - b1) * (look_ahead * mu + g)
 
     return direction
 
