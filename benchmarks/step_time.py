@@ -13,7 +13,7 @@ round by round:
 - ``axpy``: a jitted ``y <- y + a x`` with ``y`` donated (3 arrays), which gives the streaming bandwidth
   of this machine at this size, measured in the same rounds.
 
-It reports medians, the ratio adaptive_tx / optax, the roofline (the rule's arrays x bytes / streaming
+It reports medians, the ratio adaptive_tx / optax (median of the per-round ratios), the roofline (the rule's arrays x bytes / streaming
 bandwidth) and the fraction of it each step reaches, and, from the compiled HLO of each JAX step, the
 number of elementwise fusions, the bytes they move (XLA's cost analysis, in units of one parameter
 array) and whether every state buffer is updated in place (aliased to its donated input).
@@ -99,7 +99,8 @@ def analyze(compiled, array_bytes: int) -> Hlo:
     """Fusion count, bytes moved (in parameter arrays) and in-place updates of a compiled step."""
     text = compiled.as_text()
     entry = text[text.index("\nENTRY") :]
-    fusions = len(re.findall(r"= [a-z0-9]+\[[0-9,]+\]\{[^}]*\} fusion\(", entry))
+    shapes = re.findall(r"= (\([^=]*?\)|\S+) fusion\(", entry)  # one or several outputs
+    fusions = sum(bool(re.search(r"\[[0-9]", shape)) for shape in shapes)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     # The entry's result tuple, in order; the non-scalar outputs must alias a donated input.
@@ -194,8 +195,8 @@ def make_torch(method, kind, flat_params, flat_grads, leaves, device) -> Callabl
 # ---------------------------------------------------------------- timing
 
 
-def interleaved_medians(runs: dict[str, Callable], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each closure, calling them in turn round by round.
+def interleaved_times(runs: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each closure in each round, calling them in turn round by round.
 
     Each closure is called twice first (warm-up: compilation, first-touch of memory). The order of the
     contenders rotates from round to round so that no contender always follows the same neighbour.
@@ -210,7 +211,7 @@ def interleaved_medians(runs: dict[str, Callable], repeats: int) -> dict[str, fl
             start = time.perf_counter()
             runs[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def measure(config: Config, repeats: int, device, rng) -> dict:
@@ -226,12 +227,17 @@ def measure(config: Config, repeats: int, device, rng) -> dict:
             run = make_torch(config.method, kind, flat_params, flat_grads, config.leaves, device)
             if run is not None:
                 runs[f"torch {kind}"] = run
-    medians = interleaved_medians(runs, repeats)
+    times = interleaved_times(runs, repeats)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    # Paired within each round, the ratio is less sensitive than a ratio of medians to load
+    # that drifts over the run.
+    ratio = statistics.median(a / o for a, o in zip(times["adaptive_tx"], times["optax"]))
     bandwidth = 3 * flat_params.nbytes / medians["axpy"]
     roofline = roofline_arrays(config.method) * flat_params.nbytes / bandwidth
     return {
         "config": config,
         "medians": medians,
+        "ratio": ratio,
         "bandwidth": bandwidth,
         "roofline": roofline,
         "hlo": hlo,
@@ -252,7 +258,7 @@ def ms(seconds: float | None) -> str:
 
 HEADER = (
     "| rule | N | leaves | adaptive_tx ms | optax ms | ratio | torch foreach ms | torch fused ms "
-    "| roofline ms | adaptive_tx / roofline | HLO fusions (atx / optax) | HLO arrays moved "
+    "| roofline ms | fraction of roofline | HLO fusions (atx / optax) | HLO arrays moved "
     "(atx / optax / ideal) | in place |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
@@ -263,7 +269,7 @@ def table_row(row: dict) -> str:
     ours, theirs = hlo["adaptive_tx"], hlo["optax"]
     return (
         f"| {c.method} | {size_label(c.size)} | {c.leaves} | {ms(m['adaptive_tx'])} "
-        f"| {ms(m['optax'])} | {m['adaptive_tx'] / m['optax']:.2f} | {ms(m.get('torch foreach'))} "
+        f"| {ms(m['optax'])} | {row['ratio']:.2f} | {ms(m.get('torch foreach'))} "
         f"| {ms(m.get('torch fused'))} | {ms(row['roofline'])} "
         f"| {row['roofline'] / m['adaptive_tx']:.2f} | {ours.fusions} / {theirs.fusions} "
         f"| {ours.arrays:.1f} / {theirs.arrays:.1f} / {roofline_arrays(c.method)} "
@@ -295,6 +301,16 @@ def machine() -> str:
     return f"{where}; jax {jax.__version__}, optax {optax.__version__}{torch_version}{flags}"
 
 
+def shown_args(argv: list[str]) -> list[str]:
+    """The command-line arguments without --note and --results (the note has its own line)."""
+    shown, skip = [], False
+    for arg in argv:
+        if not skip and arg.split("=")[0] not in ("--note", "--results"):
+            shown.append(arg)
+        skip = arg in ("--note", "--results")
+    return shown
+
+
 def report(rows: list[dict], args) -> str:
     bandwidths = {}
     for row in rows:
@@ -305,7 +321,7 @@ def report(rows: list[dict], args) -> str:
         f"Machine: {machine()}.",
         (
             f"Measured {datetime.date.today().isoformat()} with "
-            f"`{' '.join(['python benchmarks/step_time.py', *args.argv])}`: median of "
+            f"`{' '.join(['python benchmarks/step_time.py', *shown_args(args.argv)])}`: median of "
             f"{args.repeats} interleaved rounds, float32, learning rate {LEARNING_RATE}."
         ),
     ]
@@ -324,8 +340,11 @@ def report(rows: list[dict], args) -> str:
     lines += [
         "",
         (
-            "ratio = adaptive_tx / optax (below 1: adaptive_tx is faster). roofline = ideal arrays "
-            "moved x N x 4 bytes / streaming bandwidth. HLO arrays moved = bytes the compiled "
+            "ratio = median over the rounds of adaptive_tx / optax, timed side by side in each "
+            "round (below 1: adaptive_tx is faster). roofline = ideal arrays "
+            "moved x N x 4 bytes / streaming bandwidth; fraction of roofline = roofline / "
+            "adaptive_tx's time, the fraction of the measured memory (on a GPU: HBM) bandwidth "
+            "that adaptive_tx's step reaches. HLO arrays moved = bytes the compiled "
             "step's fusions read and write (XLA cost analysis) / (N x 4 bytes)."
         ),
         "",
