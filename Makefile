@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: test demo bench clean
 
@@ -15,6 +16,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test,plot]"
 	touch $(STAMP)
 
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
 test: $(STAMP)
 	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q
 
@@ -22,9 +27,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) examples/sparse_feature_demo.py --out out/demo
 
-# Row-sparse steps against dense optax.adam and torch.optim.SparseAdam (~4 GB of memory, minutes).
-bench: $(STAMP)
-	JAX_PLATFORMS=cpu $(PY) benchmarks/sparse_rows.py
+# Every benchmark, each printing its table (minutes; the row-sparse one needs ~4 GB of memory).
+# step_time --write also rewrites its own section of benchmarks/RESULTS.md.
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/step_time.py --write
+	$(PY) benchmarks/sparse_rows.py
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV)

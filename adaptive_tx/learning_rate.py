@@ -70,7 +70,15 @@ def scale_by_learning_rate(
     def update_fn(updates, state, params=None):
         del params
         current = rate(state.count)
-        updates = sparse.map_values(lambda g: jnp.array(sign * current, dtype=g.dtype) * g, updates)
+        # The factor once per dtype, not once per leaf (a model has many leaves, few dtypes).
+        factors = {}
+
+        def scale(g):
+            if g.dtype not in factors:
+                factors[g.dtype] = jnp.array(sign * current, dtype=g.dtype)
+            return factors[g.dtype] * g
+
+        updates = sparse.map_values(scale, updates)
         return updates, ScaleByLearningRateState(optax.safe_increment(state.count), current)
 
     return optax.GradientTransformation(init_fn, update_fn)

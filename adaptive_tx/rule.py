@@ -232,6 +232,8 @@ def dense_transformation(
     dtypes = tuple(_validate.check_state_dtype(dtype) for dtype in stat_dtypes)
     where = state_type.__name__.removesuffix("State")
     num_stats = len(rule.initial)
+    # One trace per distinct leaf shape and dtype, not per leaf: XLA inlines the calls.
+    apply_to_leaf = jax.jit(functools.partial(apply_rule, rule))
 
     def make_state(count, stats):
         if hyperparams is None:
@@ -256,7 +258,7 @@ def dense_transformation(
         leaves, treedef = jax.tree.flatten(updates, is_leaf=sparse.is_row_sparse)
         stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
-        step = functools.partial(apply_rule, rule, t=count)
+        step = functools.partial(apply_to_leaf, t=count)
         for g, *stats in zip(leaves, *stat_leaves):
             if sparse.is_row_sparse(g):
                 update, new_stats = sparse.apply_rows(step, g, tuple(stats))
