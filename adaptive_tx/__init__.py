@@ -5,6 +5,7 @@ them, are derived from it.
 """
 
 from adaptive_tx.aliases import (
+    adafactor,
     adagrad,
     adam,
     adamax,
@@ -17,6 +18,12 @@ from adaptive_tx.aliases import (
     rmsprop,
 )
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState, scale_by_ema_of_squares
+from adaptive_tx.factored import (
+    BlockMean,
+    Factored,
+    FactoredArray,
+    scale_by_factored_ema_of_squares,
+)
 from adaptive_tx.learning_rate import ScaleByLearningRateState, scale_by_learning_rate
 from adaptive_tx.moments import (
     ScaleByBiasCorrectedMomentsState,
@@ -27,6 +34,14 @@ from adaptive_tx.moments import (
     scale_by_rectified_moments,
 )
 from adaptive_tx.rule import Rule, dense_transformation
+from adaptive_tx.sharding import state_shardings
+from adaptive_tx.state_precision import (
+    Cast,
+    Int8Blockwise,
+    QuantizedArray,
+    StochasticRounding,
+    state_nbytes,
+)
 from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState, scale_by_sum_of_squares
 from adaptive_tx.weight_decay import AddDecoupledWeightDecayState, add_decoupled_weight_decay
 
@@ -34,6 +49,12 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AddDecoupledWeightDecayState",
+    "BlockMean",
+    "Cast",
+    "Factored",
+    "FactoredArray",
+    "Int8Blockwise",
+    "QuantizedArray",
     "Rule",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
@@ -41,6 +62,8 @@ __all__ = (
     "ScaleByLearningRateState",
     "ScaleByRectifiedMomentsState",
     "ScaleBySumOfSquaresState",
+    "StochasticRounding",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -55,8 +78,11 @@ __all__ = (
     "rmsprop",
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
+    "scale_by_factored_ema_of_squares",
     "scale_by_inf_norm_moments",
     "scale_by_learning_rate",
     "scale_by_rectified_moments",
     "scale_by_sum_of_squares",
+    "state_nbytes",
+    "state_shardings",
 )

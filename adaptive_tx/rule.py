@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, state_precision
+from adaptive_tx.state_precision import compute_dtype
 
 Stats = tuple[jax.Array, ...]
 
@@ -90,24 +91,18 @@ def bias_correction(decay: Any, t: jax.Array) -> jax.Array:
     return 1 - jnp.asarray(decay, jnp.result_type(float)) ** t
 
 
-def compute_dtype(dtype: Any) -> jnp.dtype:
-    """The dtype a rule computes in: float32 for lower precisions, else the dtype itself.
-
-    Example:
-      >>> compute_dtype(jnp.bfloat16)
-      dtype('float32')
-    """
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def widen(stats: Stats) -> Stats:
-    """The statistics as the rule sees them: float32 (or wider), whatever dtype stores them.
+    """The statistics as the rule sees them: float32 (or wider), however they are stored.
+
+    The one place a stored statistic is decoded (`adaptive_tx.state_precision.decode`): a
+    bfloat16 array is upcast, 8-bit codes are looked up and scaled, factored means are multiplied
+    out.
 
     Example:
       >>> widen((jnp.ones(1, jnp.bfloat16),))[0].dtype
       dtype('float32')
     """
-    return tuple(s.astype(compute_dtype(s.dtype)) for s in stats)
+    return tuple(state_precision.decode(s) for s in stats)
 
 
 def store_hyperparams(hyperparams: Any) -> Any:
@@ -135,7 +130,8 @@ def state_scale(rule: Rule, state: Any) -> Any:
       state: ``state_type(count, *stats, ...)``.
 
     Returns:
-      A params-shaped tree of float32 (or wider) arrays.
+      A params-shaped tree of float32 (or wider) arrays (where every statistic is kept per block,
+      `BlockMean`, one factor per block, broadcastable to the parameter).
 
     Example:
       >>> from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
@@ -146,14 +142,36 @@ def state_scale(rule: Rule, state: Any) -> Any:
     """
     t = jnp.maximum(state.count, 1)
     stat_trees = tuple(state[1 : 1 + len(rule.initial)])
-    return jax.tree.map(lambda *stats: rule.scale(widen(stats), t), *stat_trees)
+    first = stat_trees[0]
+    treedef = jax.tree.structure(first[0] if state_precision.is_stored(first) else first)
+    stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
+    return treedef.unflatten([rule.scale(widen(stats), t) for stats in zip(*stat_leaves)])
 
 
-def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[jax.Array, Stats]:
+def apply_rule(
+    rule: Rule,
+    g: jax.Array,
+    stats: Stats,
+    t: jax.Array,
+    storages: Sequence[Any] | None = None,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, Stats]:
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
 
-    The rule computes in float32 (or wider); the update takes the gradient's dtype and each statistic
-    keeps the dtype it is stored in.
+    The rule computes in float32 (or wider) on the decoded statistics (`widen`); the update takes
+    the gradient's dtype and each new statistic is encoded by its storage
+    (`adaptive_tx.state_precision`; None: kept in the dtype it is stored in). The update reads the
+    new float32 statistics, or, for storages that estimate (``reads_stored``: factored, per block),
+    the statistics as stored.
+
+    Args:
+      rule: the per-coordinate rule.
+      g: the gradient coordinates.
+      stats: the stored statistics of these coordinates, in the rule's order.
+      t: the 1-based step, int32.
+      storages: one storage per statistic (None: `state_precision.Cast` for all).
+      key: a PRNG key for storages that round stochastically, distinct per leaf and step (the
+        statistic's index is folded in here); None rounds them to nearest.
 
     Example:
       >>> from adaptive_tx.sum_of_squares import SumOfSquaresHyperparams, sum_of_squares_rule
@@ -163,10 +181,20 @@ def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[ja
       >>> update, acc
       (Array([1.], dtype=float32), Array([4.], dtype=float32))
     """
+    if storages is None:
+        storages = (state_precision.Cast(),) * len(stats)
     wide_g = g.astype(compute_dtype(g.dtype))
     new_stats = rule.accumulate(wide_g, widen(stats), t)
-    update = rule.direction(wide_g, new_stats, t) * rule.scale(new_stats, t)
-    return update.astype(g.dtype), tuple(n.astype(s.dtype) for n, s in zip(new_stats, stats))
+    stored = tuple(
+        storage.encode(new, old, None if key is None else jax.random.fold_in(key, i))
+        for i, (storage, new, old) in enumerate(zip(storages, new_stats, stats))
+    )
+    seen = tuple(
+        state_precision.decode(kept) if storage.reads_stored else new
+        for storage, new, kept in zip(storages, new_stats, stored)
+    )
+    update = rule.direction(wide_g, seen, t) * rule.scale(seen, t)
+    return update.astype(g.dtype), stored
 
 
 def dense_transformation(
@@ -182,10 +210,18 @@ def dense_transformation(
     order, then (if given) the hyperparameters the rule was built from, as 0-d arrays, so that the
     rule's scale can be recomputed from the state alone (`state_scale`).
 
+    Each statistic is kept as its storage says (`adaptive_tx.state_precision`): a params-shaped
+    tree of arrays, or a container of params-shaped trees (8-bit ``codes`` and ``scales``,
+    factored ``row`` and ``col`` means).
+    Stochastic rounding draws its bits from the key ``fold_in(fold_in(key(0), count), leaf index)``
+    (then the statistic's index and the storage's seed): deterministic, and the same however the
+    arrays are sharded.
+
     Args:
       rule: the per-coordinate rule.
       state_type: the `NamedTuple` holding the state; its first field is ``count``.
-      stat_dtypes: the storage dtype of each statistic (None: the parameter's dtype).
+      stat_dtypes: the storage of each statistic: None (the parameter's dtype), a float dtype, or
+        any spec `adaptive_tx.state_precision.storage` accepts.
       hyperparams: a `NamedTuple` of the numbers the rule was built from, kept in the state
         (None: the state has no ``hyperparams`` field).
 
@@ -210,7 +246,8 @@ def dense_transformation(
         raise ValueError(
             f"stat_dtypes has {len(stat_dtypes)} entries, the rule has {len(rule.initial)}"
         )
-    dtypes = tuple(_validate.check_state_dtype(dtype) for dtype in stat_dtypes)
+    storages = tuple(state_precision.storage(spec) for spec in stat_dtypes)
+    per_block = any(storage.reads_stored for storage in storages)
     where = state_type.__name__.removesuffix("State")
     num_stats = len(rule.initial)
 
@@ -221,9 +258,10 @@ def dense_transformation(
 
     def init_fn(params):
         _validate.check_floating_params(where, params)
+        leaves, treedef = jax.tree.flatten(params)
         stats = [
-            optax.tree.full_like(params, value, dtype=dtype)
-            for value, dtype in zip(rule.initial, dtypes)
+            state_precision.join([s.init(p, value) for p in leaves], treedef, s.container)
+            for value, s in zip(rule.initial, storages)
         ]
         return make_state(jnp.zeros([], jnp.int32), stats)
 
@@ -231,18 +269,21 @@ def dense_transformation(
         del params
         stat_trees = tuple(state[1 : 1 + num_stats])
         for stats in stat_trees:
-            _validate.check_tree_matches(where, updates, stats)
+            state_precision.check_matches(where, updates, stats, per_block)
         count = optax.safe_increment(state.count)
+        step_key = jax.random.fold_in(jax.random.key(0), count)
         leaves, treedef = jax.tree.flatten(updates)
-        stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
+        stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
-        for g, *stats in zip(leaves, *stat_leaves):
-            update, new_stats = apply_rule(rule, g, tuple(stats), count)
+        for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
+            key = jax.random.fold_in(step_key, index)
+            update, new_stats = apply_rule(rule, g, tuple(stats), count, storages, key)
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
         new_stat_trees = [
-            treedef.unflatten([stats[i] for stats in new_stat_leaves]) for i in range(num_stats)
+            state_precision.join([stats[i] for stats in new_stat_leaves], treedef, s.container)
+            for i, s in enumerate(storages)
         ]
         chex.assert_trees_all_equal_shapes_and_dtypes(new_updates, updates)
         return new_updates, make_state(count, new_stat_trees)
