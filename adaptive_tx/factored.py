@@ -51,6 +51,11 @@ def factored_dims(shape: tuple[int, ...], min_dim_size_to_factor: int) -> tuple[
     return int(order[-2]), int(order[-1])
 
 
+def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """`shape` with `axis` averaged away (kept with size 1)."""
+    return shape[:axis] + (1,) + shape[axis + 1 :]
+
+
 class FactoredArray(NamedTuple):
     r"""A non-negative statistic kept as its means along its two largest axes (Adafactor).
 
@@ -114,21 +119,22 @@ class Factored(NamedTuple):
     container = FactoredArray
 
     def init(self, param: jax.Array, value: Any) -> FactoredArray:
+        # The means of a constant are that constant.
         dtype = param.dtype if self.dtype is None else self.dtype
-        return self._factor(jnp.full(param.shape, value, jnp.float32), dtype)
+        dims = factored_dims(param.shape, self.min_dim_size_to_factor)
+        if dims is None:
+            return FactoredArray(jnp.full(param.shape, value, dtype), jnp.zeros((0,), dtype))
+        row, col = (_kept(param.shape, axis) for axis in reversed(dims))
+        return FactoredArray(jnp.full(row, value, dtype), jnp.full(col, value, dtype))
 
     def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
         del key
-        return self._factor(x, previous.row.dtype)
-
-    def _factor(self, x: jax.Array, dtype: Any) -> FactoredArray:
+        dtype = previous.row.dtype
         dims = factored_dims(x.shape, self.min_dim_size_to_factor)
         if dims is None:
-            return FactoredArray(x.astype(dtype), jnp.zeros((0,), dtype))
-        second, largest = dims
-        row = jnp.mean(x, axis=largest, keepdims=True).astype(dtype)
-        col = jnp.mean(x, axis=second, keepdims=True).astype(dtype)
-        return FactoredArray(row, col)
+            return FactoredArray(x.astype(dtype), previous.col)
+        row, col = (jnp.mean(x, axis=axis, keepdims=True) for axis in reversed(dims))
+        return FactoredArray(row.astype(dtype), col.astype(dtype))
 
 
 class BlockMean(NamedTuple):
@@ -165,7 +171,9 @@ class BlockMean(NamedTuple):
         return tuple(sorted({axis % ndim for axis in self.axes if -ndim <= axis < ndim}))
 
     def init(self, param: jax.Array, value: Any) -> jax.Array:
-        shape = tuple(1 if i in self._axes(param.ndim) else n for i, n in enumerate(param.shape))
+        shape = param.shape
+        for axis in self._axes(param.ndim):
+            shape = _kept(shape, axis)
         return jnp.full(shape, value, jnp.float32)
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:

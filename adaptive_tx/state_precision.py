@@ -264,6 +264,12 @@ class QuantizedArray(NamedTuple):
         return (rows * scale).reshape(self.codes.shape)
 
 
+def _scales_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One scale per block of 256 along the last axis (a 0-d statistic is one block)."""
+    rows = shape or (1,)
+    return rows[:-1] + (math.ceil(rows[-1] / BLOCK_SIZE),)
+
+
 def quantize_blockwise(x: jax.Array, signed: bool) -> QuantizedArray:
     r"""Quantize `x` in blocks of 256 along its last axis to the nearest dynamic-map value.
 
@@ -287,7 +293,7 @@ def quantize_blockwise(x: jax.Array, signed: bool) -> QuantizedArray:
     index = jnp.searchsorted(jnp.asarray(_MIDPOINTS[signed]), normalized)
     index = index.reshape(rows.shape[:-1] + (num_blocks * BLOCK_SIZE,))[..., :n]
     codes = (index - 128).astype(jnp.int8) if signed else index.astype(jnp.uint8)
-    return QuantizedArray(codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (num_blocks,)))
+    return QuantizedArray(codes.reshape(x.shape), scales.reshape(_scales_shape(x.shape)))
 
 
 class Int8Blockwise(NamedTuple):
@@ -318,10 +324,15 @@ class Int8Blockwise(NamedTuple):
 
     def init(self, param: jax.Array, value: Any) -> QuantizedArray:
         _check_real("Int8Blockwise", param)
-        full = jnp.full(param.shape, value, jnp.float32)
         if param.size < self.min_size:
-            return QuantizedArray(full, jnp.zeros((0,), jnp.float32))
-        return quantize_blockwise(full, signed=self.signed is not False)
+            return QuantizedArray(jnp.full(param.shape, value, jnp.float32), jnp.zeros((0,)))
+        # Every block of a constant array holds the same code and scale: those of one value.
+        one = quantize_blockwise(
+            jnp.full((1,), value, jnp.float32), signed=self.signed is not False
+        )
+        return QuantizedArray(
+            jnp.full(param.shape, one.codes[0]), jnp.full(_scales_shape(param.shape), one.scales[0])
+        )
 
     def encode(self, x: jax.Array, previous: QuantizedArray, key: Any) -> QuantizedArray:
         del key
