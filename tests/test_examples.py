@@ -31,3 +31,21 @@ def test_quickstart_tiny_run():
     for r in results:
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["ms_per_step"] > 0
     assert max(r["test_accuracy"] for r in results) > 0.5  # 20 steps already learn something
+
+
+def test_low_precision_tiny_run():
+    """A tiny run of examples/low_precision.py: every setting trains; in bfloat16 parameters,
+    round-to-nearest loses small updates and falls behind, stochastic rounding does not."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import low_precision
+    finally:
+        sys.path.pop(0)
+    results = low_precision.main(["--steps", "40", "--seeds", "0", "--hidden", "64"])
+    assert set(results) == set(low_precision.SETTINGS)
+    fp32 = results["fp32"]["final"][0]
+    assert results["fp32"]["lost"][0] == 0.0
+    for name in ("bf16_sr", "int8", "all_bf16_sr"):
+        assert abs(results[name]["final"][0] / fp32 - 1) < 0.01, name
+    assert results["all_bf16"]["lost"][0] > 0.3
+    assert results["all_bf16"]["final"][0] > 1.03 * fp32

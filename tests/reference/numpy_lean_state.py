@@ -8,7 +8,10 @@ Independent of optax and adaptive_tx:
   after the sign bit (signed map only) a run of E zero bits gives the exponent 10^-E, a 1 bit ends
   it, and the remaining bits index a linear grid on [0.1, 1] (the midpoints of its intervals); the
   all-zero code is 0 and the last free code is 1;
-- blockwise quantization by brute force (the nearest map value to x / absmax of the block);
+- blockwise quantization by brute force (the nearest map value to x / absmax of the block; with
+  the unsigned map a positive value takes the nearest *positive* value, so that a second moment
+  never decodes to 0: the zero-point problem of Li, Chen & Zhu 2023,
+  https://arxiv.org/abs/2309.01507);
 - Adam with a factored second moment (Shazeer & Stern 2018, https://arxiv.org/abs/1804.04235,
   Algorithm 4's factoring applied to Adam's v), and Adam-mini (Zhang et al. 2024,
   https://arxiv.org/abs/2406.16793): one second moment per block, the mean of g^2 over the block.
@@ -53,6 +56,8 @@ def quantize_blockwise(x: np.ndarray, table: np.ndarray):
             scales[r, b] = scale
             normalized = block / scale if scale > 0 else block
             distance = np.abs(normalized[:, None] - table[None, :])
+            if table[0] == 0.0:  # unsigned map: a positive value is never coded as 0
+                distance[normalized > 0, 0] = np.inf
             codes[r, b * BLOCK : (b + 1) * BLOCK] = np.argmin(distance, axis=1)
     return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + scales.shape[-1:])
 
