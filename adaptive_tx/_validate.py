@@ -41,7 +41,14 @@ def check_unit_interval(name: str, value: Any) -> None:
     """Raises ValueError unless 0 <= `value` < 1 (a decay rate; tracers pass)."""
     number = _concrete(value)
     if number is not None and not 0.0 <= number < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+        hint = ""
+        dtype = getattr(value, "dtype", None)
+        if number == 1.0 and dtype is not None and jax.numpy.finfo(dtype).bits < 32:
+            hint = (
+                f" ({name} was rounded to 1 in {dtype}; optax.inject_hyperparams casts to the "
+                "params' dtype unless given hyperparam_dtype=jnp.float32)"
+            )
+        raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}{hint}")
 
 
 def check_learning_rate(value: Any) -> None:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,13 @@ class Setting(NamedTuple):
     param_dtype: Any
     state: Any  # mu_dtype = nu_dtype
     stochastic_update: bool = False  # round the parameter update stochastically (bf16 params)
+    eps: float = 1e-8
+    library: str = "adaptive_tx"  # or "optax": moments kept and computed in the params' dtype
+
+    def optimizer(self, learning_rate):
+        if self.library == "optax":
+            return optax.adam(learning_rate, eps=self.eps)
+        return atx.adam(learning_rate, eps=self.eps, mu_dtype=self.state, nu_dtype=self.state)
 
 
 SETTINGS = {
@@ -93,7 +101,7 @@ def train(setting, data, batches, seed, learning_rate, hidden):
     model = MLP(x_tr.shape[1], hidden, 10, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(lambda p: p.astype(setting.param_dtype), params)
-    tx = atx.adam(learning_rate, mu_dtype=setting.state, nu_dtype=setting.state)
+    tx = setting.optimizer(learning_rate)
     state = tx.init(params)
 
     def loss_of(params, x, y):
@@ -134,6 +142,49 @@ def run(settings, seeds, steps, batch_size, learning_rate, hidden):
             results[name]["curves"].append(curve)
             results[name]["bytes"] = nbytes
     return results
+
+
+EPS = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+
+
+def eps_study(
+    seeds, steps, batch_size, learning_rate, hidden, dtypes=("float16", "bfloat16"), eps_values=EPS
+):
+    """Adam with parameters, gradients and moments in `dtype`, for each ε: optax (arithmetic in
+    that dtype) and adaptive_tx (arithmetic in float32, moments stored in that dtype).
+
+    Returns {(dtype, library): {eps: (mean final loss, first step with a non-finite loss or None)}}.
+    """
+    table = {}
+    for dtype in dtypes:
+        for library in ("optax", "adaptive_tx"):
+            row = table.setdefault((dtype, library), {})
+            for eps in eps_values:
+                name = f"{dtype}-{library}-{eps}"
+                SETTINGS[name] = Setting(name, jnp.dtype(dtype), None, eps=eps, library=library)
+                result = run([name], seeds, steps, batch_size, learning_rate, hidden)[name]
+                del SETTINGS[name]
+                bad = [
+                    int(np.argmin(np.isfinite(c)))
+                    for c in result["curves"]
+                    if not np.all(np.isfinite(c))
+                ]
+                row[eps] = (float(np.mean(result["final"])), min(bad) + 1 if bad else None)
+    return table
+
+
+def format_eps_table(table):
+    eps_values = next(iter(table.values())).keys()
+    header = f"{'params, grads, moments':<24} {'library':<12} " + " ".join(
+        f"{e:>9.0e}" for e in eps_values
+    )
+    rows = []
+    for (dtype, library), row in table.items():
+        cells = [
+            f"{'NaN@' + str(nan):>9}" if nan else f"{loss:>9.4f}" for loss, nan in row.values()
+        ]
+        rows.append(f"{dtype:<24} {library:<12} " + " ".join(cells))
+    return "\n".join([header, "-" * len(header), *rows])
 
 
 def format_table(results, seeds):
@@ -183,6 +234,12 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=256, help="hidden units (64 x hidden kernel)")
     p.add_argument("--settings", default=",".join(SETTINGS), help=",".join(SETTINGS))
     p.add_argument("--out", default=None, help="folder for the loss plot (needs matplotlib)")
+    p.add_argument(
+        "--study",
+        choices=("storage", "eps"),
+        default="storage",
+        help="storage: the settings above; eps: final loss per eps in float16 / bfloat16",
+    )
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -194,6 +251,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.study == "eps":
+        table = eps_study(args.seeds, args.steps, args.batch_size, args.learning_rate, args.hidden)
+        print(
+            f"digits MLP 64-{args.hidden}-10, Adam lr {args.learning_rate}, {args.steps} steps: "
+            "final training loss (mean over seeds) per eps, or the first step whose loss is NaN\n"
+        )
+        print(format_eps_table(table))
+        return table
     results = run(
         args.settings, args.seeds, args.steps, args.batch_size, args.learning_rate, args.hidden
     )

@@ -328,3 +328,19 @@ def test_bad_storage_spec_raises_naming_the_argument(factory, kwargs, argument):
 def test_complex_parameters_are_refused_by_real_storages(spec):
     with pytest.raises(TypeError, match="complex parameter of shape \\(3,\\)"):
         atx.adam(0.1, mu_dtype=spec).init({"z": jnp.zeros(3, jnp.complex64)})
+
+
+def test_injected_decay_rounded_to_one_in_bfloat16_is_refused_with_the_fix():
+    """optax.inject_hyperparams casts hyperparameters to the params' dtype: b2 = 0.999 becomes 1 in
+    bfloat16 (optax's Adam then divides by 1 - 1^t = 0: NaN). Refused here, naming the fix."""
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    grads = {"w": jnp.full(3, 0.5, jnp.bfloat16)}
+    with pytest.raises(ValueError, match="b2 was rounded to 1 in bfloat16.*hyperparam_dtype"):
+        optax.inject_hyperparams(atx.adam)(1e-3).init(params)
+    tx = optax.inject_hyperparams(atx.adam, hyperparam_dtype=jnp.float32)(1e-3)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(np.asarray(updates["w"], np.float32), -1e-3, rtol=1e-2)
+    theirs, _ = optax.inject_hyperparams(optax.adam)(1e-3).update(
+        grads, optax.inject_hyperparams(optax.adam)(1e-3).init(params), params
+    )
+    assert np.all(np.isnan(np.asarray(theirs["w"], np.float32)))
