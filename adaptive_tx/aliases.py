@@ -159,15 +159,7 @@ def adam(
       >>> optax.apply_updates(params, updates).round(4)  # the first step moves each coordinate by lr
       Array([0.9, 1.1], dtype=float32)
     """
-    scaling = scale_by_bias_corrected_moments(
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-        nesterov=nesterov,
-    )
+    scaling = scale_by_bias_corrected_moments(b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov)
     return _chain(scaling, learning_rate)
 
 
@@ -206,15 +198,7 @@ def adamw(
       >>> optax.apply_updates(params, updates)  # 1 - 0.1 * (1 + 0.5 * 1)
       Array([0.85], dtype=float32)
     """
-    scaling = scale_by_bias_corrected_moments(
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-        nesterov=nesterov,
-    )
+    scaling = scale_by_bias_corrected_moments(b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov)
     return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
 
 

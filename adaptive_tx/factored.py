@@ -75,7 +75,7 @@ class FactoredArray(NamedTuple):
         return jnp.broadcast_shapes(self.row.shape, self.col.shape)
 
     def widen(self) -> jax.Array:
-        r"""The rank-1 estimate :math:`\hat v = R\,C / \mathrm{mean}(R)` (0 where :math:`R` is 0)."""
+        r"""The rank-1 estimate :math:`\hat v = R\,C / \mathrm{mean}(R)` (0 where R is 0)."""
         row, col = self.row.astype(jnp.float32), self.col.astype(jnp.float32)
         if col.size == 0:
             return row
@@ -145,9 +145,10 @@ class BlockMean(NamedTuple):
        \bar v_b = \mathrm{mean}_{i \in b}(v_i), \qquad \hat v_i = \bar v_{b(i)}.
 
     A block is one index of the axes not in ``axes``: ``axes=None`` makes each leaf one block,
-    ``axes=(0,)`` one block per output unit of a ``(in, out)`` kernel (flax's layout), ``axes=(0, 2)``
-    one block per head of an ``(in, heads, head_dim)`` attention kernel. Axes a leaf does not have
-    are ignored (a bias with ``axes=(0,)`` is one block). The step reads the block means.
+    ``axes=(0,)`` one block per output unit of a ``(in, out)`` kernel (flax's layout),
+    ``axes=(0, 2)`` one block per head of an ``(in, heads, head_dim)`` attention kernel. Axes a
+    leaf does not have are ignored (a bias with ``axes=(0,)`` is one block). The step reads the
+    block means.
 
     Reference: Zhang et al., "Adam-mini: Use Fewer Learning Rates To Gain More", 2024,
     https://arxiv.org/abs/2406.16793

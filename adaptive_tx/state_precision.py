@@ -120,7 +120,14 @@ def split(stat: Any, treedef: Any) -> list[Any]:
 
 
 def join(leaves: list[Any], treedef: Any, container: type | None) -> Any:
-    """The inverse of `split`: a container of params-shaped trees (or one tree of arrays)."""
+    """The inverse of `split`: a container of params-shaped trees (or one tree of arrays).
+
+    Example:
+      >>> treedef = jax.tree.structure({'a': 0, 'b': 0})
+      >>> stored = [QuantizedArray(jnp.zeros(2), jnp.zeros(0)) for _ in range(2)]
+      >>> jax.tree.map(jnp.shape, join(stored, treedef, QuantizedArray).codes)
+      {'a': (2,), 'b': (2,)}
+    """
     if container is None:
         return treedef.unflatten(leaves)
     return container(
@@ -212,6 +219,10 @@ class StochasticRounding(NamedTuple):
     The random bits are deterministic: derived from ``seed``, the step count, the leaf and the
     statistic (the engine's key), so a run is reproducible and equal on any device layout. The
     initial value is rounded to nearest.
+
+    References: Gupta, Agrawal, Gopalakrishnan & Narayanan, "Deep Learning with Limited Numerical
+    Precision", ICML 2015, https://arxiv.org/abs/1502.02551 ; Zamirai, Zhang, Aberger & De Sa,
+    "Revisiting BFloat16 Training", 2020, https://arxiv.org/abs/2010.06192
 
     Example:
       >>> storage = StochasticRounding()
@@ -329,6 +340,9 @@ class Int8Blockwise(NamedTuple):
     ``examples/low_precision.py`` that biases the final loss by 4 to 12%, against 0.2% with
     stochastic rounding (``docs/low_precision.md``). ``stochastic=False`` gives bitsandbytes'
     behaviour.
+
+    Reference: Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Block-wise
+    Quantization", ICLR 2022, https://arxiv.org/abs/2110.02861
 
     Attributes:
       min_size: leaves with fewer coordinates are kept in float32.

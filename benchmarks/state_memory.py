@@ -9,7 +9,7 @@ optax.adafactor are the anchors.
 Parameter sets:
 
 * ``matrix``: one 4096 x 4096 float32 matrix (16.8M parameters);
-* ``transformer``: a d=512 transformer block with an 8192-token embedding (8.4M parameters:
+* ``transformer``: a d=512 transformer block with an 8192-token embedding (7.3M parameters:
   kernels, biases and layer-norm scales of several shapes);
 * ``digits``: the 64-256-10 MLP of examples/low_precision.py (19k parameters; small leaves stay
   float32 under 8-bit storage, as bitsandbytes does below 4096 coordinates).

@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quickstart import MLP, load_data, loss_fn  # noqa: E402  (the same model and data)
+from quickstart import MLP, choose, load_data, loss_fn  # noqa: E402  (the same model and data)
 
 import adaptive_tx as atx  # noqa: E402
 from adaptive_tx.state_precision import round_stochastic_bfloat16  # noqa: E402
@@ -242,10 +242,7 @@ def parse_args(argv=None):
     )
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    unknown = sorted(set(args.settings) - set(SETTINGS))
-    if unknown:
-        p.error(f"unknown setting(s): {', '.join(unknown)}")
+    args.settings = choose(p, args.settings, SETTINGS, "setting")
     return args
 
 

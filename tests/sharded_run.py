@@ -87,7 +87,7 @@ def _max_diff(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.size:
-            worst = max(worst, float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-3))))
+            worst = max(worst, float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-2))))
     return worst
 
 

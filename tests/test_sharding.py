@@ -121,6 +121,8 @@ def test_no_full_size_statistic_is_replicated(results, name):
     sizes = result["sizes"]
     big = {path: n for path, n in result["copies"].items() if sizes[path] >= 4096}
     assert big and all(copies == 1 for copies in big.values()), big
+    if name in ("adam", "adam_bf16_sr", "adam_int8"):  # only the scalars are copied 8 times
+        assert result["bytes_sharded"] - result["bytes_single"] < 1000
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
