@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 import adaptive_tx as atx
 from tests.cases import SCHEDULE, max_rel_diff, run
@@ -146,23 +145,6 @@ def test_inject_hyperparams_with_static_shapes_settings():
     )
     plain, _, _ = run(atx.adafactor(learning_rate=0.01), params, grads)
     assert traces == 1 and _gap(ours[-1], plain[-1], params) <= 1e-5
-
-
-def test_flax_nnx_optimizer_trains():
-    model = nnx.Linear(256, 128, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, atx.adafactor(1e-1), wrt=nnx.Param)
-    x = jax.random.normal(jax.random.key(1), (64, 256))
-    y = jax.random.normal(jax.random.key(2), (64, 128))
-
-    @nnx.jit
-    def step(model, optimizer):
-        loss, grads = nnx.value_and_grad(lambda m: ((m(x) - y) ** 2).mean())(model)
-        optimizer.update(model, grads)
-        return loss
-
-    losses = [float(step(model, optimizer)) for _ in range(10)]
-    assert losses[-1] < 0.9 * losses[0]
-    assert optimizer.opt_state[0].nu.row["kernel"].shape == (1, 128)
 
 
 # --- the same storages under Adam: factored v, and Adam-mini's one v per block ---------------

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import adaptive_tx as atx
 from adaptive_tx import state_precision as sp
@@ -344,3 +345,53 @@ def test_injected_decay_rounded_to_one_in_bfloat16_is_refused_with_the_fix():
         grads, optax.inject_hyperparams(optax.adam)(1e-3).init(params), params
     )
     assert np.all(np.isnan(np.asarray(theirs["w"], np.float32)))
+
+
+@pytest.mark.parametrize("spec", SPECS + [atx.Factored(2)], ids=SPEC_IDS + ["factored"])
+def test_bfloat16_parameters_keep_their_dtype_with_every_storage(spec):
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.bfloat16), make_params())
+    grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.bfloat16), gradient_stream(3))
+    mu = None if isinstance(spec, atx.Factored) else spec
+    tx = atx.adam(1e-2, mu_dtype=mu, nu_dtype=spec)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for g in grads:
+        updates, new_state = step(g, state, params)
+        chex.assert_trees_all_equal_dtypes(updates, g)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
+        state = new_state
+    assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates))
+
+
+NNX_CASES = {
+    "bf16_sr": (
+        lambda: atx.adam(1e-2, mu_dtype="bfloat16_sr", nu_dtype="bfloat16_sr"),
+        lambda nu: nu["kernel"].dtype == jnp.bfloat16,
+    ),
+    "int8": (
+        lambda: atx.adam(1e-2, mu_dtype=INT8, nu_dtype=INT8),
+        lambda nu: nu.codes["kernel"].dtype == jnp.uint8,
+    ),
+    "factored": (lambda: atx.adafactor(1e-1), lambda nu: nu.row["kernel"].shape == (1, 128)),
+}
+
+
+@pytest.mark.parametrize("name", NNX_CASES)
+def test_flax_nnx_optimizer_keeps_the_stored_state(name):
+    """nnx.Optimizer writes the state back into variables after each step: 8-bit codes and scales,
+    factored rows and columns are params-shaped trees of arrays, so they survive it."""
+    factory, check = NNX_CASES[name]
+    model = nnx.Linear(256, 128, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, factory(), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (64, 256))
+    y = jax.random.normal(jax.random.key(2), (64, 128))
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: ((m(x) - y) ** 2).mean())(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(10)]
+    assert losses[-1] < 0.9 * losses[0]
+    assert check(optimizer.opt_state[0].nu)
