@@ -6,6 +6,7 @@ them, are derived from it.
 
 from adaptive_tx import sparse
 from adaptive_tx.aliases import (
+    adafactor,
     adagrad,
     adam,
     adamax,
@@ -24,6 +25,12 @@ from adaptive_tx.diagnostics import (
     effective_learning_rate_summary,
 )
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState, scale_by_ema_of_squares
+from adaptive_tx.factored import (
+    BlockMean,
+    Factored,
+    FactoredArray,
+    scale_by_factored_ema_of_squares,
+)
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.learning_rate import ScaleByLearningRateState, scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -35,7 +42,15 @@ from adaptive_tx.moments import (
     scale_by_rectified_moments,
 )
 from adaptive_tx.rule import Rule, dense_transformation
+from adaptive_tx.sharding import state_shardings
 from adaptive_tx.sparse import RowSparse
+from adaptive_tx.state_precision import (
+    Cast,
+    Int8Blockwise,
+    QuantizedArray,
+    StochasticRounding,
+    state_nbytes,
+)
 from adaptive_tx.sum_of_squares import (
     ScaleByRowwiseSumOfSquaresState,
     ScaleBySumOfSquaresState,
@@ -48,6 +63,12 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AddDecoupledWeightDecayState",
+    "BlockMean",
+    "Cast",
+    "Factored",
+    "FactoredArray",
+    "Int8Blockwise",
+    "QuantizedArray",
     "RateSummary",
     "RowSparse",
     "Rule",
@@ -59,6 +80,8 @@ __all__ = (
     "ScaleByRowwiseSumOfSquaresState",
     "ScaleBySumOfSquaresState",
     "SkipNonfiniteState",
+    "StochasticRounding",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
@@ -77,6 +100,7 @@ __all__ = (
     "rowwise_adagrad",
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
+    "scale_by_factored_ema_of_squares",
     "scale_by_inf_norm_moments",
     "scale_by_learning_rate",
     "scale_by_rectified_moments",
@@ -84,4 +108,6 @@ __all__ = (
     "scale_by_sum_of_squares",
     "skip_nonfinite",
     "sparse",
+    "state_nbytes",
+    "state_shardings",
 )

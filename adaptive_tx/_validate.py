@@ -30,11 +30,25 @@ def check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
 
 
+def check_positive(name: str, value: Any) -> None:
+    """Raises ValueError unless `value` is > 0 (tracers and schedules pass)."""
+    number = _concrete(value)
+    if number is not None and not number > 0.0:
+        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+
+
 def check_unit_interval(name: str, value: Any) -> None:
     """Raises ValueError unless 0 <= `value` < 1 (a decay rate; tracers pass)."""
     number = _concrete(value)
     if number is not None and not 0.0 <= number < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+        hint = ""
+        dtype = getattr(value, "dtype", None)
+        if number == 1.0 and dtype is not None and jax.numpy.finfo(dtype).bits < 32:
+            hint = (
+                f" ({name} was rounded to 1 in {dtype}; optax.inject_hyperparams casts to the "
+                "params' dtype unless given hyperparam_dtype=jnp.float32)"
+            )
+        raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}{hint}")
 
 
 def check_learning_rate(value: Any) -> None:
@@ -44,22 +58,39 @@ def check_learning_rate(value: Any) -> None:
     check_non_negative("learning_rate", value)
 
 
-def check_state_dtype(dtype: Any) -> Any:
-    """Returns the canonical floating dtype for state storage (None stays None: the params' dtype)."""
+def check_state_dtype(dtype: Any, name: str = "state dtype") -> Any:
+    """Returns the canonical floating dtype for state storage (None stays None: the params' dtype).
+
+    Raises TypeError naming the argument for anything else (the storage names and objects of
+    `adaptive_tx.state_precision` are resolved before this check).
+    """
     if dtype is None:
         return None
-    canonical = jax.dtypes.canonicalize_dtype(dtype)
+    allowed = "None, a floating dtype, 'bfloat16_sr', 'int8_blockwise' or a storage object"
+    try:
+        canonical = jax.dtypes.canonicalize_dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be {allowed}, got {name}={dtype!r}") from None
     if not jax.numpy.issubdtype(canonical, jax.numpy.inexact):
-        raise TypeError(f"a state dtype must be a floating dtype, got {dtype!r}")
+        raise TypeError(f"{name} must be {allowed}, got {name}={dtype!r}")
     return canonical
 
 
-def check_tree_matches(where: str, updates: Any, stats: Any, stat_shape: Any = None) -> None:
+def check_tree_matches(
+    where: str,
+    updates: Any,
+    stats: Any,
+    shapes: bool = True,
+    per_block: bool = False,
+    stat_shape: Any = None,
+) -> None:
     """Raises a readable ValueError when the gradient tree does not match the state's tree.
 
-    Compares structure first, then the shape of every leaf (mapped by `stat_shape` when the
-    statistics have their own shape, e.g. one per row), naming the first leaf that differs by its
-    path. Runs at trace time (shapes are static), so a mismatch never reaches XLA.
+    Compares structure first, then (with `shapes`) the shape of every leaf (mapped by `stat_shape`
+    when the statistics have their own shape, e.g. one per row), naming the first leaf that differs
+    by its path. Runs at trace time (shapes are static), so a mismatch never reaches XLA. With
+    `per_block`, a state leaf of size 1 along an axis (a statistic kept per block) matches any size
+    there.
     """
     g_struct, s_struct = jax.tree.structure(updates), jax.tree.structure(stats)
     if g_struct != s_struct:
@@ -67,13 +98,17 @@ def check_tree_matches(where: str, updates: Any, stats: Any, stat_shape: Any = N
             f"{where}: the gradient tree does not match the optimizer state (was init called with "
             f"these params?).\n  gradients: {g_struct}\n  state:     {s_struct}"
         )
+    if not shapes:
+        return
+    fits = (lambda a, b: a in (b, 1)) if per_block else (lambda a, b: a == b)
     g_leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
     for (path, g), s in zip(g_leaves, jax.tree.leaves(stats)):
-        expected = np.shape(g) if stat_shape is None else tuple(stat_shape(np.shape(g)))
-        if expected != np.shape(s):
+        g_shape, s_shape = np.shape(g), np.shape(s)
+        expected = g_shape if stat_shape is None else tuple(stat_shape(g_shape))
+        if len(expected) != len(s_shape) or not all(map(fits, s_shape, expected)):
             raise ValueError(
                 f"{where}: gradient leaf {jax.tree_util.keystr(path) or '<root>'} has shape "
-                f"{np.shape(g)} but the optimizer state holds shape {np.shape(s)}"
+                f"{g_shape} but the optimizer state holds shape {s_shape}"
                 + ("" if stat_shape is None else f" (expected {expected} for this gradient)")
             )
 

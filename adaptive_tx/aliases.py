@@ -4,16 +4,23 @@ Each alias is ``optax.chain(<adaptive scaling>, [decoupled weight decay], learni
 [, momentum])`` and reproduces the optax optimizer of the same name; the math of each lives in
 the primitive's docstring. The step is :math:`\theta_t = \theta_{t-1} + u_t` with
 ``optax.apply_updates``.
+
+Beyond optax's arguments, every alias takes keyword-only ``mu_dtype`` / ``nu_dtype`` (where optax
+has no such argument): how the moments are stored (a float dtype, ``"bfloat16_sr"``,
+``"int8_blockwise"``, `adaptive_tx.Factored`, `adaptive_tx.BlockMean`; see
+`adaptive_tx.state_precision`). The arithmetic stays float32.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
+from adaptive_tx.factored import scale_by_factored_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
     scale_by_bias_corrected_moments,
@@ -43,6 +50,8 @@ def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
+    *,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adagrad: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{G_t + \epsilon}`.
 
@@ -53,7 +62,7 @@ def adagrad(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      initial_accumulator_value, eps: see `scale_by_sum_of_squares`.
+      initial_accumulator_value, eps, nu_dtype: see `scale_by_sum_of_squares`.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -63,7 +72,8 @@ def adagrad(
       >>> optax.apply_updates(params, updates)
       Array([0.9, 1.1], dtype=float32)
     """
-    return _chain(scale_by_sum_of_squares(initial_accumulator_value, eps), learning_rate)
+    scaling = scale_by_sum_of_squares(initial_accumulator_value, eps, nu_dtype=nu_dtype)
+    return _chain(scaling, learning_rate)
 
 
 def rmsprop(
@@ -76,6 +86,9 @@ def rmsprop(
     momentum: float | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{\nu_t + \epsilon}`.
 
@@ -89,7 +102,7 @@ def rmsprop(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction: see
+      decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction, mu_dtype, nu_dtype: see
         `scale_by_ema_of_squares`.
       momentum: the momentum decay in [0, 1), or None for no momentum.
       nesterov: Nesterov momentum (only with ``momentum``).
@@ -109,6 +122,8 @@ def rmsprop(
         eps_in_sqrt=eps_in_sqrt,
         centered=centered,
         bias_correction=bias_correction,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
     )
     return _chain(scaling, learning_rate, momentum=momentum, nesterov=nesterov)
 
@@ -122,6 +137,7 @@ def adam(
     mu_dtype: Any | None = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam: :math:`\theta_t = \theta_{t-1} - \eta_t\, \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`.
 
@@ -132,7 +148,8 @@ def adam(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+      b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: see
+        `scale_by_bias_corrected_moments`.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -142,9 +159,7 @@ def adam(
       >>> optax.apply_updates(params, updates).round(4)  # the first step moves each coordinate by lr
       Array([0.9, 1.1], dtype=float32)
     """
-    scaling = scale_by_bias_corrected_moments(
-        b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
-    )
+    scaling = scale_by_bias_corrected_moments(b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov)
     return _chain(scaling, learning_rate)
 
 
@@ -159,6 +174,7 @@ def adamw(
     mask: Mask = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamW: Adam's step plus decoupled weight decay, :math:`-\eta_t(u^{Adam}_t + \lambda \theta_{t-1})`.
 
@@ -170,7 +186,8 @@ def adamw(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+      b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: see
+        `scale_by_bias_corrected_moments`.
       weight_decay, mask: see `add_decoupled_weight_decay`.
 
     Example:
@@ -181,9 +198,7 @@ def adamw(
       >>> optax.apply_updates(params, updates)  # 1 - 0.1 * (1 + 0.5 * 1)
       Array([0.85], dtype=float32)
     """
-    scaling = scale_by_bias_corrected_moments(
-        b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
-    )
+    scaling = scale_by_bias_corrected_moments(b1, b2, eps, eps_root, mu_dtype, nu_dtype, nesterov)
     return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
 
 
@@ -196,6 +211,7 @@ def nadam(
     mu_dtype: Any | None = None,
     *,
     nesterov: bool = True,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""NAdam: Adam with a Nesterov look-ahead first moment (``adam(..., nesterov=True)``).
 
@@ -207,7 +223,8 @@ def nadam(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+      b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: see
+        `scale_by_bias_corrected_moments`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -216,7 +233,9 @@ def nadam(
       >>> updates  # -0.1 * (0.9 * 0.3 / 0.19 + 0.1 * 3 / 0.1) / sqrt(9)
       Array([-0.14737], dtype=float32)
     """
-    return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+    return adam(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
+    )
 
 
 def nadamw(
@@ -230,6 +249,7 @@ def nadamw(
     mask: Mask = None,
     *,
     nesterov: bool = True,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""NAdamW: NAdam with decoupled weight decay (``adamw(..., nesterov=True)``).
 
@@ -240,7 +260,8 @@ def nadamw(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps, eps_root, mu_dtype, nesterov: see `scale_by_bias_corrected_moments`.
+      b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: see
+        `scale_by_bias_corrected_moments`.
       weight_decay, mask: see `add_decoupled_weight_decay`.
 
     Example:
@@ -252,7 +273,16 @@ def nadamw(
       Array([-0.14736746], dtype=float32)
     """
     return adamw(
-        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        weight_decay,
+        mask,
+        nesterov=nesterov,
+        nu_dtype=nu_dtype,
     )
 
 
@@ -265,6 +295,8 @@ def amsgrad(
     mu_dtype: Any | None = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
+    *,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AMSGrad: Adam whose denominator uses the running maximum :math:`\max_{\tau\le t} \hat v_\tau`.
 
@@ -276,7 +308,7 @@ def amsgrad(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu: see
+      b1, b2, eps, eps_root, mu_dtype, bias_correction_mu, bias_correction_nu, nu_dtype: see
         `scale_by_bias_corrected_moments`.
 
     Example:
@@ -294,6 +326,7 @@ def amsgrad(
         eps=eps,
         eps_root=eps_root,
         mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
         amsgrad=True,
         bias_correction_mu=bias_correction_mu,
         bias_correction_nu=bias_correction_nu,
@@ -306,6 +339,9 @@ def adamax(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adamax: :math:`\theta_t = \theta_{t-1} - \eta_t\, m_t / ((1-\beta_1^t)\, u_t)`, with :math:`u_t` an infinity norm.
 
@@ -316,7 +352,7 @@ def adamax(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps: see `scale_by_inf_norm_moments`.
+      b1, b2, eps, mu_dtype, nu_dtype: see `scale_by_inf_norm_moments`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -325,7 +361,8 @@ def adamax(
       >>> updates
       Array([-0.1,  0.1], dtype=float32)
     """
-    return _chain(scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps), learning_rate)
+    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return _chain(scaling, learning_rate)
 
 
 def adamaxw(
@@ -335,6 +372,9 @@ def adamaxw(
     eps: float = 1e-8,
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: Mask = None,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamaxW: Adamax with decoupled weight decay.
 
@@ -346,7 +386,7 @@ def adamaxw(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps: see `scale_by_inf_norm_moments`.
+      b1, b2, eps, mu_dtype, nu_dtype: see `scale_by_inf_norm_moments`.
       weight_decay, mask: see `add_decoupled_weight_decay`.
 
     Example:
@@ -357,7 +397,7 @@ def adamaxw(
       >>> updates  # -0.1 * (1 + 0.5 * 1)
       Array([-0.15], dtype=float32)
     """
-    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps)
+    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
 
 
@@ -370,6 +410,8 @@ def radam(
     threshold: float = 5.0,
     *,
     nesterov: bool = False,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RAdam: Adam whose adaptive step is rectified by :math:`r_t` and off until :math:`\rho_t \ge` threshold.
 
@@ -380,7 +422,8 @@ def radam(
 
     Args:
       learning_rate: a non-negative number or a schedule.
-      b1, b2, eps, eps_root, threshold, nesterov: see `scale_by_rectified_moments`.
+      b1, b2, eps, eps_root, threshold, nesterov, mu_dtype, nu_dtype: see
+        `scale_by_rectified_moments`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -390,7 +433,14 @@ def radam(
       Array([-0.3], dtype=float32)
     """
     scaling = scale_by_rectified_moments(
-        b1=b1, b2=b2, eps=eps, eps_root=eps_root, threshold=threshold, nesterov=nesterov
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+        threshold=threshold,
+        nesterov=nesterov,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
     )
     return _chain(scaling, learning_rate)
 
@@ -424,3 +474,68 @@ def rowwise_adagrad(
              [1. , 1. ]], dtype=float32)
     """
     return _chain(scale_by_rowwise_sum_of_squares(initial_accumulator_value, eps), learning_rate)
+
+
+def adafactor(
+    learning_rate: ScalarOrSchedule | None = None,
+    min_dim_size_to_factor: int = 128,
+    decay_rate: float = 0.8,
+    decay_offset: int = 0,
+    multiply_by_parameter_scale: bool = True,
+    clipping_threshold: float | None = 1.0,
+    momentum: float | None = None,
+    dtype_momentum: Any = jnp.float32,
+    weight_decay_rate: ScalarOrSchedule | None = None,
+    eps: float = 1e-30,
+    factored: bool = True,
+    weight_decay_mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adafactor: a factored second moment, update clipping and relative step sizes.
+
+    ``scale_by_factored_ema_of_squares``, then (each optional) ``optax.clip_by_block_rms``, the
+    learning rate, ``optax.scale_by_param_block_rms`` (steps relative to each parameter's RMS),
+    momentum (``optax.ema``), ``add_decoupled_weight_decay``, and a sign flip; equals
+    ``optax.adafactor``. The second moment of an :math:`m \times n` matrix takes :math:`m + n`
+    numbers.
+
+    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+    ICML 2018, https://arxiv.org/abs/1804.04235
+
+    Args:
+      learning_rate: a non-negative number, a schedule, or None for no learning-rate factor.
+      min_dim_size_to_factor, decay_rate, eps, factored: see
+        `scale_by_factored_ema_of_squares` (``decay_offset`` is its ``step_offset``, ``eps`` its
+        ``epsilon``).
+      decay_offset: the step the decay schedule starts from (for fine-tuning).
+      multiply_by_parameter_scale: scale each step by the parameter's block RMS.
+      clipping_threshold: clip each leaf's update to this RMS (>= 1), or None.
+      momentum: the decay of an (unbiased-free) EMA of the steps, or None for no momentum.
+      dtype_momentum: the dtype of the momentum buffer.
+      weight_decay_rate: decay added to the step after the learning rate, or None.
+      weight_decay_mask: where the weight decay applies (see `add_decoupled_weight_decay`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adafactor(0.1, multiply_by_parameter_scale=False)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates  # the first step moves each coordinate by the learning rate
+      Array([-0.1,  0.1], dtype=float32)
+    """
+    parts = [
+        scale_by_factored_ema_of_squares(
+            factored, decay_rate, decay_offset, min_dim_size_to_factor, eps
+        )
+    ]
+    if clipping_threshold is not None:
+        parts.append(optax.clip_by_block_rms(clipping_threshold))
+    if learning_rate is not None:
+        parts.append(scale_by_learning_rate(learning_rate, flip_sign=False))
+    if multiply_by_parameter_scale:
+        parts.append(optax.scale_by_param_block_rms())
+    if momentum is not None:
+        _validate.check_unit_interval("momentum", momentum)
+        parts.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
+    if weight_decay_rate is not None:
+        parts.append(add_decoupled_weight_decay(weight_decay_rate, weight_decay_mask))
+    parts.append(optax.scale(-1))
+    return optax.chain(*parts)

@@ -17,6 +17,7 @@ from adaptive_tx.rule import (
     ema,
     state_scale,
 )
+from adaptive_tx.state_precision import moment_storages
 
 
 class EmaOfSquaresHyperparams(NamedTuple):
@@ -28,6 +29,10 @@ class EmaOfSquaresHyperparams(NamedTuple):
       eps_root: ε inside the square root.
       eps: ε outside the square root.
       debias: 1.0 to divide the averages by :math:`1-\\rho^t`, 0.0 not to.
+      decay_power: 0.0 for the constant ``decay``; > 0 for Adafactor's schedule
+        :math:`\\rho_t = 1 - (t - \\text{decay\\_offset})^{-\\text{decay\\_power}}`.
+      decay_offset: the step the schedule starts from (fine-tuning).
+      eps_grad_sq: ε added to every squared gradient (Adafactor's :math:`\\epsilon_1`).
     """
 
     decay: Any
@@ -35,6 +40,9 @@ class EmaOfSquaresHyperparams(NamedTuple):
     eps_root: Any
     eps: Any
     debias: Any
+    decay_power: Any = 0.0
+    decay_offset: Any = 0.0
+    eps_grad_sq: Any = 0.0
 
 
 class ScaleByEmaOfSquaresState(NamedTuple):
@@ -67,13 +75,17 @@ def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) ->
       Array([2.], dtype=float32)
     """
     decay, eps_root, eps = hyperparams.decay, hyperparams.eps_root, hyperparams.eps
+    power, offset = hyperparams.decay_power, hyperparams.decay_offset
 
     def accumulate(g, stats, t):
+        steps = (t - jnp.asarray(offset, jnp.float32)).astype(jnp.float32)
+        rate = jnp.where(power > 0, 1 - steps ** -jnp.asarray(power, jnp.float32), decay)
+        g2 = abs_sq(g) + hyperparams.eps_grad_sq
         if centered:
             nu, mu = stats
-            return ema(nu, abs_sq(g), decay), ema(mu, g, decay)
+            return ema(nu, g2, rate), ema(mu, g, rate)
         (nu,) = stats
-        return (ema(nu, abs_sq(g), decay),)
+        return (ema(nu, g2, rate),)
 
     def scale(stats, t):
         # Divide (not multiply by the inverse) as optax does: with `centered` the variance is a
@@ -100,6 +112,8 @@ def scale_by_ema_of_squares(
     eps_in_sqrt: bool = True,
     centered: bool = False,
     bias_correction: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""Scale by the inverse root of an EMA of squared gradients (RMSProp, centered RMSProp).
 
@@ -125,6 +139,11 @@ def scale_by_ema_of_squares(
       eps_in_sqrt: whether ε is added inside the square root (optax) or outside (torch, keras).
       centered: whether to divide by the estimated standard deviation instead of the RMS.
       bias_correction: whether to divide the averages by :math:`1-\rho^t`.
+      mu_dtype: storage of the centered variant's :math:`\mu_t`, see
+        `scale_by_bias_corrected_moments`.
+      nu_dtype: storage of :math:`\nu_t`: None (the parameters' dtype), a float dtype,
+        ``"bfloat16_sr"``, ``"int8_blockwise"``, `adaptive_tx.Factored`, `adaptive_tx.BlockMean`
+        or a storage object (`adaptive_tx.state_precision`).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByEmaOfSquaresState`.
@@ -148,4 +167,6 @@ def scale_by_ema_of_squares(
         debias=bias_correction,
     )
     rule = ema_of_squares_rule(hyperparams, centered)
-    return dense_transformation(rule, ScaleByEmaOfSquaresState, hyperparams=hyperparams)
+    mu, nu = moment_storages(mu_dtype, nu_dtype)
+    storages = (nu, mu) if centered else (nu,)
+    return dense_transformation(rule, ScaleByEmaOfSquaresState, storages, hyperparams)

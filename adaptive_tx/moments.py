@@ -24,6 +24,7 @@ from adaptive_tx.rule import (
     ema,
     state_scale,
 )
+from adaptive_tx.state_precision import moment_storages
 
 
 class BiasCorrectedMomentsHyperparams(NamedTuple):
@@ -354,10 +355,14 @@ def scale_by_bias_corrected_moments(
       b2: :math:`\beta_2`, in [0, 1).
       eps: ε outside the square root, >= 0.
       eps_root: ε inside the square root, >= 0 (useful when differentiating through the update).
-      mu_dtype: storage dtype of :math:`m_t` (None: the parameters' dtype). The arithmetic is
-        float32 and rounds once, on storing (optax multiplies the stored moment by β1 in the
-        storage precision, so with bf16 its moments differ from these by about one bf16 unit).
-      nu_dtype: storage dtype of :math:`v_t` (and of the AMSGrad maximum).
+      mu_dtype: storage of :math:`m_t`: None (the parameters' dtype), a float dtype,
+        ``"bfloat16_sr"`` (stochastic rounding), ``"int8_blockwise"`` (8-bit, Dettmers et al.) or
+        a storage object (`adaptive_tx.state_precision`). The arithmetic is float32 and rounds
+        once, on storing (optax multiplies the stored moment by β1 in the storage precision, so
+        with bf16 its moments differ from these by about one bf16 unit).
+      nu_dtype: storage of :math:`v_t` (and of the AMSGrad maximum): as ``mu_dtype``, plus
+        `adaptive_tx.Factored` (Adafactor's factored :math:`v_t`) and `adaptive_tx.BlockMean`
+        (one :math:`v_t` per block, Adam-mini).
       nesterov: use NAdam's look-ahead first moment.
       amsgrad: use the running maximum of the second moment.
       bias_correction_mu: divide :math:`m_t` by :math:`1-\beta_1^t`.
@@ -399,8 +404,9 @@ def scale_by_bias_corrected_moments(
         momentum_decay=float("inf") if momentum_decay is None else momentum_decay,
     )
     rule = bias_corrected_moments_rule(hyperparams, nesterov, amsgrad)
-    dtypes = (mu_dtype, nu_dtype, nu_dtype) if amsgrad else (mu_dtype, nu_dtype)
-    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, dtypes, hyperparams)
+    mu, nu = moment_storages(mu_dtype, nu_dtype)
+    storages = (mu, nu, nu) if amsgrad else (mu, nu)
+    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, storages, hyperparams)
 
 
 def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
@@ -430,6 +436,8 @@ def scale_by_inf_norm_moments(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
     *,
     eps_in_max: bool = True,
 ) -> optax.GradientTransformation:
@@ -454,6 +462,9 @@ def scale_by_inf_norm_moments(
       eps: added to :math:`|g_t|` (or to :math:`u_t`), >= 0.
       eps_in_max: add ε to :math:`|g_t|` inside the maximum (optax, torch) rather than to
         :math:`u_t` in the denominator (keras).
+      eps: added to :math:`|g_t|`, >= 0.
+      mu_dtype, nu_dtype: storage of :math:`m_t` and :math:`u_t`, see
+        `scale_by_bias_corrected_moments`.
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByInfNormMomentsState`.
@@ -469,7 +480,8 @@ def scale_by_inf_norm_moments(
     _check_moment_args(b1, b2, eps)
     hyperparams = InfNormMomentsHyperparams(b1, b2, eps, eps_in_max)
     rule = inf_norm_moments_rule(hyperparams)
-    return dense_transformation(rule, ScaleByInfNormMomentsState, hyperparams=hyperparams)
+    storages = moment_storages(mu_dtype, nu_dtype)
+    return dense_transformation(rule, ScaleByInfNormMomentsState, storages, hyperparams)
 
 
 def rectified_moments_rule(hyperparams: RectifiedMomentsHyperparams, nesterov: bool) -> Rule:
@@ -506,6 +518,8 @@ def scale_by_rectified_moments(
     eps_root: float = 0.0,
     threshold: float = 5.0,
     nesterov: bool = False,
+    mu_dtype: Any = None,
+    nu_dtype: Any = None,
     *,
     eps_hat: bool = False,
     strict_threshold: bool = False,
@@ -541,6 +555,8 @@ def scale_by_rectified_moments(
       nesterov: use NAdam's look-ahead first moment.
       eps_hat: add ε to :math:`\sqrt{v_t}` before its bias correction (torch) rather than after.
       strict_threshold: rectify where :math:`\rho_t >` threshold (torch) rather than :math:`\ge`.
+      mu_dtype, nu_dtype: storage of :math:`m_t` and :math:`v_t`, see
+        `scale_by_bias_corrected_moments`.
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByRectifiedMomentsState`.
@@ -558,4 +574,5 @@ def scale_by_rectified_moments(
         b1, b2, eps, eps_root, threshold, eps_hat, strict_threshold, rho_inf=2 / (1 - b2) - 1
     )
     rule = rectified_moments_rule(hyperparams, nesterov)
-    return dense_transformation(rule, ScaleByRectifiedMomentsState, hyperparams=hyperparams)
+    storages = moment_storages(mu_dtype, nu_dtype)
+    return dense_transformation(rule, ScaleByRectifiedMomentsState, storages, hyperparams)

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate, sparse
+from adaptive_tx import _validate, sparse, state_precision
+from adaptive_tx.state_precision import compute_dtype
 
 Stats = tuple[jax.Array, ...]
 
@@ -91,24 +92,18 @@ def bias_correction(decay: Any, t: jax.Array) -> jax.Array:
     return 1 - jnp.asarray(decay, jnp.result_type(float)) ** t
 
 
-def compute_dtype(dtype: Any) -> jnp.dtype:
-    """The dtype a rule computes in: float32 for lower precisions, else the dtype itself.
-
-    Example:
-      >>> compute_dtype(jnp.bfloat16)
-      dtype('float32')
-    """
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def widen(stats: Stats) -> Stats:
-    """The statistics as the rule sees them: float32 (or wider), whatever dtype stores them.
+    """The statistics as the rule sees them: float32 (or wider), however they are stored.
+
+    The one place a stored statistic is decoded (`adaptive_tx.state_precision.decode`): a
+    bfloat16 array is upcast, 8-bit codes are looked up and scaled, factored means are multiplied
+    out.
 
     Example:
       >>> widen((jnp.ones(1, jnp.bfloat16),))[0].dtype
       dtype('float32')
     """
-    return tuple(s.astype(compute_dtype(s.dtype)) for s in stats)
+    return tuple(state_precision.decode(s) for s in stats)
 
 
 def store_hyperparams(hyperparams: Any) -> Any:
@@ -136,7 +131,8 @@ def state_scale(rule: Rule, state: Any) -> Any:
       state: ``state_type(count, *stats, ...)``.
 
     Returns:
-      A params-shaped tree of float32 (or wider) arrays.
+      A params-shaped tree of float32 (or wider) arrays (where every statistic is kept per block,
+      `BlockMean`, one factor per block, broadcastable to the parameter).
 
     Example:
       >>> from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
@@ -147,14 +143,36 @@ def state_scale(rule: Rule, state: Any) -> Any:
     """
     t = jnp.maximum(state.count, 1)
     stat_trees = tuple(state[1 : 1 + len(rule.initial)])
-    return jax.tree.map(lambda *stats: rule.scale(widen(stats), t), *stat_trees)
+    first = stat_trees[0]
+    treedef = jax.tree.structure(first[0] if state_precision.is_stored(first) else first)
+    stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
+    return treedef.unflatten([rule.scale(widen(stats), t) for stats in zip(*stat_leaves)])
 
 
-def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[jax.Array, Stats]:
+def apply_rule(
+    rule: Rule,
+    g: jax.Array,
+    stats: Stats,
+    t: jax.Array,
+    storages: Sequence[Any] | None = None,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, Stats]:
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
 
-    The rule computes in float32 (or wider); the update takes the gradient's dtype and each statistic
-    keeps the dtype it is stored in.
+    The rule computes in float32 (or wider) on the decoded statistics (`widen`); the update takes
+    the gradient's dtype and each new statistic is encoded by its storage
+    (`adaptive_tx.state_precision`; None: kept in the dtype it is stored in). The update reads the
+    new float32 statistics, or, for storages that estimate (``reads_stored``: factored, per block),
+    the statistics as stored.
+
+    Args:
+      rule: the per-coordinate rule.
+      g: the gradient coordinates.
+      stats: the stored statistics of these coordinates, in the rule's order.
+      t: the 1-based step, int32.
+      storages: one storage per statistic (None: `state_precision.Cast` for all).
+      key: a PRNG key for storages that round stochastically, distinct per leaf and step (the
+        statistic's index is folded in here); None rounds them to nearest.
 
     Example:
       >>> from adaptive_tx.sum_of_squares import SumOfSquaresHyperparams, sum_of_squares_rule
@@ -164,19 +182,27 @@ def apply_rule(rule: Rule, g: jax.Array, stats: Stats, t: jax.Array) -> tuple[ja
       >>> update, acc
       (Array([1.], dtype=float32), Array([4.], dtype=float32))
     """
+    if storages is None:
+        storages = (state_precision.Cast(),) * len(stats)
     wide_g = g.astype(compute_dtype(g.dtype))
     new_stats = rule.accumulate(wide_g, widen(stats), t)
-    update = rule.direction(wide_g, new_stats, t) * rule.scale(new_stats, t)
-    return update.astype(g.dtype), tuple(n.astype(s.dtype) for n, s in zip(new_stats, stats))
-
-
-def _full_stats(params: Any, value: Any, dtype: Any, stat_shape: Callable | None) -> Any:
-    """A statistic's initial tree: `value` everywhere, shaped like the params or by `stat_shape`."""
-    if stat_shape is None:
-        return optax.tree.full_like(params, value, dtype=dtype)
-    return jax.tree.map(
-        lambda p: jnp.full(stat_shape(jnp.shape(p)), value, dtype or jnp.result_type(p)), params
+    stored = tuple(
+        storage.encode(new, old, None if key is None else jax.random.fold_in(key, i))
+        for i, (storage, new, old) in enumerate(zip(storages, new_stats, stats))
     )
+    seen = tuple(
+        state_precision.decode(kept) if storage.reads_stored else new
+        for storage, new, kept in zip(storages, new_stats, stored)
+    )
+    update = rule.direction(wide_g, seen, t) * rule.scale(seen, t)
+    return update.astype(g.dtype), stored
+
+
+def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
+    """What a statistic's storage is initialised like: the parameter, or its `stat_shape`."""
+    if stat_shape is None:
+        return param
+    return jnp.zeros(stat_shape(jnp.shape(param)), jnp.result_type(param))
 
 
 def dense_transformation(
@@ -189,39 +215,47 @@ def dense_transformation(
 ) -> optax.GradientTransformation:
     r"""The Optax transformation that applies `rule` to every leaf of a pytree.
 
-    The state is ``state_type(count, *stats, hyperparams=...)``: an int32 step counter that
-    saturates at its maximum, then one params-shaped tree per statistic of the rule, in the rule's
-    order, then (if given) the hyperparameters the rule was built from, as 0-d arrays, so that the
-    rule's scale can be recomputed from the state alone (`state_scale`).
+        The state is ``state_type(count, *stats, hyperparams=...)``: an int32 step counter that
+        saturates at its maximum, then one params-shaped tree per statistic of the rule, in the rule's
+        order, then (if given) the hyperparameters the rule was built from, as 0-d arrays, so that the
+        rule's scale can be recomputed from the state alone (`state_scale`).
 
     A `adaptive_tx.sparse.RowSparse` leaf of the gradients takes the row path
-    (`adaptive_tx.sparse.apply_rows`): the same `apply_rule` on the gathered rows of its statistics,
-    scattered back, with lazy semantics for the untouched rows (see `adaptive_tx.sparse`).
+        (`adaptive_tx.sparse.apply_rows`): the same `apply_rule` on the gathered rows of its statistics,
+        scattered back, with lazy semantics for the untouched rows (see `adaptive_tx.sparse`).
 
-    Args:
-      rule: the per-coordinate rule.
-      state_type: the `NamedTuple` holding the state; its first field is ``count``.
-      stat_dtypes: the storage dtype of each statistic (None: the parameter's dtype).
-      hyperparams: a `NamedTuple` of the numbers the rule was built from, kept in the state
-        (None: the state has no ``hyperparams`` field).
-      stat_shape: the shape of each statistic from the parameter's shape (None: the same shape),
-        for rules whose statistics broadcast against the gradient, e.g. one per row
-        (`adaptive_tx.sparse.row_shape`).
+        Each statistic is kept as its storage says (`adaptive_tx.state_precision`): a params-shaped
+        tree of arrays, or a container of params-shaped trees (8-bit ``codes`` and ``scales``,
+        factored ``row`` and ``col`` means).
+        Stochastic rounding draws its bits from the key ``fold_in(fold_in(key(0), count), leaf index)``
+        (then the statistic's index and the storage's seed): deterministic, and the same however the
+        arrays are sharded.
 
-    Returns:
-      An `optax.GradientTransformation`.
+        Args:
+          rule: the per-coordinate rule.
+          state_type: the `NamedTuple` holding the state; its first field is ``count``.
+          stat_dtypes: the storage of each statistic: None (the parameter's dtype), a float dtype, or
+            any spec `adaptive_tx.state_precision.storage` accepts.
+          hyperparams: a `NamedTuple` of the numbers the rule was built from, kept in the state
+            (None: the state has no ``hyperparams`` field).
+          stat_shape: the shape of each statistic from the parameter's shape (None: the same shape),
+            for rules whose statistics broadcast against the gradient, e.g. one per row
+            (`adaptive_tx.sparse.row_shape`).
 
-    Example:
-      >>> import optax
-      >>> from adaptive_tx.sum_of_squares import (ScaleBySumOfSquaresState,
-      ...     SumOfSquaresHyperparams, sum_of_squares_rule)
-      >>> hyperparams = SumOfSquaresHyperparams(0.1, 1e-7, 0.0)
-      >>> tx = dense_transformation(sum_of_squares_rule(hyperparams), ScaleBySumOfSquaresState,
-      ...                           hyperparams=hyperparams)
-      >>> state = tx.init({'w': jnp.zeros(2)})
-      >>> updates, state = tx.update({'w': jnp.array([1.0, 0.0])}, state)
-      >>> updates['w']
-      Array([0.95346, 0.     ], dtype=float32)
+        Returns:
+          An `optax.GradientTransformation`.
+
+        Example:
+          >>> import optax
+          >>> from adaptive_tx.sum_of_squares import (ScaleBySumOfSquaresState,
+          ...     SumOfSquaresHyperparams, sum_of_squares_rule)
+          >>> hyperparams = SumOfSquaresHyperparams(0.1, 1e-7, 0.0)
+          >>> tx = dense_transformation(sum_of_squares_rule(hyperparams), ScaleBySumOfSquaresState,
+          ...                           hyperparams=hyperparams)
+          >>> state = tx.init({'w': jnp.zeros(2)})
+          >>> updates, state = tx.update({'w': jnp.array([1.0, 0.0])}, state)
+          >>> updates['w']
+          Array([0.95346, 0.     ], dtype=float32)
     """
     if stat_dtypes is None:
         stat_dtypes = (None,) * len(rule.initial)
@@ -229,11 +263,12 @@ def dense_transformation(
         raise ValueError(
             f"stat_dtypes has {len(stat_dtypes)} entries, the rule has {len(rule.initial)}"
         )
-    dtypes = tuple(_validate.check_state_dtype(dtype) for dtype in stat_dtypes)
+    storages = tuple(state_precision.storage(spec) for spec in stat_dtypes)
+    per_block = any(storage.reads_stored for storage in storages)
     where = state_type.__name__.removesuffix("State")
     num_stats = len(rule.initial)
     # One trace per distinct leaf shape and dtype, not per leaf: XLA inlines the calls.
-    apply_to_leaf = jax.jit(functools.partial(apply_rule, rule))
+    apply_to_leaf = jax.jit(functools.partial(apply_rule, rule, storages=storages))
 
     def make_state(count, stats):
         if hyperparams is None:
@@ -242,9 +277,12 @@ def dense_transformation(
 
     def init_fn(params):
         _validate.check_floating_params(where, params)
+        leaves, treedef = jax.tree.flatten(params)
         stats = [
-            _full_stats(params, value, dtype, stat_shape)
-            for value, dtype in zip(rule.initial, dtypes)
+            state_precision.join(
+                [s.init(_stat_like(p, stat_shape), value) for p in leaves], treedef, s.container
+            )
+            for value, s in zip(rule.initial, storages)
         ]
         return make_state(jnp.zeros([], jnp.int32), stats)
 
@@ -253,14 +291,24 @@ def dense_transformation(
         sparse.check_rows(where, updates)
         stat_trees = tuple(state[1 : 1 + num_stats])
         for stats in stat_trees:
-            _validate.check_tree_matches(where, sparse.shape_view(updates), stats, stat_shape)
+            state_precision.check_matches(
+                where, sparse.shape_view(updates), stats, per_block, stat_shape
+            )
         count = optax.safe_increment(state.count)
+        step_key = jax.random.fold_in(jax.random.key(0), count)
         leaves, treedef = jax.tree.flatten(updates, is_leaf=sparse.is_row_sparse)
-        stat_leaves = [treedef.flatten_up_to(stats) for stats in stat_trees]
+        stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
-        step = functools.partial(apply_to_leaf, t=count)
-        for g, *stats in zip(leaves, *stat_leaves):
+        for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
+            step = functools.partial(
+                apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
+            )
             if sparse.is_row_sparse(g):
+                if per_block:
+                    raise TypeError(
+                        f"{where}: row-sparse leaf {index} cannot update factored or per-block "
+                        "statistics row by row; use a dense gradient or an elementwise storage"
+                    )
                 update, new_stats = sparse.apply_rows(step, g, tuple(stats))
             else:
                 update, new_stats = step(g, tuple(stats))
@@ -268,7 +316,8 @@ def dense_transformation(
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
         new_stat_trees = [
-            treedef.unflatten([stats[i] for stats in new_stat_leaves]) for i in range(num_stats)
+            state_precision.join([stats[i] for stats in new_stat_leaves], treedef, s.container)
+            for i, s in enumerate(storages)
         ]
         chex.assert_trees_all_equal_shapes_and_dtypes(
             sparse.shape_view(new_updates), sparse.shape_view(updates)

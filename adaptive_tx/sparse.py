@@ -325,11 +325,12 @@ def apply_rows(step: Callable, g: RowSparse, stats: tuple[jax.Array, ...]) -> tu
     """
     g = g.coalesce()
     rows = g.indices
-    stat_rows = tuple(s.at[rows].get(mode="fill", fill_value=0) for s in stats)
-    update, new_rows = step(g.values, stat_rows)
-    new_stats = tuple(
-        s.at[rows].set(r, mode="drop", unique_indices=True) for s, r in zip(stats, new_rows)
-    )
+    # A statistic may be stored in several arrays (8-bit codes and their per-row block scales):
+    # each is gathered and scattered by row.
+    gather = lambda a: a.at[rows].get(mode="fill", fill_value=0)  # noqa: E731
+    scatter = lambda a, r: a.at[rows].set(r, mode="drop", unique_indices=True)  # noqa: E731
+    update, new_rows = step(g.values, tuple(jax.tree.map(gather, s) for s in stats))
+    new_stats = tuple(jax.tree.map(scatter, s, r) for s, r in zip(stats, new_rows))
     # Empty slots computed on zeros; keep their update zero (a rule may give 0/0 there).
     return g.with_values(jnp.where(_per_row(g.in_range(), update), update, 0)), new_stats
 

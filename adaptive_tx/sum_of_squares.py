@@ -11,6 +11,7 @@ import optax
 
 from adaptive_tx import _validate, sparse
 from adaptive_tx.rule import Rule, abs_sq, dense_transformation, state_scale
+from adaptive_tx.state_precision import storage
 
 
 class SumOfSquaresHyperparams(NamedTuple):
@@ -32,7 +33,7 @@ class ScaleBySumOfSquaresState(NamedTuple):
 
     Attributes:
       count: int32 scalar, the number of steps taken (saturating).
-      sum_of_squares: params-shaped tree, :math:`G_t`, in the parameters' dtype.
+      sum_of_squares: params-shaped tree, :math:`G_t` (stored as ``nu_dtype`` says).
       hyperparams: `SumOfSquaresHyperparams`, 0-d arrays.
     """
 
@@ -88,6 +89,7 @@ def scale_by_sum_of_squares(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     eps_in_sqrt: bool = True,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""Scale by the inverse root of the sum of all past squared gradients (Adagrad).
 
@@ -108,6 +110,9 @@ def scale_by_sum_of_squares(
       initial_accumulator_value: :math:`G_0`, >= 0.
       eps: >= 0, added inside or outside the square root (``eps_in_sqrt``).
       eps_in_sqrt: whether ε is added inside the square root (optax) or outside (torch).
+      nu_dtype: storage of :math:`G_t`: None (the parameters' dtype), a float dtype,
+        ``"bfloat16_sr"``, ``"int8_blockwise"`` or a storage object
+        (`adaptive_tx.state_precision`; see `scale_by_bias_corrected_moments`).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleBySumOfSquaresState`.
@@ -123,9 +128,9 @@ def scale_by_sum_of_squares(
     _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
     _validate.check_non_negative("eps", eps)
     hyperparams = _hyperparams(initial_accumulator_value, eps, eps_in_sqrt)
-    return dense_transformation(
-        sum_of_squares_rule(hyperparams), ScaleBySumOfSquaresState, hyperparams=hyperparams
-    )
+    storages = (storage(nu_dtype, "nu_dtype", nonnegative=True),)
+    rule = sum_of_squares_rule(hyperparams)
+    return dense_transformation(rule, ScaleBySumOfSquaresState, storages, hyperparams)
 
 
 class ScaleByRowwiseSumOfSquaresState(NamedTuple):

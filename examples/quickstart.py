@@ -111,6 +111,15 @@ def format_table(results):
     return "\n".join([header, "-" * len(header), *rows])
 
 
+def choose(parser, value, known, what):
+    """The names in a comma-separated `value`, each one of `known` (else a parser error)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        parser.error(f"unknown {what}(s): {', '.join(unknown)}")
+    return names
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=300, help="training steps per optimizer")
@@ -124,10 +133,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size must be positive")
-    args.optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    unknown = sorted(set(args.optimizers) - set(OPTIMIZERS))
-    if unknown:
-        p.error(f"unknown optimizer(s): {', '.join(unknown)}")
+    args.optimizers = choose(p, args.optimizers, OPTIMIZERS, "optimizer")
     return args
 
 

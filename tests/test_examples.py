@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 import re
 import sys
@@ -61,3 +62,44 @@ def test_sparse_embeddings_tiny_run(tmp_path):
         assert by[name, "dense"]["curve"] == by[name, "row-sparse"]["curve"]
     assert all(r["ms_per_step"] > 0 and 0 <= r["rare_accuracy"] <= 1 for r in results)
     assert (tmp_path / "sparse_embeddings.png").stat().st_size > 10_000
+
+
+def test_low_precision_tiny_run():
+    """A tiny run of examples/low_precision.py: every setting trains; in bfloat16 parameters,
+    round-to-nearest loses small updates and falls behind, stochastic rounding does not."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import low_precision
+    finally:
+        sys.path.pop(0)
+    results = low_precision.main(["--steps", "40", "--seeds", "0", "--hidden", "64"])
+    assert set(results) == set(low_precision.SETTINGS)
+    fp32 = results["fp32"]["final"][0]
+    assert results["fp32"]["lost"][0] == 0.0
+    for name in ("bf16_sr", "int8", "all_bf16_sr"):
+        assert abs(results[name]["final"][0] / fp32 - 1) < 0.01, name
+    assert results["all_bf16"]["lost"][0] > 0.3
+    assert results["all_bf16"]["final"][0] > 1.03 * fp32
+
+
+def test_low_precision_eps_study_tiny_run():
+    """The seeds' warning, measured: in float16, eps = 1e-8 rounds to 0 and optax's Adam divides 0
+    by 0 on a coordinate that never had a gradient; eps = 1e-5 trains."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import low_precision
+    finally:
+        sys.path.pop(0)
+    table = low_precision.eps_study(
+        [0],
+        steps=5,
+        batch_size=64,
+        learning_rate=1e-3,
+        hidden=64,
+        dtypes=("float16",),
+        eps_values=(1e-8, 1e-5),
+    )
+    assert table[("float16", "optax")][1e-8][1] is not None  # a NaN loss within 5 steps
+    for library in ("optax", "adaptive_tx"):
+        loss, nan_step = table[("float16", library)][1e-5]
+        assert nan_step is None and math.isfinite(loss)

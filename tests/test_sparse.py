@@ -516,3 +516,28 @@ def test_row_sparse_validates_its_arguments():
         atx.RowSparse(jnp.array([0.5]), jnp.ones((1, DIM)), ROWS)
     with pytest.raises(TypeError, match="indices must be a 1-d integer array"):
         atx.RowSparse(jnp.zeros((2, 2), jnp.int32), jnp.ones((2, DIM)), ROWS)
+
+
+def test_row_sparse_with_8bit_moments_moves_only_the_touched_rows():
+    """8-bit codes and their per-row block scales are gathered and scattered by row."""
+    params = {"emb": jnp.ones((64, 256))}  # >= 4096 elements: quantized
+    tx = atx.adam(0.1, mu_dtype="int8_blockwise", nu_dtype="int8_blockwise")
+    state = tx.init(params)
+    g = {"emb": atx.RowSparse([3, 7], jnp.ones((2, 256)), 64)}
+    updates, new_state = jax.jit(tx.update)(g, state, params)
+    new = atx.sparse.apply_updates(params, updates)
+    moved = np.flatnonzero(np.any(np.asarray(new["emb"]) != 1.0, axis=1))
+    np.testing.assert_array_equal(moved, [3, 7])
+    codes = np.asarray(new_state[0].mu.codes["emb"])
+    assert np.all(codes[[0, 1, 2, 4, 5, 6, 8]] == np.asarray(state[0].mu.codes["emb"])[0])
+    np.testing.assert_allclose(new["emb"][3], 1.0 - 0.1, rtol=1e-3)  # Adam's first step: lr
+
+
+def test_row_sparse_refuses_factored_statistics():
+    params = {"emb": jnp.ones((256, 256))}
+    tx = atx.adam(0.1, nu_dtype=atx.Factored())
+    g = {"emb": atx.RowSparse([3], jnp.ones((1, 256)), 256)}
+    with pytest.raises(
+        TypeError, match="cannot update factored or per-block statistics row by row"
+    ):
+        tx.update(g, tx.init(params), params)

@@ -1,0 +1,248 @@
+r"""Factored and blockwise second moments: a statistic kept in far fewer numbers than coordinates.
+
+Both are *storages* of a rule's statistic (see `adaptive_tx.state_precision`), not new rules: the
+rule (RMSProp's EMA of squares, Adam's second moment) runs unchanged on the statistic as decoded,
+and the new statistic is projected back onto what the storage can hold. Because a mean is linear,
+projecting after the EMA is the same as taking the EMA of the projected squares, which is exactly
+what Adafactor and Adam-mini compute.
+
+* `Factored` (Adafactor): for a matrix, the row means :math:`R` and column means :math:`C` of
+  :math:`v`, decoded as the rank-1 estimate :math:`\hat v = R\,C / \mathrm{mean}(R)`;
+  :math:`m + n` numbers instead of :math:`m n`.
+* `BlockMean` (Adam-mini): one mean of :math:`v` per block (per row, per head, per leaf).
+
+Both keep the reduced axes with size 1, so a stored statistic shards like its parameter along the
+axes that survive.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from adaptive_tx import _validate
+from adaptive_tx.ema_of_squares import (
+    EmaOfSquaresHyperparams,
+    ScaleByEmaOfSquaresState,
+    ema_of_squares_rule,
+)
+from adaptive_tx.rule import dense_transformation
+
+
+def factored_dims(shape: tuple[int, ...], min_dim_size_to_factor: int) -> tuple[int, int] | None:
+    """The axes Adafactor reduces: (second largest, largest), or None if a matrix is too small.
+
+    The same choice as ``optax.scale_by_factored_rms``: the two largest axes, if the second largest
+    has at least ``min_dim_size_to_factor`` entries.
+
+    Example:
+      >>> factored_dims((256, 512), 128), factored_dims((256, 64), 128), factored_dims((512,), 1)
+      ((0, 1), None, None)
+    """
+    if len(shape) < 2:
+        return None
+    order = np.argsort(shape)
+    if shape[order[-2]] < max(min_dim_size_to_factor, 1):
+        return None
+    return int(order[-2]), int(order[-1])
+
+
+def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """`shape` with `axis` averaged away (kept with size 1)."""
+    return shape[:axis] + (1,) + shape[axis + 1 :]
+
+
+class FactoredArray(NamedTuple):
+    r"""A non-negative statistic kept as its means along its two largest axes (Adafactor).
+
+    Attributes:
+      row: the mean over the largest axis (kept with size 1).
+      col: the mean over the second largest axis (kept with size 1). A leaf kept whole (a vector,
+        a small matrix) holds the statistic itself in ``row`` and an empty ``col``.
+    """
+
+    row: jax.Array
+    col: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.col.size == 0:
+            return self.row.shape
+        return jnp.broadcast_shapes(self.row.shape, self.col.shape)
+
+    def widen(self) -> jax.Array:
+        r"""The rank-1 estimate :math:`\hat v = R\,C / \mathrm{mean}(R)` (0 where R is 0)."""
+        row, col = self.row.astype(jnp.float32), self.col.astype(jnp.float32)
+        if col.size == 0:
+            return row
+        # `col` has size 1 along the second largest axis (and along the parameter's size-1 axes,
+        # where averaging `row` changes nothing).
+        axes = tuple(axis for axis, size in enumerate(col.shape) if size == 1)
+        mean = jnp.mean(row, axis=axes, keepdims=True)
+        return row * col / jnp.where(mean > 0, mean, 1.0)
+
+
+class Factored(NamedTuple):
+    r"""Keep a second moment factored, as Adafactor does: row and column means of each matrix.
+
+    .. math::
+
+       R = \mathrm{mean}_{\text{largest axis}}(v), \quad
+       C = \mathrm{mean}_{\text{second largest axis}}(v), \qquad
+       \hat v = \frac{R\,C}{\mathrm{mean}(R)}.
+
+    A leaf whose two largest axes do not both reach ``min_dim_size_to_factor`` (vectors, small
+    matrices) is kept whole. The step reads :math:`\hat v`. Only for non-negative statistics.
+
+    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+    ICML 2018, https://arxiv.org/abs/1804.04235
+
+    Attributes:
+      min_dim_size_to_factor: factor only if the second largest axis has at least this size
+        (``inf``: never).
+      dtype: the dtype of the means (None: the parameter's dtype).
+
+    Example:
+      >>> import adaptive_tx as atx
+      >>> stored = Factored(min_dim_size_to_factor=2).init(jnp.zeros((3, 4)), 1.0)
+      >>> stored.row.shape, stored.col.shape, stored.widen().shape
+      ((3, 1), (1, 4), (3, 4))
+    """
+
+    min_dim_size_to_factor: int = 128
+    dtype: Any = None
+    reads_stored = True
+    container = FactoredArray
+
+    def init(self, param: jax.Array, value: Any) -> FactoredArray:
+        # The means of a constant are that constant.
+        dtype = param.dtype if self.dtype is None else self.dtype
+        dims = factored_dims(param.shape, self.min_dim_size_to_factor)
+        if dims is None:
+            return FactoredArray(jnp.full(param.shape, value, dtype), jnp.zeros((0,), dtype))
+        row, col = (_kept(param.shape, axis) for axis in reversed(dims))
+        return FactoredArray(jnp.full(row, value, dtype), jnp.full(col, value, dtype))
+
+    def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
+        del key
+        dtype = previous.row.dtype
+        dims = factored_dims(x.shape, self.min_dim_size_to_factor)
+        if dims is None:
+            return FactoredArray(x.astype(dtype), previous.col)
+        row, col = (jnp.mean(x, axis=axis, keepdims=True) for axis in reversed(dims))
+        return FactoredArray(row.astype(dtype), col.astype(dtype))
+
+
+class BlockMean(NamedTuple):
+    r"""Keep one mean of a statistic per block (Adam-mini's one second moment per block).
+
+    .. math::
+
+       \bar v_b = \mathrm{mean}_{i \in b}(v_i), \qquad \hat v_i = \bar v_{b(i)}.
+
+    A block is one index of the axes not in ``axes``: ``axes=None`` makes each leaf one block,
+    ``axes=(0,)`` one block per output unit of a ``(in, out)`` kernel (flax's layout),
+    ``axes=(0, 2)`` one block per head of an ``(in, heads, head_dim)`` attention kernel. Axes a
+    leaf does not have are ignored (a bias with ``axes=(0,)`` is one block). The step reads the
+    block means.
+
+    Reference: Zhang et al., "Adam-mini: Use Fewer Learning Rates To Gain More", 2024,
+    https://arxiv.org/abs/2406.16793
+
+    Attributes:
+      axes: the axes averaged over; None: all of them.
+
+    Example:
+      >>> stored = BlockMean(axes=(0,)).init(jnp.zeros((3, 4)), 0.0)
+      >>> stored.shape, BlockMean(axes=(0,)).encode(jnp.ones((3, 4)), stored, None).shape
+      ((1, 4), (1, 4))
+    """
+
+    axes: tuple[int, ...] | None = None
+    reads_stored = True
+    container = None
+
+    def _axes(self, ndim: int) -> tuple[int, ...]:
+        if self.axes is None:
+            return tuple(range(ndim))
+        return tuple(sorted({axis % ndim for axis in self.axes if -ndim <= axis < ndim}))
+
+    def init(self, param: jax.Array, value: Any) -> jax.Array:
+        shape = param.shape
+        for axis in self._axes(param.ndim):
+            shape = _kept(shape, axis)
+        return jnp.full(shape, value, jnp.float32)
+
+    def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
+        del key
+        return jnp.mean(x, axis=self._axes(x.ndim), keepdims=True).astype(previous.dtype)
+
+
+def scale_by_factored_ema_of_squares(
+    factored: bool = True,
+    decay_rate: float = 0.8,
+    step_offset: int = 0,
+    min_dim_size_to_factor: int = 128,
+    epsilon: float = 1e-30,
+) -> optax.GradientTransformation:
+    r"""Scale by a factored estimate of the root mean square of the gradients (Adafactor).
+
+    RMSProp's rule with Adafactor's decay schedule, :math:`\epsilon_1` on the squared gradient and
+    the second moment kept `Factored`:
+
+    .. math::
+
+       \rho_t = 1 - (t - \text{step\_offset})^{-\text{decay\_rate}}, \quad
+       v_t = \rho_t\, \hat v_{t-1} + (1-\rho_t)(g_t^2 + \epsilon_1), \qquad
+       u_t = g_t / \sqrt{\hat v_t},
+
+    with :math:`\hat v` the factored estimate :math:`R\,C/\mathrm{mean}(R)` of each matrix whose two
+    largest axes have at least ``min_dim_size_to_factor`` entries (other leaves keep :math:`v`
+    whole). :math:`\rho_1 = 0`, so no bias correction is needed. Equals
+    ``optax.scale_by_factored_rms`` (same argument names); the state is a
+    `ScaleByEmaOfSquaresState` whose ``nu`` holds `FactoredArray` leaves.
+
+    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+    ICML 2018, https://arxiv.org/abs/1804.04235
+
+    Args:
+      factored: factor the matrices (False: keep every :math:`v` whole).
+      decay_rate: the exponent of the decay schedule, > 0 (0.8 in the paper).
+      step_offset: the step the schedule starts from (for fine-tuning), >= 0.
+      min_dim_size_to_factor: factor only if the second largest axis has at least this size.
+      epsilon: :math:`\epsilon_1`, added to every squared gradient, >= 0.
+
+    Returns:
+      An `optax.GradientTransformation` whose state is `ScaleByEmaOfSquaresState`.
+
+    Example:
+      >>> tx = scale_by_factored_ema_of_squares(min_dim_size_to_factor=2)
+      >>> state = tx.init(jnp.zeros((2, 3)))
+      >>> updates, state = tx.update(jnp.array([[1.0, 2.0, 2.0], [2.0, 4.0, 4.0]]), state)
+      >>> updates  # a rank-1 gradient is normalised exactly: u = g / |g|
+      Array([[1., 1., 1.],
+             [1., 1., 1.]], dtype=float32)
+      >>> state.nu.row.shape, state.nu.col.shape
+      ((2, 1), (1, 3))
+    """
+    _validate.check_positive("decay_rate", decay_rate)
+    _validate.check_non_negative("step_offset", step_offset)
+    _validate.check_non_negative("min_dim_size_to_factor", min_dim_size_to_factor)
+    _validate.check_non_negative("epsilon", epsilon)
+    hyperparams = EmaOfSquaresHyperparams(
+        decay=0.0,
+        initial_scale=0.0,
+        eps_root=0.0,
+        eps=0.0,
+        debias=False,
+        decay_power=decay_rate,
+        decay_offset=step_offset,
+        eps_grad_sq=epsilon,
+    )
+    storage = Factored(min_dim_size_to_factor if factored else float("inf"))
+    rule = ema_of_squares_rule(hyperparams, centered=False)
+    return dense_transformation(rule, ScaleByEmaOfSquaresState, (storage,), hyperparams)

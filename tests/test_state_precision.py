@@ -1,0 +1,397 @@
+"""Low-precision state: bf16 (nearest / stochastic rounding) and 8-bit blockwise moments.
+
+The rule's arithmetic is float32 whatever the storage: each step equals optax's float32 step started
+from the decoded stored state, and the stored state is that float32 state encoded (checked against
+a float64 NumPy quantizer written from the paper, tests/reference/numpy_lean_state.py).
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import adaptive_tx as atx
+from adaptive_tx import state_precision as sp
+from tests.cases import gradient_stream, make_params, max_rel_diff, run
+from tests.reference import numpy_lean_state as ref
+
+INT8 = atx.Int8Blockwise(min_size=0)  # quantize every leaf, however small; stochastic rounding
+INT8_NEAREST = atx.Int8Blockwise(min_size=0, stochastic=False)  # bitsandbytes' rounding
+SPECS = [jnp.bfloat16, "bfloat16_sr", INT8, INT8_NEAREST]
+SPEC_IDS = ["bf16", "bf16_sr", "int8", "int8_nearest"]
+
+
+def _large_params(seed=0):
+    """Leaves with more than one block per row, a partial last block, and a vector."""
+    rng = np.random.default_rng(seed)
+    return {
+        "w": rng.normal(size=(3, 600)).astype(np.float32),
+        "v": rng.normal(size=(300,)).astype(np.float32),
+    }
+
+
+def _large_grads(steps, seed=1):
+    rng = np.random.default_rng(seed)
+    shapes = {k: v.shape for k, v in _large_params().items()}
+    # log-normal magnitudes: the blocks span several orders of magnitude, as real moments do
+    return [
+        {
+            k: (rng.normal(size=s) * np.exp(2 * rng.normal(size=s))).astype(np.float32)
+            for k, s in shapes.items()
+        }
+        for _ in range(steps)
+    ]
+
+
+# --- the quantization itself ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_dynamic_map_equals_the_bit_layout_of_the_paper(signed):
+    np.testing.assert_allclose(sp.dynamic_map(signed), ref.dynamic_map_from_bits(signed), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 600), (256,), (2, 10), (), (0, 3), (4, 0)], ids=lambda s: f"shape{s}"
+)
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_blockwise_quantization_equals_brute_force_reference(shape, signed):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=shape) * np.exp(3 * rng.normal(size=shape))
+    x = (x if signed else np.abs(x)).astype(np.float32)
+    table = ref.dynamic_map_from_bits(signed)
+    codes, scales = ref.quantize_blockwise(x, table)
+    q = sp.quantize_blockwise(jnp.asarray(x), signed)
+    assert q.codes.dtype == (jnp.int8 if signed else jnp.uint8) and q.codes.shape == shape
+    np.testing.assert_allclose(q.scales, scales, rtol=1e-7)
+    ours = np.asarray(q.codes, np.int64) + (128 if signed else 0)
+    # float32 vs float64 can only disagree for a value within rounding of a midpoint
+    assert np.sum(ours != codes) <= 1e-3 * ours.size and np.all(np.abs(ours - codes) <= 1)
+    expected = ref.dequantize_blockwise(codes, scales, table)
+    np.testing.assert_allclose(q.widen(), expected, rtol=1e-6, atol=1e-30)
+    if x.size:
+        # nearest: the error never exceeds the reference's by more than float32 rounding
+        assert np.all(
+            np.abs(q.widen() - x) <= np.abs(expected - x) * (1 + 1e-5) + 1e-7 * scales.max()
+        )
+
+
+def test_stochastic_rounding_is_unbiased_within_one_unit_and_deterministic():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=20000), jnp.float32)
+    key = jax.random.key(7)
+    a = sp.round_stochastic_bfloat16(x, key)
+    assert a.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(a, sp.round_stochastic_bfloat16(x, key))
+    assert np.any(np.asarray(a) != np.asarray(sp.round_stochastic_bfloat16(x, jax.random.key(8))))
+    a32 = np.asarray(a, np.float64)
+    down = np.asarray(x.astype(jnp.bfloat16), np.float64)  # nearest
+    unit = (
+        np.abs(np.spacing(down.astype(jnp.bfloat16).astype(np.float32)).astype(np.float64)) * 2**16
+    )
+    assert np.all(np.abs(a32 - np.asarray(x)) <= unit)
+    # unbiased: the mean rounding error is ~0 relative to its spread (nearest rounding is biased
+    # for a constant input; here we use a quarter-unit offset repeated many times)
+    y = jnp.full((100000,), 1.0 + 2.0**-10, jnp.float32)
+    mean = float(sp.round_stochastic_bfloat16(y, key).astype(jnp.float32).mean())
+    assert abs(mean - float(y[0])) < 2e-5 and float(y.astype(jnp.bfloat16)[0]) == 1.0
+    exact = jnp.asarray([1.0, -2.5, 0.0, 3.0e38], jnp.float32)
+    np.testing.assert_array_equal(
+        sp.round_stochastic_bfloat16(exact, key), exact.astype(jnp.bfloat16)
+    )
+
+
+# --- the engine: float32 arithmetic, storage on store ----------------------------------------
+
+
+def _decode_tree(stat, like):
+    """A statistic as kept in a state, decoded to float32 arrays, one per parameter."""
+    treedef = jax.tree.structure(like)
+    return treedef.unflatten([sp.decode(leaf) for leaf in sp.split(stat, treedef)])
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_adam_step_is_float32_from_the_stored_state(spec):
+    """Each step equals optax's float32 Adam step from the decoded stored moments; the new stored
+    moments are optax's float32 moments encoded (8-bit: the reference quantizer's codes)."""
+    ours = atx.scale_by_bias_corrected_moments(mu_dtype=spec, nu_dtype=spec)
+    reference = optax.scale_by_adam()
+    state = ours.init(_large_params())
+    step = jax.jit(ours.update)
+    for g in _large_grads(30):
+        previous = optax.ScaleByAdamState(
+            state.count, _decode_tree(state.mu, g), _decode_tree(state.nu, g)
+        )
+        expected, expected_state = reference.update(g, previous)
+        actual, state = step(g, state)
+        # floor 0.01: a first moment that nearly cancels differs by float32 rounding (FMA or not)
+        assert max_rel_diff(actual, expected, floor=1e-2) <= 1e-5
+        for stored, wide, signed in (
+            (state.mu, expected_state.mu, True),
+            (state.nu, expected_state.nu, False),
+        ):
+            for s, e in zip(sp.split(stored, jax.tree.structure(g)), jax.tree.leaves(wide)):
+                _assert_encodes(s, np.asarray(e), spec, signed)
+
+
+def _assert_encodes(stored, wide, spec, signed):
+    if isinstance(spec, atx.Int8Blockwise):
+        table = ref.dynamic_map_from_bits(signed)
+        codes, scales = ref.quantize_blockwise(wide, table)
+        ours = np.asarray(stored.codes, np.int64) + (128 if signed else 0)
+        np.testing.assert_allclose(stored.scales, scales, rtol=1e-6)
+        if spec.stochastic:  # one of the two codes around the value (float32: rarely one off)
+            low, high = _bracket(wide, scales, table)
+            outside = (ours != low) & (ours != high)
+            assert np.sum(outside) <= 2e-3 * ours.size and np.all(np.abs(ours - codes) <= 2)
+        else:
+            assert np.sum(ours != codes) <= 2e-3 * ours.size and np.all(np.abs(ours - codes) <= 1)
+        return
+    assert stored.dtype == jnp.bfloat16
+    value = np.asarray(stored, np.float64)
+    unit = np.abs(np.spacing(np.asarray(wide.astype(jnp.bfloat16), np.float32))) * 2**16
+    if spec == jnp.bfloat16:
+        np.testing.assert_array_equal(stored, wide.astype(jnp.bfloat16))  # nearest
+    assert np.all(np.abs(value - wide) <= unit)
+
+
+def _bracket(x, scales, table):
+    """The codes just below and just above x / scale (the positive codes for x > 0, unsigned)."""
+    per_coordinate = np.repeat(scales, ref.BLOCK, axis=-1)[..., : x.shape[-1]]
+    normalized = x / np.where(per_coordinate > 0, per_coordinate, 1.0)
+    low = np.clip(np.searchsorted(table, normalized, side="right") - 1, 0, 255)
+    high = np.clip(np.searchsorted(table, normalized, side="left"), 0, 255)
+    if table[0] == 0.0:
+        low, high = (np.where(normalized > 0, np.maximum(c, 1), c) for c in (low, high))
+    return low, high
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_stochastic_8bit_rounding_is_unbiased(signed):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 256)) * np.exp(2 * rng.normal(size=(2, 256)))
+    x = jnp.asarray(x if signed else np.abs(x), jnp.float32)
+    draws = jax.vmap(lambda k: sp.quantize_blockwise(x, signed, k).widen())(
+        jax.random.split(jax.random.key(0), 4000)
+    )
+    table = ref.dynamic_map_from_bits(signed)
+    codes, scales = ref.quantize_blockwise(np.asarray(x), table)
+    low, high = _bracket(np.asarray(x), scales, table)
+    spacing = (table[high] - table[low]) * np.repeat(scales, 256, axis=-1)
+    mean = np.asarray(draws, np.float64).mean(axis=0)
+    # each coordinate between two codes: the mean of 4000 draws is within 5 standard errors
+    # (spacing / 2 / sqrt(n)); a negative block maximum lies below the signed map's end (-0.993)
+    between = low != high
+    error = np.abs(mean - np.asarray(x))
+    bound = 5 * spacing / 2 / np.sqrt(4000) + 1e-6 * np.abs(np.asarray(x))
+    assert np.all(error[between] <= bound[between]) and between.mean() > 0.9
+    nearest = np.asarray(sp.quantize_blockwise(x, signed).widen(), np.float64)
+    assert np.mean(np.abs(nearest - np.asarray(x))) > 5 * np.mean(np.abs(mean - np.asarray(x)))
+
+
+def test_8bit_uses_signed_codes_for_first_moments_unsigned_for_second():
+    params = {"w": jnp.zeros((16, 300))}
+    adam = atx.adam(1e-3, mu_dtype="int8_blockwise", nu_dtype="int8_blockwise").init(params)[0]
+    # a container of params-shaped trees: state.nu.codes["w"], state.nu.scales["w"]
+    assert adam.mu.codes["w"].dtype == jnp.int8 and adam.nu.codes["w"].dtype == jnp.uint8
+    assert adam.nu.scales["w"].shape == (16, 2) and adam.nu.scales["w"].dtype == jnp.float32
+    small = atx.adam(1e-3, mu_dtype="int8_blockwise").init({"b": jnp.zeros(300)})[0]
+    # below min_size=4096: kept whole in float32 (as bitsandbytes), with empty scales
+    assert small.mu.codes["b"].dtype == jnp.float32 and small.mu.scales["b"].size == 0
+    rms = atx.rmsprop(1e-3, centered=True, mu_dtype=INT8, nu_dtype=INT8).init(params)[0]
+    assert rms.mu.codes["w"].dtype == jnp.int8 and rms.nu.codes["w"].dtype == jnp.uint8
+    ada = atx.adagrad(1e-2, nu_dtype="int8_blockwise").init({"w": jnp.zeros((64, 64))})[0]
+    assert ada.sum_of_squares.codes["w"].dtype == jnp.uint8
+    (stored,) = sp.split(ada.sum_of_squares, jax.tree.structure({"w": 0}))
+    np.testing.assert_allclose(sp.decode(stored), 0.1)  # the initial value
+
+
+# Every moment-based primitive and alias takes the storage options.
+FACTORIES = [
+    ("adagrad", lambda spec: atx.adagrad(0.1, nu_dtype=spec)),
+    ("rmsprop", lambda spec: atx.rmsprop(0.01, nu_dtype=spec)),
+    (
+        "rmsprop_centered",
+        lambda spec: atx.rmsprop(0.01, centered=True, mu_dtype=spec, nu_dtype=spec),
+    ),
+    ("adam", lambda spec: atx.adam(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("adamw", lambda spec: atx.adamw(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("nadam", lambda spec: atx.nadam(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("nadamw", lambda spec: atx.nadamw(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("amsgrad", lambda spec: atx.amsgrad(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("adamax", lambda spec: atx.adamax(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("adamaxw", lambda spec: atx.adamaxw(0.01, mu_dtype=spec, nu_dtype=spec)),
+    ("radam", lambda spec: atx.radam(0.01, mu_dtype=spec, nu_dtype=spec)),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("name,factory", FACTORIES, ids=[n for n, _ in FACTORIES])
+def test_every_alias_trains_close_to_float32_with_stable_state(name, factory, spec):
+    """One jit for the whole run, state structure and dtypes stable, and the run stays close to the
+    float32 run of the same alias (the storage perturbs, the rule is the same)."""
+    params, grads = make_params(), gradient_stream(40)
+    iterates, state, traces = run(factory(spec), params, grads)
+    full, full_state, _ = run(factory(None), params, grads)
+    assert traces == 1
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, factory(spec).init(params))
+    moved = max(
+        float(np.max(np.abs(a - p)))
+        for a, p in zip(jax.tree.leaves(full[-1]), jax.tree.leaves(params))
+    )
+    gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(iterates[-1]), jax.tree.leaves(full[-1]))
+    )
+    assert gap <= 0.05 * moved, (gap, moved)
+    chex.assert_trees_all_equal_structs(
+        state[0].per_coordinate_scale(), full_state[0].per_coordinate_scale()
+    )
+
+
+def test_stochastic_rounding_is_reproducible_and_depends_on_the_seed():
+    params, grads = make_params(), gradient_stream(10)
+    runs = [
+        run(atx.adam(0.01, mu_dtype=spec, nu_dtype=spec), params, grads)[1]
+        for spec in ("bfloat16_sr", "bfloat16_sr", atx.StochasticRounding(seed=1))
+    ]
+    chex.assert_trees_all_equal(runs[0], runs[1])
+    assert any(
+        np.any(np.asarray(a) != np.asarray(b))
+        for a, b in zip(jax.tree.leaves(runs[0][0].nu), jax.tree.leaves(runs[2][0].nu))
+    )
+
+
+def test_bf16_nearest_freezes_a_slow_average_and_stochastic_rounding_does_not():
+    """The seeds' low-precision warning, measured: with b2 = 0.999 a step changes v by at most
+    0.1%, less than half a bfloat16 unit (0.39%), so round-to-nearest never lets v decay."""
+    params = {"w": jnp.zeros(4096)}
+    grads = [{"w": jnp.ones(4096)}] * 5 + [{"w": jnp.zeros(4096)}] * 200
+    nu = {}
+    for name, spec in (("f32", None), ("bf16", jnp.bfloat16), ("sr", "bfloat16_sr")):
+        nu[name] = (
+            run(atx.adam(1e-3, nu_dtype=spec), params, grads)[1][0].nu["w"].astype(jnp.float32)
+        )
+    decayed = 0.999**200
+    np.testing.assert_allclose(nu["f32"] / nu["f32"][0], 1.0)
+    assert float(nu["bf16"].max() / nu["bf16"].min()) == 1.0
+    assert float(nu["bf16"][0]) > float(nu["f32"][0]) / decayed * 0.99  # stuck at its step-5 value
+    np.testing.assert_allclose(float(nu["sr"].mean()), float(nu["f32"][0]), rtol=2e-3)
+
+
+# --- bytes -------------------------------------------------------------------------------------
+
+
+def test_state_nbytes_counts_what_the_arrays_hold():
+    params = {"w": jnp.zeros((512, 512)), "b": jnp.zeros(512)}
+    n = 512 * 512 + 512
+    fp32 = atx.state_nbytes(atx.adam(1e-3).init(params))
+    scalars = fp32 - 8 * n
+    assert 0 < scalars < 100  # counts and hyperparameters
+    assert (
+        atx.state_nbytes(atx.adam(1e-3, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16).init(params))
+        == 4 * n + scalars
+    )
+    int8 = atx.state_nbytes(
+        atx.adam(1e-3, mu_dtype="int8_blockwise", nu_dtype="int8_blockwise").init(params)
+    )
+    assert int8 == 2 * (512 * 512 + 512 * 2 * 4) + 8 * 512 + scalars  # b (512) stays float32
+    optax_bytes = atx.state_nbytes(optax.adam(1e-3).init(params))
+    assert int8 <= 0.27 * optax_bytes
+    assert atx.state_nbytes({"a": None, "b": 3.0, "c": jax.ShapeDtypeStruct((10,), jnp.int8)}) == 10
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory,kwargs,argument",
+    [
+        (atx.adam, dict(mu_dtype="int4_blockwise"), "mu_dtype"),
+        (atx.adam, dict(nu_dtype=jnp.int32), "nu_dtype"),
+        (atx.rmsprop, dict(nu_dtype="float77"), "nu_dtype"),
+        (atx.adagrad, dict(nu_dtype=object()), "nu_dtype"),
+        (atx.scale_by_inf_norm_moments, dict(mu_dtype=jnp.bool_), "mu_dtype"),
+    ],
+    ids=["adam-mu", "adam-nu-int", "rmsprop-nu-name", "adagrad-object", "adamax-bool"],
+)
+def test_bad_storage_spec_raises_naming_the_argument(factory, kwargs, argument):
+    args = () if factory is atx.scale_by_inf_norm_moments else (0.1,)
+    with pytest.raises(TypeError, match=f"{argument} must be .*got {argument}="):
+        factory(*args, **kwargs)
+
+
+@pytest.mark.parametrize("spec", ["bfloat16_sr", INT8, INT8_NEAREST], ids=SPEC_IDS[1:])
+def test_complex_parameters_are_refused_by_real_storages(spec):
+    with pytest.raises(TypeError, match="complex parameter of shape \\(3,\\)"):
+        atx.adam(0.1, mu_dtype=spec).init({"z": jnp.zeros(3, jnp.complex64)})
+
+
+def test_injected_decay_rounded_to_one_in_bfloat16_is_refused_with_the_fix():
+    """optax.inject_hyperparams casts hyperparameters to the params' dtype: b2 = 0.999 becomes 1 in
+    bfloat16 (optax's Adam then divides by 1 - 1^t = 0: NaN). Refused here, naming the fix."""
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    grads = {"w": jnp.full(3, 0.5, jnp.bfloat16)}
+    with pytest.raises(ValueError, match="b2 was rounded to 1 in bfloat16.*hyperparam_dtype"):
+        optax.inject_hyperparams(atx.adam)(1e-3).init(params)
+    tx = optax.inject_hyperparams(atx.adam, hyperparam_dtype=jnp.float32)(1e-3)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(np.asarray(updates["w"], np.float32), -1e-3, rtol=1e-2)
+    theirs, _ = optax.inject_hyperparams(optax.adam)(1e-3).update(
+        grads, optax.inject_hyperparams(optax.adam)(1e-3).init(params), params
+    )
+    assert np.all(np.isnan(np.asarray(theirs["w"], np.float32)))
+
+
+@pytest.mark.parametrize("spec", SPECS + [atx.Factored(2)], ids=SPEC_IDS + ["factored"])
+def test_bfloat16_parameters_keep_their_dtype_with_every_storage(spec):
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.bfloat16), make_params())
+    grads = jax.tree.map(lambda g: jnp.asarray(g, jnp.bfloat16), gradient_stream(3))
+    mu = None if isinstance(spec, atx.Factored) else spec
+    tx = atx.adam(1e-2, mu_dtype=mu, nu_dtype=spec)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for g in grads:
+        updates, new_state = step(g, state, params)
+        chex.assert_trees_all_equal_dtypes(updates, g)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
+        state = new_state
+    assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates))
+
+
+NNX_CASES = {
+    "bf16_sr": (
+        lambda: atx.adam(1e-2, mu_dtype="bfloat16_sr", nu_dtype="bfloat16_sr"),
+        lambda nu: nu["kernel"].dtype == jnp.bfloat16,
+    ),
+    "int8": (
+        lambda: atx.adam(1e-2, mu_dtype=INT8, nu_dtype=INT8),
+        lambda nu: nu.codes["kernel"].dtype == jnp.uint8,
+    ),
+    "factored": (lambda: atx.adafactor(1e-1), lambda nu: nu.row["kernel"].shape == (1, 128)),
+}
+
+
+@pytest.mark.parametrize("name", NNX_CASES)
+def test_flax_nnx_optimizer_keeps_the_stored_state(name):
+    """nnx.Optimizer writes the state back into variables after each step: 8-bit codes and scales,
+    factored rows and columns are params-shaped trees of arrays, so they survive it."""
+    factory, check = NNX_CASES[name]
+    model = nnx.Linear(256, 128, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, factory(), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (64, 256))
+    y = jax.random.normal(jax.random.key(2), (64, 128))
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: ((m(x) - y) ** 2).mean())(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(10)]
+    assert losses[-1] < 0.9 * losses[0]
+    assert check(optimizer.opt_state[0].nu)
