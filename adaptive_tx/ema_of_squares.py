@@ -21,7 +21,7 @@ from adaptive_tx.state_precision import moment_storages
 
 
 class EmaOfSquaresHyperparams(NamedTuple):
-    """The numbers the RMSProp rule is built from (kept in the state as 0-d arrays).
+    """The numbers the RMSProp rule is built from (kept in the state, packed in one array by `rule.store_hyperparams`).
 
     Attributes:
       decay: :math:`\\rho`.
@@ -52,17 +52,19 @@ class ScaleByEmaOfSquaresState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       nu: params-shaped tree, the EMA of squared gradients :math:`\\nu_t`.
       mu: params-shaped tree, the EMA of gradients :math:`\\mu_t` (centered variant only, else None).
-      hyperparams: `EmaOfSquaresHyperparams`, 0-d arrays.
+      hyperparams: the `EmaOfSquaresHyperparams` values, packed in one float array.
     """
 
     count: jax.Array
     nu: optax.Updates
     mu: optax.Updates | None = None
-    hyperparams: EmaOfSquaresHyperparams | None = None
+    hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`1/(\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)` at the last step."""
-        rule = ema_of_squares_rule(self.hyperparams, centered=self.mu is not None)
+        rule = ema_of_squares_rule(
+            EmaOfSquaresHyperparams(*self.hyperparams), centered=self.mu is not None
+        )
         return state_scale(rule, self)
 
 

@@ -28,7 +28,7 @@ from adaptive_tx.state_precision import moment_storages
 
 
 class BiasCorrectedMomentsHyperparams(NamedTuple):
-    """The numbers the Adam rule is built from (kept in the state as 0-d arrays).
+    """The numbers the Adam rule is built from (kept in the state, packed in one array by `rule.store_hyperparams`).
 
     Attributes:
       b1, b2: :math:`\\beta_1, \\beta_2`.
@@ -62,23 +62,24 @@ class ScaleByBiasCorrectedMomentsState(NamedTuple):
       mu: params-shaped tree, the first moment :math:`m_t` (``mu_dtype``).
       nu: params-shaped tree, the second moment :math:`v_t` (``nu_dtype``).
       nu_max: params-shaped tree, the running maximum of :math:`\\hat v_t` (AMSGrad only, else None).
-      hyperparams: `BiasCorrectedMomentsHyperparams`, 0-d arrays.
+      hyperparams: the `BiasCorrectedMomentsHyperparams` values, packed in one float array.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None = None
-    hyperparams: BiasCorrectedMomentsHyperparams | None = None
+    hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`."""
         amsgrad = self.nu_max is not None
-        return state_scale(bias_corrected_moments_rule(self.hyperparams, False, amsgrad), self)
+        hyperparams = BiasCorrectedMomentsHyperparams(*self.hyperparams)
+        return state_scale(bias_corrected_moments_rule(hyperparams, False, amsgrad), self)
 
 
 class InfNormMomentsHyperparams(NamedTuple):
-    """The numbers the Adamax rule is built from (kept in the state as 0-d arrays).
+    """The numbers the Adamax rule is built from (kept in the state, packed in one array by `rule.store_hyperparams`).
 
     Attributes:
       b1, b2, eps: :math:`\\beta_1, \\beta_2, \\epsilon`.
@@ -99,21 +100,23 @@ class ScaleByInfNormMomentsState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the exponentially weighted infinity norm :math:`u_t`.
-      hyperparams: `InfNormMomentsHyperparams`, 0-d arrays.
+      hyperparams: the `InfNormMomentsHyperparams` values, packed in one float array.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
-    hyperparams: InfNormMomentsHyperparams | None = None
+    hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / (u_t [+ \epsilon])` at the last step."""
-        return state_scale(inf_norm_moments_rule(self.hyperparams), self)
+        return state_scale(
+            inf_norm_moments_rule(InfNormMomentsHyperparams(*self.hyperparams)), self
+        )
 
 
 class RectifiedMomentsHyperparams(NamedTuple):
-    """The numbers the RAdam rule is built from (kept in the state as 0-d arrays).
+    """The numbers the RAdam rule is built from (kept in the state, packed in one array by `rule.store_hyperparams`).
 
     Attributes:
       b1, b2, eps, eps_root: as in `BiasCorrectedMomentsHyperparams`.
@@ -144,17 +147,19 @@ class ScaleByRectifiedMomentsState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the second moment :math:`v_t`.
-      hyperparams: `RectifiedMomentsHyperparams`, 0-d arrays.
+      hyperparams: the `RectifiedMomentsHyperparams` values, packed in one float array.
     """
 
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
-    hyperparams: RectifiedMomentsHyperparams | None = None
+    hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale at the last step: :math:`r_t` times Adam's, or :math:`(1-\beta_1^t)^{-1}`."""
-        return state_scale(rectified_moments_rule(self.hyperparams, False), self)
+        return state_scale(
+            rectified_moments_rule(RectifiedMomentsHyperparams(*self.hyperparams), False), self
+        )
 
 
 def _inv_correction(decay: Any, t: jax.Array, enabled: Any = True) -> jax.Array:

@@ -15,7 +15,7 @@ from adaptive_tx.state_precision import storage
 
 
 class SumOfSquaresHyperparams(NamedTuple):
-    """The numbers the Adagrad rule is built from (kept in the state as 0-d arrays).
+    """The numbers the Adagrad rule is built from (kept in the state, packed in one array by `rule.store_hyperparams`).
 
     Attributes:
       initial_accumulator_value: :math:`G_0`.
@@ -34,16 +34,16 @@ class ScaleBySumOfSquaresState(NamedTuple):
     Attributes:
       count: int32 scalar, the number of steps taken (saturating).
       sum_of_squares: params-shaped tree, :math:`G_t` (stored as ``nu_dtype`` says).
-      hyperparams: `SumOfSquaresHyperparams`, 0-d arrays.
+      hyperparams: the `SumOfSquaresHyperparams` values, packed in one float array.
     """
 
     count: jax.Array
     sum_of_squares: optax.Updates
-    hyperparams: SumOfSquaresHyperparams | None = None
+    hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`1/(\sqrt{G_t + \epsilon_{root}} + \epsilon)` at the last step."""
-        return state_scale(sum_of_squares_rule(self.hyperparams), self)
+        return state_scale(sum_of_squares_rule(SumOfSquaresHyperparams(*self.hyperparams)), self)
 
 
 def _hyperparams(initial_accumulator_value, eps, eps_in_sqrt) -> SumOfSquaresHyperparams:
@@ -140,16 +140,18 @@ class ScaleByRowwiseSumOfSquaresState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       sum_of_squares: one accumulator per row, :math:`G_{t,r}`: a leaf of shape (V, D) has one of
         shape (V, 1) (`sparse.row_shape`), in the parameters' dtype.
-      hyperparams: `SumOfSquaresHyperparams`, 0-d arrays.
+      hyperparams: the `SumOfSquaresHyperparams` values, packed in one float array.
     """
 
     count: jax.Array
     sum_of_squares: optax.Updates
-    hyperparams: SumOfSquaresHyperparams | None = None
+    hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale per row, shape (V, 1): it broadcasts against the (V, D) table."""
-        return state_scale(sum_of_squares_rule(self.hyperparams, sparse.row_mean), self)
+        return state_scale(
+            sum_of_squares_rule(SumOfSquaresHyperparams(*self.hyperparams), sparse.row_mean), self
+        )
 
 
 def scale_by_rowwise_sum_of_squares(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import re
@@ -103,9 +104,12 @@ def analyze(compiled, array_bytes: int) -> Hlo:
     fusions = sum(bool(re.search(r"\[[0-9]", shape)) for shape in shapes)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    # The entry's result tuple, in order; the non-scalar outputs must alias a donated input.
+    # The entry's result tuple, in order; the outputs the size of a parameter leaf or more must
+    # alias a donated input (scalars and the small packed hyperparameters are written afresh).
     outputs = re.findall(r"[a-z0-9]+\[([0-9,]*)\]", entry.split("\n", 2)[1].split("->", 1)[1])
-    arrays = {i for i, dims in enumerate(outputs) if dims}
+    arrays = {
+        i for i, dims in enumerate(outputs) if dims and math.prod(map(int, dims.split(","))) > 64
+    }
     aliased = {int(i) for i in re.findall(r"\{(\d+)\}: \(", text.split("\n", 1)[0])}
     return Hlo(fusions, cost["bytes accessed"] / array_bytes, arrays <= aliased)
 
