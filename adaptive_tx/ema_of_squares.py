@@ -15,6 +15,7 @@ from adaptive_tx.rule import (
     bias_correction,
     dense_transformation,
     ema,
+    inverse_root,
     state_scale,
 )
 from adaptive_tx.state_precision import moment_storages
@@ -96,7 +97,7 @@ def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) ->
         variance = stats[0] / correction
         if centered:
             variance = variance - abs_sq(stats[1] / correction)
-        return 1 / (jnp.sqrt(variance + eps_root) + eps)
+        return inverse_root(variance, eps_root, eps)
 
     initial_scale = hyperparams.initial_scale
     return Rule(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate, sparse
-from adaptive_tx.rule import Rule, abs_sq, dense_transformation, state_scale
+from adaptive_tx.rule import Rule, abs_sq, dense_transformation, inverse_root, state_scale
 from adaptive_tx.state_precision import storage
 
 
@@ -75,7 +75,7 @@ def sum_of_squares_rule(
 
     def scale(stats, t):
         (total,) = stats
-        return jnp.where(total > 0, 1 / (jnp.sqrt(total + eps_root) + eps), 0.0)
+        return jnp.where(total > 0, inverse_root(total, eps_root, eps), 0.0)
 
     return Rule(
         initial=(hyperparams.initial_accumulator_value,),
