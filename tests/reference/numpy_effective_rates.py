@@ -10,11 +10,14 @@ shape) and the learning rate of the last step; keyword names are the optax alias
 
 import numpy as np
 
+from tests.reference.numpy_optimizers import _ema
+
 
 def _ema_series(values, decay, start=0.0):
+    """The EMA after every value, each step numpy_optimizers' `_ema`."""
     average = start
     for value in values:
-        average = decay * average + (1.0 - decay) * value
+        average = _ema(average, value, decay)
     return average
 
 
