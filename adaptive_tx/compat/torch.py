@@ -59,7 +59,10 @@ def _chain(
     """maximize → coupled L2 → scaling → decoupled decay → momentum → learning rate, as torch."""
     _validate.check_non_negative("lr", lr)
     _validate.check_non_negative("weight_decay", weight_decay)
-    parts = [optax.scale(-1.0)] if maximize else []
+    # Negated with sparse.map_values: a RowSparse gradient's values flip, its indices stay.
+    parts = (
+        [optax.stateless(lambda u, p=None: sparse.map_values(jnp.negative, u))] if maximize else []
+    )
     if not decoupled and not is_off(weight_decay):
         parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(scaling)
@@ -541,8 +544,4 @@ def SparseAdam(
     """
     b1, b2 = check_pair("betas", betas)
     scaling = scale_by_bias_corrected_moments(b1=b1, b2=b2, eps=eps, eps_hat=True)
-    negate = [optax.stateless(lambda u, p=None: sparse.map_values(jnp.negative, u))]
-    _validate.check_non_negative("lr", lr)
-    parts = [_require_row_sparse(), *(negate if maximize else []), scaling]
-    parts.append(scale_by_learning_rate(lr))
-    return real_params_only(optax.chain(*parts), "compat.torch.SparseAdam", _COMPLEX_HINT)
+    return optax.chain(_require_row_sparse(), _chain("SparseAdam", scaling, lr, maximize=maximize))
