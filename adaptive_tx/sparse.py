@@ -187,13 +187,13 @@ class RowSparse:
         num = indices.shape[0]
         if self.unique_indices or num == 0:
             return RowSparse(indices, values, self.num_rows, unique_indices=True)
-        # Sort the indices only (an unstable sort: deterministic, and faster on CPU), number the
-        # distinct rows, and sum the values into their row's slot without permuting them first.
-        order = jnp.argsort(indices, stable=False)
-        sorted_indices = indices[order]
+        # Sort the indices alone (a one-operand integer sort is several times faster than an
+        # argsort on CPU), number the distinct rows, find each entry's row by binary search, and
+        # sum the values into their row's slot without permuting them.
+        sorted_indices = jnp.sort(indices)
         starts = jnp.concatenate([jnp.ones(1, bool), sorted_indices[1:] != sorted_indices[:-1]])
         slot_of_sorted = jnp.cumsum(starts, dtype=jnp.int32) - 1
-        slot = jnp.zeros(num, jnp.int32).at[order].set(slot_of_sorted, unique_indices=True)
+        slot = slot_of_sorted[jnp.searchsorted(sorted_indices, indices)]
         values = jax.ops.segment_sum(values, slot, num_segments=num)
         indices = jnp.full(num, self.num_rows, jnp.int32).at[slot_of_sorted].set(sorted_indices)
         return RowSparse(indices, values, self.num_rows, unique_indices=True)
@@ -327,8 +327,8 @@ def apply_rows(step: Callable, g: RowSparse, stats: tuple[jax.Array, ...]) -> tu
     rows = g.indices
     # A statistic may be stored in several arrays (8-bit codes and their per-row block scales):
     # each is gathered and scattered by row.
-    gather = lambda a: a.at[rows].get(mode="fill", fill_value=0)  # noqa: E731
-    scatter = lambda a, r: a.at[rows].set(r, mode="drop", unique_indices=True)  # noqa: E731
+    gather = lambda a: a.at[rows].get(mode="fill", fill_value=0)
+    scatter = lambda a, r: a.at[rows].set(r, mode="drop", unique_indices=True)
     update, new_rows = step(g.values, tuple(jax.tree.map(gather, s) for s in stats))
     new_stats = tuple(jax.tree.map(scatter, s, r) for s, r in zip(stats, new_rows))
     # Empty slots computed on zeros; keep their update zero (a rule may give 0/0 there).
