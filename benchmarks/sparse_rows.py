@@ -5,7 +5,11 @@ A V x D fp32 table (default 1,000,000 x 64) of which K rows are touched per step
 timing compilation), run round by round in one process (the contenders interleaved, their order
 rotated every round) and reported as the median time per step:
 
-  dense optax.adam    optax.adam + optax.apply_updates on the dense V x D gradient (K rows nonzero)
+  dense optax.adam    optax.adam + optax.apply_updates on the dense V x D gradient (K rows nonzero),
+                      donated: the fastest dense step, close to its memory floor
+  dense (plain jit)   the same dense step under a plain ``jax.jit`` (no donated buffers, as in
+                      optax's and flax's examples): each step allocates and fills new V x D
+                      parameters and moments. The issue's 218 ms baseline was this step.
   lazy adam           adaptive_tx.adam on a RowSparse gradient + adaptive_tx.sparse.apply_updates
   rowwise adagrad     adaptive_tx.rowwise_adagrad on the same RowSparse gradient (V floats of state)
   torch SparseAdam    torch.optim.SparseAdam.step() on the same rows as a sparse COO gradient,
@@ -37,8 +41,19 @@ import optax
 
 import adaptive_tx as atx
 
-CONTENDERS = ("dense optax.adam", "lazy adam", "rowwise adagrad", "torch SparseAdam")
+CONTENDERS = (
+    "dense optax.adam",
+    "dense (plain jit)",
+    "lazy adam",
+    "rowwise adagrad",
+    "torch SparseAdam",
+)
 LR = 1e-3
+RATIO_LABELS = {
+    "dense optax.adam": "dense/lazy",
+    "dense (plain jit)": "plain/lazy",
+    "torch SparseAdam": "torch/lazy",
+}
 
 
 def parse_args(argv=None):
@@ -70,14 +85,14 @@ def row_draws(rng, num_rows, dim, k, draws):
     return out
 
 
-def jax_stepper(tx, table, grads, apply):
-    """A zero-argument function running one donated, jitted step on the next gradient."""
+def jax_stepper(tx, table, grads, apply, donate=True):
+    """A zero-argument function running one jitted step (donated by default) on the next gradient."""
 
     def step(params, state, g):
         updates, state = tx.update(g, state, params)
         return apply(params, updates), state
 
-    step = jax.jit(step, donate_argnums=(0, 1))
+    step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
     carry = [jnp.array(table), None]  # a private copy: the table is donated
     carry[1] = tx.init(carry[0])
     position = [0]
@@ -119,6 +134,9 @@ def make_contenders(names, table, draws, num_rows, dim, torch_threads=1):
     makers = {
         "dense optax.adam": lambda: jax_stepper(
             optax.adam(LR), table, [sparse_grads[0].todense()], optax.apply_updates
+        ),
+        "dense (plain jit)": lambda: jax_stepper(
+            optax.adam(LR), table, [sparse_grads[0].todense()], optax.apply_updates, donate=False
         ),
         "lazy adam": lambda: jax_stepper(
             atx.adam(LR), table, sparse_grads, atx.sparse.apply_updates
@@ -181,10 +199,8 @@ def main(argv=None):
         "donated x + y (3 x V x D x 4 bytes) timed in the same rounds"
     )
     header = f"{'K':>9} {'dense floor':>12} " + " ".join(f"{n:>17}" for n in names)
-    ratios = [
-        n for n in ("dense optax.adam", "torch SparseAdam") if n in names and "lazy adam" in names
-    ]
-    header += "".join(f"  {n.split()[0] + '/lazy':>11}" for n in ratios)
+    ratios = [n for n in RATIO_LABELS if n in names and "lazy adam" in names]
+    header += "".join(f"  {RATIO_LABELS[n]:>11}" for n in ratios)
     print(header)
     results = {"rows": v, "dim": d, "table": [], "v_check": None, "targets": {}}
     for k in ks:
@@ -205,14 +221,20 @@ def main(argv=None):
 
 
 def report_targets(results, k):
-    """The issue's targets at K = `k`: >= 25x dense optax.adam, faster than torch, V-flat."""
+    """The issue's targets at K = `k`: >= 25x dense optax.adam, faster than torch, V-flat.
+
+    The 25x is checked against both dense steps: the donated one and the plain-jit one the
+    issue's baseline was measured with."""
     row = next((r for r in results["table"] if r["k"] == k), None)
     checks = []
     if row and "lazy adam" in row:
-        if "dense optax.adam" in row:
-            checks.append(("dense/lazy", row["dense optax.adam"] / row["lazy adam"], ">=", 25.0))
-        if "torch SparseAdam" in row:
-            checks.append(("torch/lazy", row["torch SparseAdam"] / row["lazy adam"], ">", 1.0))
+        for name, op, target in [
+            ("dense optax.adam", ">=", 25.0),
+            ("dense (plain jit)", ">=", 25.0),
+            ("torch SparseAdam", ">", 1.0),
+        ]:
+            if name in row:
+                checks.append((RATIO_LABELS[name], row[name] / row["lazy adam"], op, target))
     if results["v_check"]:
         checks.append(("lazy big-V/V", results["v_check"]["lazy adam"]["ratio"], "<=", 1.3))
     for name, value, op, target in checks:
