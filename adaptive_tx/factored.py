@@ -33,22 +33,32 @@ from adaptive_tx.ema_of_squares import (
 from adaptive_tx.rule import dense_transformation
 
 
-def factored_dims(shape: tuple[int, ...], min_dim_size_to_factor: int) -> tuple[int, int] | None:
-    """The axes Adafactor reduces: (second largest, largest), or None if a matrix is too small.
+def factored_dims(
+    shape: tuple[int, ...], min_dim_size_to_factor: int, last_two_axes: bool = False
+) -> tuple[int, int] | None:
+    """The axes Adafactor reduces, (d0, d1), or None if the leaf is kept whole.
 
-    The same choice as ``optax.scale_by_factored_rms``: the two largest axes, if the second largest
-    has at least ``min_dim_size_to_factor`` entries.
+    By default the two largest axes, (second largest, largest), if the second largest has at
+    least ``min_dim_size_to_factor`` entries: ``optax.scale_by_factored_rms``'s choice. With
+    ``last_two_axes``, the last two axes, (-2, -1), if both have that many entries: keras' and
+    torch's choice (a kernel ``(..., m, n)`` is a stack of factored ``m x n`` matrices).
 
     Example:
       >>> factored_dims((256, 512), 128), factored_dims((256, 64), 128), factored_dims((512,), 1)
       ((0, 1), None, None)
+      >>> factored_dims((5, 2, 3), 1), factored_dims((5, 2, 3), 1, last_two_axes=True)
+      ((2, 0), (1, 2))
     """
     if len(shape) < 2:
         return None
-    order = np.argsort(shape)
-    if shape[order[-2]] < max(min_dim_size_to_factor, 1):
+    if last_two_axes:
+        dims = (len(shape) - 2, len(shape) - 1)
+    else:
+        order = np.argsort(shape)
+        dims = (int(order[-2]), int(order[-1]))
+    if min(shape[d] for d in dims) < max(min_dim_size_to_factor, 1):
         return None
-    return int(order[-2]), int(order[-1])
+    return dims
 
 
 def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -57,12 +67,13 @@ def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
 
 
 class FactoredArray(NamedTuple):
-    r"""A non-negative statistic kept as its means along its two largest axes (Adafactor).
+    r"""A non-negative statistic kept as its means along two axes d0, d1 (Adafactor, `factored_dims`).
 
     Attributes:
-      row: the mean over the largest axis (kept with size 1).
-      col: the mean over the second largest axis (kept with size 1). A leaf kept whole (a vector,
-        a small matrix) holds the statistic itself in ``row`` and an empty ``col``.
+      row: the mean over d1 (the largest axis, or the last; kept with size 1).
+      col: the mean over d0 (the second largest axis, or the second to last; kept with size 1).
+        A leaf kept whole (a vector, a small matrix) holds the statistic itself in ``row`` and an
+        empty ``col``.
     """
 
     row: jax.Array
@@ -79,8 +90,8 @@ class FactoredArray(NamedTuple):
         row, col = self.row.astype(jnp.float32), self.col.astype(jnp.float32)
         if col.size == 0:
             return row
-        # `col` has size 1 along the second largest axis (and along the parameter's size-1 axes,
-        # where averaging `row` changes nothing).
+        # `col` has size 1 along d0 (and along the parameter's size-1 axes, where averaging `row`
+        # changes nothing): the mean of R per matrix of a stack.
         axes = tuple(axis for axis, size in enumerate(col.shape) if size == 1)
         mean = jnp.mean(row, axis=axes, keepdims=True)
         return row * col / jnp.where(mean > 0, mean, 1.0)
@@ -91,12 +102,14 @@ class Factored(NamedTuple):
 
     .. math::
 
-       R = \mathrm{mean}_{\text{largest axis}}(v), \quad
-       C = \mathrm{mean}_{\text{second largest axis}}(v), \qquad
-       \hat v = \frac{R\,C}{\mathrm{mean}(R)}.
+       R = \mathrm{mean}_{d_1}(v), \quad C = \mathrm{mean}_{d_0}(v), \qquad
+       \hat v = \frac{R\,C}{\mathrm{mean}_{d_0}(R)},
 
-    A leaf whose two largest axes do not both reach ``min_dim_size_to_factor`` (vectors, small
-    matrices) is kept whole. The step reads :math:`\hat v`. Only for non-negative statistics.
+    with :math:`d_1` the largest axis and :math:`d_0` the second largest (optax), or the last and
+    the second to last axes with ``last_two_axes`` (keras, torch; any leading axes index a stack of
+    matrices, each factored on its own). A leaf whose two axes do not both reach
+    ``min_dim_size_to_factor`` (vectors, small matrices) is kept whole. The step reads
+    :math:`\hat v`. Only for non-negative statistics.
 
     Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
     ICML 2018, https://arxiv.org/abs/1804.04235
@@ -105,6 +118,7 @@ class Factored(NamedTuple):
       min_dim_size_to_factor: factor only if the second largest axis has at least this size
         (``inf``: never).
       dtype: the dtype of the means (None: the parameter's dtype).
+      last_two_axes: factor the last two axes instead of the two largest.
 
     Example:
       >>> import adaptive_tx as atx
@@ -115,13 +129,14 @@ class Factored(NamedTuple):
 
     min_dim_size_to_factor: int = 128
     dtype: Any = None
+    last_two_axes: bool = False
     reads_stored = True
     container = FactoredArray
 
     def init(self, param: jax.Array, value: Any) -> FactoredArray:
         # The means of a constant are that constant.
         dtype = param.dtype if self.dtype is None else self.dtype
-        dims = factored_dims(param.shape, self.min_dim_size_to_factor)
+        dims = factored_dims(param.shape, self.min_dim_size_to_factor, self.last_two_axes)
         if dims is None:
             return FactoredArray(jnp.full(param.shape, value, dtype), jnp.zeros((0,), dtype))
         row, col = (_kept(param.shape, axis) for axis in reversed(dims))
@@ -130,7 +145,7 @@ class Factored(NamedTuple):
     def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
         del key
         dtype = previous.row.dtype
-        dims = factored_dims(x.shape, self.min_dim_size_to_factor)
+        dims = factored_dims(x.shape, self.min_dim_size_to_factor, self.last_two_axes)
         if dims is None:
             return FactoredArray(x.astype(dtype), previous.col)
         row, col = (jnp.mean(x, axis=axis, keepdims=True) for axis in reversed(dims))
@@ -188,6 +203,9 @@ def scale_by_factored_ema_of_squares(
     step_offset: int = 0,
     min_dim_size_to_factor: int = 128,
     epsilon: float = 1e-30,
+    *,
+    last_two_axes: bool = False,
+    nu_floor: float = 0.0,
 ) -> optax.GradientTransformation:
     r"""Scale by a factored estimate of the root mean square of the gradients (Adafactor).
 
@@ -198,12 +216,15 @@ def scale_by_factored_ema_of_squares(
 
        \rho_t = 1 - (t - \text{step\_offset})^{-\text{decay\_rate}}, \quad
        v_t = \rho_t\, \hat v_{t-1} + (1-\rho_t)(g_t^2 + \epsilon_1), \qquad
-       u_t = g_t / \sqrt{\hat v_t},
+       u_t = g_t / \sqrt{\max(\hat v_t, \text{nu\_floor})},
 
     with :math:`\hat v` the factored estimate :math:`R\,C/\mathrm{mean}(R)` of each matrix whose two
-    largest axes have at least ``min_dim_size_to_factor`` entries (other leaves keep :math:`v`
-    whole). :math:`\rho_1 = 0`, so no bias correction is needed. Equals
-    ``optax.scale_by_factored_rms`` (same argument names); the state is a
+    largest axes (or last two, ``last_two_axes``) have at least ``min_dim_size_to_factor`` entries
+    (other leaves keep :math:`v` whole). :math:`\rho_1 = 0`, so no bias correction is needed. With
+    the defaults, equals ``optax.scale_by_factored_rms`` (same argument names); keras factors the
+    last two axes of every matrix (``last_two_axes=True, min_dim_size_to_factor=0``), torch also
+    takes :math:`\epsilon_1` out of the average and floors :math:`\hat v` at
+    :math:`\epsilon_1^2` instead (``epsilon=0, nu_floor=eps1**2``). The state is a
     `ScaleByEmaOfSquaresState` whose ``nu`` holds `FactoredArray` leaves.
 
     Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
@@ -211,10 +232,13 @@ def scale_by_factored_ema_of_squares(
 
     Args:
       factored: factor the matrices (False: keep every :math:`v` whole).
-      decay_rate: the exponent of the decay schedule, > 0 (0.8 in the paper).
+      decay_rate: the exponent of the decay schedule, >= 0 (0.8 in the paper; 0: :math:`\rho_t = 0`,
+        no memory, as optax's formula gives).
       step_offset: the step the schedule starts from (for fine-tuning), >= 0.
-      min_dim_size_to_factor: factor only if the second largest axis has at least this size.
+      min_dim_size_to_factor: factor only if both factored axes have at least this size.
       epsilon: :math:`\epsilon_1`, added to every squared gradient, >= 0.
+      last_two_axes: factor the last two axes instead of the two largest (see `Factored`).
+      nu_floor: >= 0, the least :math:`\hat v_t` under the root (0: none).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByEmaOfSquaresState`.
@@ -229,10 +253,11 @@ def scale_by_factored_ema_of_squares(
       >>> state.nu.row.shape, state.nu.col.shape
       ((2, 1), (1, 3))
     """
-    _validate.check_positive("decay_rate", decay_rate)
+    _validate.check_non_negative("decay_rate", decay_rate)
     _validate.check_non_negative("step_offset", step_offset)
     _validate.check_non_negative("min_dim_size_to_factor", min_dim_size_to_factor)
     _validate.check_non_negative("epsilon", epsilon)
+    _validate.check_non_negative("nu_floor", nu_floor)
     hyperparams = EmaOfSquaresHyperparams(
         decay=0.0,
         initial_scale=0.0,
@@ -242,7 +267,10 @@ def scale_by_factored_ema_of_squares(
         decay_power=decay_rate,
         decay_offset=step_offset,
         eps_grad_sq=epsilon,
+        nu_floor=nu_floor,
     )
-    storage = Factored(min_dim_size_to_factor if factored else float("inf"))
+    storage = Factored(
+        min_dim_size_to_factor if factored else float("inf"), last_two_axes=last_two_axes
+    )
     rule = ema_of_squares_rule(hyperparams, centered=False)
     return dense_transformation(rule, ScaleByEmaOfSquaresState, (storage,), hyperparams)
