@@ -67,7 +67,7 @@ def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
 
 
 class FactoredArray(NamedTuple):
-    r"""A non-negative statistic kept as its means along two axes d0, d1 (Adafactor, `factored_dims`).
+    r"""A non-negative statistic kept as its means along two axes d0, d1 (`factored_dims`).
 
     Attributes:
       row: the mean over d1 (the largest axis, or the last; kept with size 1).
@@ -86,7 +86,7 @@ class FactoredArray(NamedTuple):
         return jnp.broadcast_shapes(self.row.shape, self.col.shape)
 
     def widen(self) -> jax.Array:
-        r"""The rank-1 estimate :math:`\hat v = R\,C / \mathrm{mean}(R)` (0 where R is 0)."""
+        r"""The rank-1 estimate :math:`\hat v = (R / \mathrm{mean}(R))\,C` (0 where R is 0)."""
         row, col = self.row.astype(jnp.float32), self.col.astype(jnp.float32)
         if col.size == 0:
             return row
@@ -94,7 +94,9 @@ class FactoredArray(NamedTuple):
         # changes nothing): the mean of R per matrix of a stack.
         axes = tuple(axis for axis, size in enumerate(col.shape) if size == 1)
         mean = jnp.mean(row, axis=axes, keepdims=True)
-        return row * col / jnp.where(mean > 0, mean, 1.0)
+        # R / mean(R) first, as optax and keras: R C underflows when both are ~eps1 = 1e-30 (a
+        # matrix that has only seen zero gradients), and 0 / 0 would make its step NaN.
+        return row / jnp.where(mean > 0, mean, 1.0) * col
 
 
 class Factored(NamedTuple):

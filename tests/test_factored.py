@@ -135,6 +135,17 @@ def test_scale_by_factored_ema_of_squares_matches_optax_and_its_scale_is_the_ste
     assert max_rel_diff(jax.tree.map(jnp.multiply, grads[-1], scale), u_ours, floor=1e-2) <= 1e-6
 
 
+def test_a_matrix_without_gradients_yet_takes_a_zero_step_as_in_optax():
+    """v = eps1 = 1e-30 everywhere: R C = 1e-60 underflows in float32, R / mean(R) does not."""
+    params = zeros = {"w": jnp.zeros((4, 6))}
+    ours = atx.scale_by_factored_ema_of_squares(min_dim_size_to_factor=2)
+    theirs = optax.scale_by_factored_rms(min_dim_size_to_factor=2)
+    updates, _ = jax.jit(ours.update)(zeros, ours.init(params))
+    expected, _ = theirs.update(zeros, theirs.init(params), params)
+    np.testing.assert_array_equal(updates["w"], expected["w"])
+    np.testing.assert_array_equal(updates["w"], np.zeros((4, 6)))
+
+
 def test_inject_hyperparams_with_static_shapes_settings():
     params, grads = _params(), _grads(10)
     static = ("min_dim_size_to_factor", "decay_offset")
