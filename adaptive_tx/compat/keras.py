@@ -24,9 +24,9 @@ among them) is a TypeError, and ``optax.inject_hyperparams`` can wrap the preset
 per-variable ``exclude_from_weight_decay`` is a method, not a keyword: build the chain from the
 primitives with ``optax.masked`` around the weight decay for that.
 
-Not here: ``keras.optimizers.Adafactor``, whose factored second moments are being built in
-``adaptive_tx.factored``; it will be added with them. Every convention is tabulated in
-``docs/conventions.md``.
+``Adafactor`` scales its step by the parameters' RMS, so with ``weight_decay`` its step is computed
+at the decayed parameters, as keras computes it (`decay_before_step`). Every convention is
+tabulated in ``docs/conventions.md``.
 """
 
 from __future__ import annotations
