@@ -2,10 +2,9 @@
 
 One table, TORCH, of (optimizer name, torch keyword arguments) drives the parity tests: every
 preset with its defaults (but a learning rate large enough to move the parameters), then a grid
-of non-default settings (Adafactor on `factoring_problem`, which adds a 3-d stack and a 1 x n
-row). CONVENTIONS names, for the rows where a convention shows, the option that carries it (of a
-primitive, or of the preset's chain): switching it to optax's value must move the trajectory far
-from torch's, so the parity test can tell the conventions apart.
+of non-default settings. CONVENTIONS names, for the rows
+where a convention shows, the primitive option that carries it: switching it to optax's value
+must move the trajectory far from torch's, so the parity test can tell the conventions apart.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import optax
 import pytest
 import torch
 
-from adaptive_tx.compat import _common
 from adaptive_tx.compat import torch as presets
 from tests.cases import gradient_stream, make_params, max_rel_diff
 from tests.compat_checks import (
@@ -26,7 +24,6 @@ from tests.compat_checks import (
     STEPS,
     TOL,
     check_preset,
-    factoring_problem,
     force_option,
     row_id,
     run_ours,
@@ -63,36 +60,20 @@ TORCH = [
     ("RAdam", dict(lr=0.01)),
     ("RAdam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, eps=0.1)),
     ("RAdam", dict(lr=SCHEDULE, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
-    ("Adafactor", dict()),
-    ("Adafactor", dict(lr=0.5)),  # the step is capped at 1/sqrt(t) from t = 5
-    ("Adafactor", dict(lr=0.05, beta2_decay=-0.5, eps=(1e-1, 0.0), d=2.0)),  # v floored at 0.01
-    ("Adafactor", dict(lr=0.3, weight_decay=0.05, maximize=True)),
-    ("Adafactor", dict(lr=SCHEDULE, beta2_decay=0.0, foreach=True)),
 ]
 
-# (row of TORCH, module whose function the preset calls, the function, option, the value that
-# gives optax's convention)
+# (row of TORCH, primitive the preset calls, option, the value that gives optax's convention)
 CONVENTIONS = [
-    (TORCH[2], presets, "scale_by_sum_of_squares", "eps_in_sqrt", True),
-    (TORCH[4], presets, "scale_by_ema_of_squares", "eps_in_sqrt", True),
-    (TORCH[7], presets, "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
-    (TORCH[15], presets, "scale_by_bias_corrected_moments", "momentum_decay", None),
-    (TORCH[18], presets, "scale_by_rectified_moments", "eps_hat", False),
-    (TORCH[21], _common, "scale_by_factored_ema_of_squares", "last_two_axes", False),
-    (TORCH[21], _common, "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
-    (TORCH[21], presets, "_chain", "step_size", None),  # optax multiplies by the learning rate
+    (TORCH[2], "scale_by_sum_of_squares", "eps_in_sqrt", True),
+    (TORCH[4], "scale_by_ema_of_squares", "eps_in_sqrt", True),
+    (TORCH[7], "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
+    (TORCH[15], "scale_by_bias_corrected_moments", "momentum_decay", None),
+    (TORCH[18], "scale_by_rectified_moments", "eps_hat", False),
 ]
 
 
 @pytest.fixture(scope="module")
 def problem():
-    return make_params(), gradient_stream(STEPS)
-
-
-def problem_for(name):
-    """The parameters and gradient stream of `name`'s rows."""
-    if name == "Adafactor":
-        return factoring_problem()
     return make_params(), gradient_stream(STEPS)
 
 
@@ -120,27 +101,27 @@ def is_plain(name, kwargs):
     """No weight decay, momentum or sign flip, and a stored direction (not NAdam's look-ahead)."""
     extra = {"weight_decay", "momentum", "maximize"} & {k for k, v in kwargs.items() if v}
     default_decay = name == "AdamW" and "weight_decay" not in kwargs
-    return not extra and not default_decay and name not in ("NAdam", "Adafactor")
+    return not extra and not default_decay and name != "NAdam"
 
 
 @pytest.mark.parametrize("row", TORCH, ids=row_id)
-def test_matches_torch_over_100_steps(row):
+def test_matches_torch_over_100_steps(row, problem):
     name, kwargs = row
-    params, grads = problem_for(name)
+    params, grads = problem
     theirs = run_torch(name, kwargs, params, grads)
     check_preset(getattr(presets, name)(**kwargs), theirs, params, grads, is_plain(name, kwargs))
 
 
 @pytest.mark.parametrize(
-    "row,module,function,option,optax_value",
+    "row,primitive,option,optax_value",
     CONVENTIONS,
-    ids=[f"{row_id(c[0])}-{c[3]}" for c in CONVENTIONS],
+    ids=[f"{row_id(c[0])}-{c[2]}" for c in CONVENTIONS],
 )
-def test_convention_is_visible(row, module, function, option, optax_value, monkeypatch):
+def test_convention_is_visible(row, primitive, option, optax_value, problem, monkeypatch):
     """With the option at optax's value the preset is far from torch: the row tests it."""
     name, kwargs = row
-    params, grads = problem_for(name)
-    force_option(monkeypatch, module, function, option, optax_value)
+    params, grads = problem
+    force_option(monkeypatch, presets, primitive, option, optax_value)
     ours, _ = run_ours(getattr(presets, name)(**kwargs), params, grads)
     assert max_rel_diff(ours, run_torch(name, kwargs, params, grads), FLOOR) > 100 * TOL
 
@@ -156,7 +137,7 @@ def test_signature_matches_torch(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adafactor"]
+    "name", ["Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
 )
 def test_kernel_options_are_ignored(name, problem):
     """foreach / fused / capturable / differentiable choose torch kernels: the same updates."""
@@ -172,11 +153,12 @@ def test_kernel_options_are_ignored(name, problem):
         jax.tree.map(np.testing.assert_array_equal, u1, u2)
 
 
-@pytest.mark.parametrize("name", ["Adam", "RMSprop", "Adafactor"])
+@pytest.mark.parametrize("name", ["Adam", "RMSprop"])
 def test_inject_hyperparams_equals_plain(name, problem):
     params, grads = problem
-    extra = {"RMSprop": dict(momentum=0.9), "Adam": dict(amsgrad=True)}.get(name, {})
-    kwargs = dict(lr=0.01, weight_decay=0.1, maximize=True) | extra
+    kwargs = dict(lr=0.01, weight_decay=0.1, maximize=True) | (
+        dict(momentum=0.9) if name == "RMSprop" else dict(amsgrad=True)
+    )
     plain, _ = run_ours(getattr(presets, name)(**kwargs), params, grads[:10])
     injected, state = run_ours(
         optax.inject_hyperparams(getattr(presets, name))(**kwargs), params, grads[:10]
@@ -200,17 +182,6 @@ BAD = [
     ("Adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value"),
     ("Adam", dict(nesterov=True), TypeError, "nesterov"),
     ("Adam", dict(momentum=0.9), TypeError, "momentum"),
-    (
-        "Adafactor",
-        dict(beta2_decay=0.5),
-        ValueError,
-        "beta2_decay must be <= 0, got beta2_decay=0.5",
-    ),
-    ("Adafactor", dict(eps=(-1e-3, 1e-3)), ValueError, r"eps\[0\] must be >= 0"),
-    ("Adafactor", dict(eps=(None, -1.0)), ValueError, r"eps\[1\] must be >= 0"),
-    ("Adafactor", dict(eps=1e-3), ValueError, "eps must be a pair"),
-    ("Adafactor", dict(d=0.5), ValueError, "d must be >= 1.0, got d=0.5"),
-    ("Adafactor", dict(weight_decay=-0.1), ValueError, "weight_decay"),
 ]
 
 
@@ -218,41 +189,6 @@ BAD = [
 def test_invalid_or_unsupported_options_raise(name, kwargs, error, text):
     with pytest.raises(error, match=text):
         getattr(presets, name)(**kwargs)
-
-
-def test_adafactor_eps1_is_a_floor_not_an_addend(monkeypatch):
-    """optax's and keras' placement of eps1 (added to g^2, no floor) is far from torch's."""
-    name, kwargs = TORCH[22]
-    params, grads = problem_for(name)
-    original = presets.adafactor_scaling
-    eps1 = kwargs["eps"][0]
-    monkeypatch.setattr(
-        presets,
-        "adafactor_scaling",
-        lambda *a, **k: original(*a, **(k | dict(eps_grad_sq=eps1, nu_floor=0.0))),
-    )
-    ours, _ = run_ours(presets.Adafactor(**kwargs), params, grads)
-    assert max_rel_diff(ours, run_torch(name, kwargs, params, grads), FLOOR) > 100 * TOL
-
-
-def test_adafactor_differs_from_torch_only_where_torch_floors_the_mean_of_r():
-    """The one convention not reproduced (docs/conventions.md): torch divides R C by
-    max(mean(R), eps1). Gradients of RMS 1e-5 (mean(R) ~ 1e-10, below float32's eps1 = 1.2e-7):
-    with torch's eps1 the trajectories part; with an eps1 below mean(R) they agree."""
-    params, grads = factoring_problem(20)
-    tiny = [jax.tree.map(lambda g: 1e-5 * g, g) for g in grads]
-    for eps, agree in [((1e-12, 1e-3), True), ((None, 1e-3), False)]:
-        theirs = run_torch("Adafactor", dict(lr=0.1, eps=eps), params, tiny)
-        ours, _ = run_ours(presets.Adafactor(lr=0.1, eps=eps), params, tiny)
-        assert (max_rel_diff(ours, theirs, FLOOR) <= TOL) == agree
-
-
-def test_adafactor_machine_eps_needs_one_dtype():
-    tx = presets.Adafactor()
-    with pytest.raises(ValueError, match=r"dtypes \['bfloat16', 'float32'\].*eps=\(eps1, eps2\)"):
-        tx.init({"w": np.zeros((2, 2), np.float32), "b": jax.numpy.zeros(2, "bfloat16")})
-    explicit = presets.Adafactor(eps=(1e-7, 1e-3))
-    explicit.init({"w": np.zeros((2, 2), np.float32), "b": jax.numpy.zeros(2, "bfloat16")})
 
 
 def test_complex_parameters_raise_naming_the_leaf():

@@ -61,7 +61,7 @@ def real_params_only(
 
 
 def relative_step_size(learning_rate: optax.ScalarOrSchedule) -> optax.Schedule:
-    r"""keras' and torch's Adafactor step size :math:`\min(\eta_t, 1/\sqrt{t})`, as a schedule.
+    r"""keras' and torch's Adafactor step size :math:`\rho_t = \min(\eta_t, 1/\sqrt{t})`, a schedule.
 
     The count is 0, 1, 2, ... (t = count + 1), as ``scale_by_learning_rate`` passes it; η is a
     number or a schedule of the same count. Computed in float32 (keras' arithmetic).

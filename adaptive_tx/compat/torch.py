@@ -15,11 +15,9 @@ optax schedule of the step count (0, 1, 2, ...) in place of a torch LR scheduler
 they are accepted and ignored. torch views complex parameters as pairs of reals; these presets
 reject them (wrap a preset in ``optax.contrib.split_real_and_imaginary`` for torch's behaviour).
 
-``Adafactor`` scales its step by :math:`\min(\text{lr}, 1/\sqrt t)` instead of lr, and its
-decoupled decay, still scaled by lr, comes after that step size. ``SparseAdam`` runs on
-`adaptive_tx.sparse.RowSparse` gradients (lazy: only the rows present in the gradient update their
-moments and parameters), as torch's runs on sparse COO gradients. Every convention is tabulated in
-``docs/conventions.md``.
+``SparseAdam`` runs on `adaptive_tx.sparse.RowSparse` gradients (lazy: only the rows present in
+the gradient update their moments and parameters), as torch's runs on sparse COO gradients. Every
+convention is tabulated in ``docs/conventions.md``.
 """
 
 from __future__ import annotations
@@ -31,13 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate, sparse
-from adaptive_tx.compat._common import (
-    adafactor_scaling,
-    check_pair,
-    is_off,
-    real_params_only,
-    relative_step_size,
-)
+from adaptive_tx.compat._common import check_pair, is_off, real_params_only
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -63,13 +55,8 @@ def _chain(
     decoupled: bool = False,
     maximize: bool = False,
     momentum: Any = 0,
-    step_size: optax.ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """maximize → coupled L2 → scaling → decoupled decay → momentum → learning rate, as torch.
-
-    ``step_size`` scales the step in place of ``lr`` (Adafactor's relative step); the decoupled
-    decay, still scaled by ``lr``, then comes after it.
-    """
+    """maximize → coupled L2 → scaling → decoupled decay → momentum → learning rate, as torch."""
     _validate.check_non_negative("lr", lr)
     _validate.check_non_negative("weight_decay", weight_decay)
     # Negated with sparse.map_values: a RowSparse gradient's values flip, its indices stay.
@@ -79,14 +66,11 @@ def _chain(
     if not decoupled and not is_off(weight_decay):
         parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(scaling)
-    decays = decoupled and not is_off(weight_decay)
-    if decays and step_size is None:
+    if decoupled and not is_off(weight_decay):
         parts.append(add_decoupled_weight_decay(weight_decay))
     if not is_off(momentum):
         parts.append(optax.trace(decay=momentum))
-    parts.append(scale_by_learning_rate(lr if step_size is None else step_size))
-    if decays and step_size is not None:
-        parts.append(add_decoupled_weight_decay(weight_decay, learning_rate=lr))
+    parts.append(scale_by_learning_rate(lr))
     return real_params_only(optax.chain(*parts), f"compat.torch.{name}", _COMPLEX_HINT)
 
 
@@ -561,126 +545,3 @@ def SparseAdam(
     b1, b2 = check_pair("betas", betas)
     scaling = scale_by_bias_corrected_moments(b1=b1, b2=b2, eps=eps, eps_hat=True)
     return optax.chain(_require_row_sparse(), _chain("SparseAdam", scaling, lr, maximize=maximize))
-
-
-def _machine_eps(tree: Any) -> float:
-    """The machine epsilon of the one floating dtype of `tree`'s leaves (torch's ``eps1=None``)."""
-    dtypes = sorted({str(jnp.result_type(leaf)) for leaf in jax.tree.leaves(tree)})
-    if len(dtypes) != 1:
-        raise ValueError(
-            "compat.torch.Adafactor: eps=(None, eps2) takes the machine epsilon of the parameters' "
-            f"dtype, and they have the dtypes {dtypes}; give eps=(eps1, eps2) explicitly"
-        )
-    return float(jnp.finfo(dtypes[0]).eps)
-
-
-def _with_machine_eps(make: Any) -> optax.GradientTransformationExtraArgs:
-    """``make(eps1)`` with eps1 the machine epsilon of the parameters' dtype, as torch resolves it.
-
-    The dtype is read at ``init`` (the parameters) and at ``update`` (the gradients, the same
-    dtype), so the transformation is built once per dtype.
-    """
-    built = {}
-
-    def build(tree):
-        eps1 = _machine_eps(tree)
-        if eps1 not in built:
-            built[eps1] = make(eps1)
-        return built[eps1]
-
-    def init_fn(params):
-        return build(params).init(params)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        return build(updates).update(updates, state, params, **extra_args)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def Adafactor(
-    lr: optax.ScalarOrSchedule = 1e-2,
-    beta2_decay: float = -0.8,
-    eps: tuple[float | None, float] = (None, 1e-3),
-    d: float = 1.0,
-    weight_decay: float = 0.0,
-    *,
-    foreach: bool | None = None,
-    maximize: bool = False,
-) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Adafactor``: ε1 as a floor on :math:`\hat v` rather than added to :math:`g^2`.
-
-    .. math::
-
-       \beta_t = 1 - t^{\text{beta2\_decay}}, \quad
-       R_t = \beta_t R_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-1}(g_t^2), \quad
-       C_t = \beta_t C_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-2}(g_t^2), \quad
-       \hat v_t = \frac{R_t\, C_t}{\mathrm{mean}_{-2}(R_t)},
-
-       u_t = \frac{g_t}{\max(\sqrt{\hat v_t}, \epsilon_1)}, \quad
-       \theta_t = \theta_{t-1}(1 - \text{lr}\,\lambda)
-         - \min(\text{lr}, \tfrac{1}{\sqrt t})\, \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))
-           \frac{u_t}{\max(1, \mathrm{RMS}(u_t)/d)},
-
-    every tensor of rank >= 2 factored on its last two axes, others keeping :math:`v_t` whole;
-    the RMS of the parameters is read before the decay (keras reads it after). Built from
-    `scale_by_factored_ema_of_squares` (``last_two_axes=True, min_dim_size_to_factor=0,
-    epsilon=0, nu_floor=eps1**2``), ``optax.clip_by_block_rms(d)``,
-    ``optax.scale_by_param_block_rms(eps2)``, the step size :math:`\min(\text{lr}, 1/\sqrt t)`,
-    then `add_decoupled_weight_decay` scaled by lr. ``eps=(None, eps2)`` takes ε1 = the machine
-    epsilon of the parameters' dtype (float32: 1.19e-7), as torch does; the parameters must then
-    share one dtype.
-
-    Not reproduced: torch divides by :math:`\max(\mathrm{mean}(R_t), \epsilon_1)`; this preset by
-    :math:`\mathrm{mean}(R_t)`, which differs for a factored tensor whose mean EMA of
-    :math:`g^2` is below ε1 but not 0 (gradients of RMS below ~3e-4 for float32); see
-    ``docs/conventions.md``.
-
-    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
-    ICML 2018, https://arxiv.org/abs/1804.04235
-
-    Args:
-      lr: >= 0, the cap of the relative step and the scale of the weight decay (or an optax
-        schedule).
-      beta2_decay: <= 0, the exponent of the decay schedule.
-      eps: (ε1, ε2): ε1 >= 0 or None, the floor of :math:`\sqrt{\hat v_t}`; ε2 >= 0, the least
-        parameter RMS the step is scaled by.
-      d: >= 1, the largest RMS of the normalised step.
-      weight_decay: λ >= 0, decoupled.
-      foreach: a torch kernel choice, ignored.
-      maximize: ascend the objective instead of descending.
-
-    Returns:
-      An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> tx = Adafactor(lr=0.1)
-      >>> params = jnp.array([[3.0, 4.0], [0.0, 5.0]])
-      >>> updates, _ = tx.update(jnp.array([[2.0, 2.0], [1.0, 1.0]]), tx.init(params), params)
-      >>> updates  # a rank-1 gradient: u = 1 everywhere, times -0.1 * RMS(params)
-      Array([[-0.35355338, -0.35355338],
-             [-0.35355338, -0.35355338]], dtype=float32)
-    """
-    del foreach
-    _validate.check_non_negative("lr", lr)
-    _validate.check_non_positive("beta2_decay", beta2_decay)
-    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
-        raise ValueError(f"eps must be a pair (eps1, eps2), got eps={eps!r}")
-    _validate.check_non_negative("eps[0]", eps[0])
-    _validate.check_non_negative("eps[1]", eps[1])
-    _validate.check_at_least("d", d, 1.0)
-    _validate.check_non_negative("weight_decay", weight_decay)  # now, not when ε1 is resolved
-
-    def make(eps1):
-        scaling = adafactor_scaling(beta2_decay, d, eps[1], nu_floor=eps1 * eps1)
-        return _chain(
-            "Adafactor",
-            scaling,
-            lr,
-            weight_decay,
-            decoupled=True,
-            maximize=maximize,
-            step_size=relative_step_size(lr),
-        )
-
-    return _with_machine_eps(make) if eps[0] is None else make(eps[0])
