@@ -34,8 +34,6 @@ class EmaOfSquaresHyperparams(NamedTuple):
         :math:`\\rho_t = 1 - (t - \\text{decay\\_offset})^{-\\text{decay\\_power}}`.
       decay_offset: the step the schedule starts from (fine-tuning).
       eps_grad_sq: ε added to every squared gradient (Adafactor's :math:`\\epsilon_1`).
-      nu_floor: a floor on :math:`\\hat\\nu_t` under the root, :math:`\\max(\\hat\\nu_t,
-        \\text{nu\\_floor})` (torch's Adafactor: :math:`\\epsilon_1^2`); 0.0: none.
     """
 
     decay: Any
@@ -46,7 +44,6 @@ class EmaOfSquaresHyperparams(NamedTuple):
     decay_power: Any = 0.0
     decay_offset: Any = 0.0
     eps_grad_sq: Any = 0.0
-    nu_floor: Any = 0.0
 
 
 class ScaleByEmaOfSquaresState(NamedTuple):
@@ -100,7 +97,7 @@ def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) ->
         variance = stats[0] / correction
         if centered:
             variance = variance - abs_sq(stats[1] / correction)
-        return inverse_root(_floored(variance, hyperparams.nu_floor), eps_root, eps)
+        return inverse_root(variance, eps_root, eps)
 
     initial_scale = hyperparams.initial_scale
     return Rule(
@@ -109,13 +106,6 @@ def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) ->
         direction=lambda g, stats, t: g,
         scale=scale,
     )
-
-
-def _floored(variance: jax.Array, floor: Any) -> jax.Array:
-    """:math:`\\max(\\nu, \\text{floor})` where the floor is > 0; no operation for a literal 0."""
-    if isinstance(floor, (int, float)) and floor == 0:
-        return variance
-    return jnp.where(floor > 0, jnp.maximum(variance, floor), variance)
 
 
 def scale_by_ema_of_squares(

@@ -207,7 +207,6 @@ def scale_by_factored_ema_of_squares(
     epsilon: float = 1e-30,
     *,
     last_two_axes: bool = False,
-    nu_floor: float = 0.0,
 ) -> optax.GradientTransformation:
     r"""Scale by a factored estimate of the root mean square of the gradients (Adafactor).
 
@@ -218,15 +217,13 @@ def scale_by_factored_ema_of_squares(
 
        \rho_t = 1 - (t - \text{step\_offset})^{-\text{decay\_rate}}, \quad
        v_t = \rho_t\, \hat v_{t-1} + (1-\rho_t)(g_t^2 + \epsilon_1), \qquad
-       u_t = g_t / \sqrt{\max(\hat v_t, \text{nu\_floor})},
+       u_t = g_t / \sqrt{\hat v_t},
 
     with :math:`\hat v` the factored estimate :math:`R\,C/\mathrm{mean}(R)` of each matrix whose two
     largest axes (or last two, ``last_two_axes``) have at least ``min_dim_size_to_factor`` entries
     (other leaves keep :math:`v` whole). :math:`\rho_1 = 0`, so no bias correction is needed. With
     the defaults, equals ``optax.scale_by_factored_rms`` (same argument names); keras factors the
-    last two axes of every matrix (``last_two_axes=True, min_dim_size_to_factor=0``), torch also
-    takes :math:`\epsilon_1` out of the average and floors :math:`\hat v` at
-    :math:`\epsilon_1^2` instead (``epsilon=0, nu_floor=eps1**2``). The state is a
+    last two axes of every matrix (``last_two_axes=True, min_dim_size_to_factor=0``). The state is a
     `ScaleByEmaOfSquaresState` whose ``nu`` holds `FactoredArray` leaves.
 
     Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
@@ -240,7 +237,6 @@ def scale_by_factored_ema_of_squares(
       min_dim_size_to_factor: factor only if both factored axes have at least this size.
       epsilon: :math:`\epsilon_1`, added to every squared gradient, >= 0.
       last_two_axes: factor the last two axes instead of the two largest (see `Factored`).
-      nu_floor: >= 0, the least :math:`\hat v_t` under the root (0: none).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByEmaOfSquaresState`.
@@ -259,7 +255,6 @@ def scale_by_factored_ema_of_squares(
     _validate.check_non_negative("step_offset", step_offset)
     _validate.check_non_negative("min_dim_size_to_factor", min_dim_size_to_factor)
     _validate.check_non_negative("epsilon", epsilon)
-    _validate.check_non_negative("nu_floor", nu_floor)
     hyperparams = EmaOfSquaresHyperparams(
         decay=0.0,
         initial_scale=0.0,
@@ -269,7 +264,6 @@ def scale_by_factored_ema_of_squares(
         decay_power=decay_rate,
         decay_offset=step_offset,
         eps_grad_sq=epsilon,
-        nu_floor=nu_floor,
     )
     storage = Factored(
         min_dim_size_to_factor if factored else float("inf"), last_two_axes=last_two_axes

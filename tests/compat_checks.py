@@ -66,6 +66,8 @@ def check_preset(tx, theirs, params, grads, plain: bool) -> None:
     """`tx` over the stream is within TOL of the framework's trajectory `theirs` at every step
     (which moved the parameters), and its state gives the effective learning rate."""
     ours, state = run_ours(tx, params, grads)
+    # max_rel_diff skips NaNs (Python's max), so both trajectories must be finite.
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves((ours, theirs)))
     assert max_rel_diff(jax.tree.map(lambda x: x[-1], theirs), params, FLOOR) > 1e-2
     assert max_rel_diff(ours, theirs, FLOOR) <= TOL
     final = jax.tree.map(lambda x: x[-1], ours)

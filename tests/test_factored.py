@@ -165,10 +165,6 @@ def test_inject_hyperparams_with_static_shapes_settings():
 FACTORED_OPTION_ROWS = [
     (dict(min_dim_size_to_factor=2), None),  # optax's axes: 0 and 2 of the stack
     (dict(min_dim_size_to_factor=0, last_two_axes=True), dict(last_two_axes=False)),  # keras
-    (  # torch: no epsilon in the average, v floored instead
-        dict(min_dim_size_to_factor=0, last_two_axes=True, epsilon=0.0, nu_floor=1e-4),
-        dict(epsilon=1e-30, nu_floor=0.0),
-    ),
     (dict(min_dim_size_to_factor=2, decay_rate=0.0, epsilon=1e-3), dict(decay_rate=0.8)),
 ]
 
@@ -279,7 +275,6 @@ def test_factored_state_of_a_4096_matrix_is_under_one_percent_of_adams():
 @pytest.mark.parametrize(
     "kwargs,argument",
     [
-        (dict(nu_floor=-1e-14), "nu_floor"),
         (dict(decay_rate=-0.8), "decay_rate"),
         (dict(step_offset=-1), "step_offset"),
         (dict(epsilon=-1e-30), "epsilon"),

@@ -85,7 +85,6 @@ def adafactor_scaling(
     epsilon_2: Any,
     *,
     eps_grad_sq: Any = 0.0,
-    nu_floor: Any = 0.0,
 ) -> optax.GradientTransformation:
     r"""keras' and torch's Adafactor before the step size: :math:`\max(\epsilon_2,
     \mathrm{RMS}(\theta))\, \hat u_t`.
@@ -109,7 +108,6 @@ def adafactor_scaling(
         min_dim_size_to_factor=0,
         epsilon=eps_grad_sq,
         last_two_axes=True,
-        nu_floor=nu_floor,
     )
     return optax.chain(
         factored,

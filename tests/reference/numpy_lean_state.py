@@ -118,7 +118,6 @@ def run_factored_rms(
     epsilon=1e-30,
     min_dim_size_to_factor=128,
     last_two_axes=False,
-    nu_floor=0.0,
 ):
     """Adafactor's scaling then -lr: Algorithm 4 of Shazeer & Stern with separate R and C.
 
@@ -128,7 +127,7 @@ def run_factored_rms(
       R_t = beta_t R_{t-1} + (1 - beta_t) mean_d1(g^2 + epsilon)
       C_t = beta_t C_{t-1} + (1 - beta_t) mean_d0(g^2 + epsilon)
       v_t = R_t C_t / mean_d0(R_t)      (0 where that mean is 0: no gradient yet)
-    else v_t = beta_t v_{t-1} + (1 - beta_t)(g^2 + epsilon); u_t = g / sqrt(max(v_t, nu_floor)).
+    else v_t = beta_t v_{t-1} + (1 - beta_t)(g^2 + epsilon); u_t = g / sqrt(v_t).
     """
     p = np.array(params0, np.float64)
     shape = p.shape
@@ -154,7 +153,7 @@ def run_factored_rms(
             C = beta * C + (1 - beta) * g2.mean(axis=d0, keepdims=True)
             mean = R.mean(axis=d0, keepdims=True)
             v = R * C / np.where(mean > 0, mean, 1.0)
-        p = p - lr * g / np.sqrt(np.maximum(v, nu_floor))
+        p = p - lr * g / np.sqrt(v)
         iterates.append(p.copy())
     return iterates
 
