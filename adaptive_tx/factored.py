@@ -33,22 +33,32 @@ from adaptive_tx.ema_of_squares import (
 from adaptive_tx.rule import dense_transformation
 
 
-def factored_dims(shape: tuple[int, ...], min_dim_size_to_factor: int) -> tuple[int, int] | None:
-    """The axes Adafactor reduces: (second largest, largest), or None if a matrix is too small.
+def factored_dims(
+    shape: tuple[int, ...], min_dim_size_to_factor: int, last_two_axes: bool = False
+) -> tuple[int, int] | None:
+    """The axes Adafactor reduces, (d0, d1), or None if the leaf is kept whole.
 
-    The same choice as ``optax.scale_by_factored_rms``: the two largest axes, if the second largest
-    has at least ``min_dim_size_to_factor`` entries.
+    By default the two largest axes, (second largest, largest), if the second largest has at
+    least ``min_dim_size_to_factor`` entries: ``optax.scale_by_factored_rms``'s choice. With
+    ``last_two_axes``, the last two axes, (-2, -1), if both have that many entries: keras' and
+    torch's choice (a kernel ``(..., m, n)`` is a stack of factored ``m x n`` matrices).
 
     Example:
       >>> factored_dims((256, 512), 128), factored_dims((256, 64), 128), factored_dims((512,), 1)
       ((0, 1), None, None)
+      >>> factored_dims((5, 2, 3), 1), factored_dims((5, 2, 3), 1, last_two_axes=True)
+      ((2, 0), (1, 2))
     """
     if len(shape) < 2:
         return None
-    order = np.argsort(shape)
-    if shape[order[-2]] < max(min_dim_size_to_factor, 1):
+    if last_two_axes:
+        dims = (len(shape) - 2, len(shape) - 1)
+    else:
+        order = np.argsort(shape)
+        dims = (int(order[-2]), int(order[-1]))
+    if min(shape[d] for d in dims) < max(min_dim_size_to_factor, 1):
         return None
-    return int(order[-2]), int(order[-1])
+    return dims
 
 
 def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
@@ -57,12 +67,13 @@ def _kept(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
 
 
 class FactoredArray(NamedTuple):
-    r"""A non-negative statistic kept as its means along its two largest axes (Adafactor).
+    r"""A non-negative statistic kept as its means along two axes d0, d1 (`factored_dims`).
 
     Attributes:
-      row: the mean over the largest axis (kept with size 1).
-      col: the mean over the second largest axis (kept with size 1). A leaf kept whole (a vector,
-        a small matrix) holds the statistic itself in ``row`` and an empty ``col``.
+      row: the mean over d1 (the largest axis, or the last; kept with size 1).
+      col: the mean over d0 (the second largest axis, or the second to last; kept with size 1).
+        A leaf kept whole (a vector, a small matrix) holds the statistic itself in ``row`` and an
+        empty ``col``.
     """
 
     row: jax.Array
@@ -75,15 +86,17 @@ class FactoredArray(NamedTuple):
         return jnp.broadcast_shapes(self.row.shape, self.col.shape)
 
     def widen(self) -> jax.Array:
-        r"""The rank-1 estimate :math:`\hat v = R\,C / \mathrm{mean}(R)` (0 where R is 0)."""
+        r"""The rank-1 estimate :math:`\hat v = (R / \mathrm{mean}(R))\,C` (0 where R is 0)."""
         row, col = self.row.astype(jnp.float32), self.col.astype(jnp.float32)
         if col.size == 0:
             return row
-        # `col` has size 1 along the second largest axis (and along the parameter's size-1 axes,
-        # where averaging `row` changes nothing).
+        # `col` has size 1 along d0 (and along the parameter's size-1 axes, where averaging `row`
+        # changes nothing): the mean of R per matrix of a stack.
         axes = tuple(axis for axis, size in enumerate(col.shape) if size == 1)
         mean = jnp.mean(row, axis=axes, keepdims=True)
-        return row * col / jnp.where(mean > 0, mean, 1.0)
+        # R / mean(R) first, as optax and keras: R C underflows when both are ~eps1 = 1e-30 (a
+        # matrix that has only seen zero gradients), and 0 / 0 would make its step NaN.
+        return row / jnp.where(mean > 0, mean, 1.0) * col
 
 
 class Factored(NamedTuple):
@@ -91,12 +104,14 @@ class Factored(NamedTuple):
 
     .. math::
 
-       R = \mathrm{mean}_{\text{largest axis}}(v), \quad
-       C = \mathrm{mean}_{\text{second largest axis}}(v), \qquad
-       \hat v = \frac{R\,C}{\mathrm{mean}(R)}.
+       R = \mathrm{mean}_{d_1}(v), \quad C = \mathrm{mean}_{d_0}(v), \qquad
+       \hat v = \frac{R\,C}{\mathrm{mean}_{d_0}(R)},
 
-    A leaf whose two largest axes do not both reach ``min_dim_size_to_factor`` (vectors, small
-    matrices) is kept whole. The step reads :math:`\hat v`. Only for non-negative statistics.
+    with :math:`d_1` the largest axis and :math:`d_0` the second largest (optax), or the last and
+    the second to last axes with ``last_two_axes`` (keras, torch; any leading axes index a stack of
+    matrices, each factored on its own). A leaf whose two axes do not both reach
+    ``min_dim_size_to_factor`` (vectors, small matrices) is kept whole. The step reads
+    :math:`\hat v`. Only for non-negative statistics.
 
     Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
     ICML 2018, https://arxiv.org/abs/1804.04235
@@ -105,6 +120,7 @@ class Factored(NamedTuple):
       min_dim_size_to_factor: factor only if the second largest axis has at least this size
         (``inf``: never).
       dtype: the dtype of the means (None: the parameter's dtype).
+      last_two_axes: factor the last two axes instead of the two largest.
 
     Example:
       >>> import adaptive_tx as atx
@@ -115,13 +131,14 @@ class Factored(NamedTuple):
 
     min_dim_size_to_factor: int = 128
     dtype: Any = None
+    last_two_axes: bool = False
     reads_stored = True
     container = FactoredArray
 
     def init(self, param: jax.Array, value: Any) -> FactoredArray:
         # The means of a constant are that constant.
         dtype = param.dtype if self.dtype is None else self.dtype
-        dims = factored_dims(param.shape, self.min_dim_size_to_factor)
+        dims = factored_dims(param.shape, self.min_dim_size_to_factor, self.last_two_axes)
         if dims is None:
             return FactoredArray(jnp.full(param.shape, value, dtype), jnp.zeros((0,), dtype))
         row, col = (_kept(param.shape, axis) for axis in reversed(dims))
@@ -130,7 +147,7 @@ class Factored(NamedTuple):
     def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
         del key
         dtype = previous.row.dtype
-        dims = factored_dims(x.shape, self.min_dim_size_to_factor)
+        dims = factored_dims(x.shape, self.min_dim_size_to_factor, self.last_two_axes)
         if dims is None:
             return FactoredArray(x.astype(dtype), previous.col)
         row, col = (jnp.mean(x, axis=axis, keepdims=True) for axis in reversed(dims))
@@ -188,6 +205,8 @@ def scale_by_factored_ema_of_squares(
     step_offset: int = 0,
     min_dim_size_to_factor: int = 128,
     epsilon: float = 1e-30,
+    *,
+    last_two_axes: bool = False,
 ) -> optax.GradientTransformation:
     r"""Scale by a factored estimate of the root mean square of the gradients (Adafactor).
 
@@ -201,9 +220,10 @@ def scale_by_factored_ema_of_squares(
        u_t = g_t / \sqrt{\hat v_t},
 
     with :math:`\hat v` the factored estimate :math:`R\,C/\mathrm{mean}(R)` of each matrix whose two
-    largest axes have at least ``min_dim_size_to_factor`` entries (other leaves keep :math:`v`
-    whole). :math:`\rho_1 = 0`, so no bias correction is needed. Equals
-    ``optax.scale_by_factored_rms`` (same argument names); the state is a
+    largest axes (or last two, ``last_two_axes``) have at least ``min_dim_size_to_factor`` entries
+    (other leaves keep :math:`v` whole). :math:`\rho_1 = 0`, so no bias correction is needed. With
+    the defaults, equals ``optax.scale_by_factored_rms`` (same argument names); keras factors the
+    last two axes of every matrix (``last_two_axes=True, min_dim_size_to_factor=0``). The state is a
     `ScaleByEmaOfSquaresState` whose ``nu`` holds `FactoredArray` leaves.
 
     Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
@@ -211,10 +231,12 @@ def scale_by_factored_ema_of_squares(
 
     Args:
       factored: factor the matrices (False: keep every :math:`v` whole).
-      decay_rate: the exponent of the decay schedule, > 0 (0.8 in the paper).
+      decay_rate: the exponent of the decay schedule, >= 0 (0.8 in the paper; 0: :math:`\rho_t = 0`,
+        no memory, as optax's formula gives).
       step_offset: the step the schedule starts from (for fine-tuning), >= 0.
-      min_dim_size_to_factor: factor only if the second largest axis has at least this size.
+      min_dim_size_to_factor: factor only if both factored axes have at least this size.
       epsilon: :math:`\epsilon_1`, added to every squared gradient, >= 0.
+      last_two_axes: factor the last two axes instead of the two largest (see `Factored`).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByEmaOfSquaresState`.
@@ -229,7 +251,7 @@ def scale_by_factored_ema_of_squares(
       >>> state.nu.row.shape, state.nu.col.shape
       ((2, 1), (1, 3))
     """
-    _validate.check_positive("decay_rate", decay_rate)
+    _validate.check_non_negative("decay_rate", decay_rate)
     _validate.check_non_negative("step_offset", step_offset)
     _validate.check_non_negative("min_dim_size_to_factor", min_dim_size_to_factor)
     _validate.check_non_negative("epsilon", epsilon)
@@ -243,6 +265,8 @@ def scale_by_factored_ema_of_squares(
         decay_offset=step_offset,
         eps_grad_sq=epsilon,
     )
-    storage = Factored(min_dim_size_to_factor if factored else float("inf"))
+    storage = Factored(
+        min_dim_size_to_factor if factored else float("inf"), last_two_axes=last_two_axes
+    )
     rule = ema_of_squares_rule(hyperparams, centered=False)
     return dense_transformation(rule, ScaleByEmaOfSquaresState, (storage,), hyperparams)

@@ -3,10 +3,11 @@ and gradient stream.
 
 One table, KERAS, of (optimizer name, keras keyword arguments) drives the parity tests: every
 preset with its defaults (but a learning rate large enough to move the parameters), then a grid
-of non-default settings, clipping and weight decay included. CONVENTIONS names, for the rows
-where a convention shows, the primitive option that carries it: switching it to optax's value
-must move the trajectory far from keras', so the parity test can tell the conventions apart.
-Keras runs with its stateless API inside one jitted scan per case.
+of non-default settings, clipping and weight decay included (Adafactor on `factoring_problem`,
+which adds a 3-d stack and a 1 x n row). CONVENTIONS names, for the rows where a convention
+shows, the option that carries it (of a primitive, or of the preset's chain): switching it to
+optax's value must move the trajectory far from keras', so the parity test can tell the
+conventions apart. Keras runs with its stateless API inside one jitted scan per case.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "jax":
     pytest.skip("keras runs with another backend: set KERAS_BACKEND=jax", allow_module_level=True)
 
+from adaptive_tx.compat import _common  # noqa: E402
 from adaptive_tx.compat import keras as presets  # noqa: E402
 from tests.cases import gradient_stream, make_params, max_rel_diff  # noqa: E402
 from tests.compat_checks import (  # noqa: E402
@@ -34,6 +36,7 @@ from tests.compat_checks import (  # noqa: E402
     STEPS,
     TOL,
     check_preset,
+    factoring_problem,
     force_option,
     row_id,
     run_ours,
@@ -79,19 +82,42 @@ KERAS = [
         dict(learning_rate=0.01, beta_1=0.95, beta_2=0.99, epsilon=1e-3, weight_decay=0.05)
         | dict(clipnorm=10.0),
     ),
+    ("Adafactor", dict()),
+    ("Adafactor", dict(learning_rate=0.5)),  # the step is capped at 1/sqrt(t) from t = 5
+    ("Adafactor", dict(learning_rate=0.5, relative_step=False)),  # keras caps it all the same
+    (
+        "Adafactor",
+        dict(learning_rate=0.05, beta_2_decay=-0.5, epsilon_1=1e-3, epsilon_2=0.1)
+        | dict(clip_threshold=0.5),
+    ),
+    ("Adafactor", dict(learning_rate=0.3, weight_decay=0.05, global_clipnorm=5.0)),
+    ("Adafactor", dict(learning_rate=SCHEDULE, beta_2_decay=0.0, clipnorm=1.0)),
+    ("Adafactor", dict(learning_rate=0.1, epsilon_2=0.0, clipvalue=0.5)),
 ]
 
-# (row of KERAS, primitive the preset calls, option, the value that gives optax's convention)
+# (row of KERAS, module whose function the preset calls, the function, option, the value that
+# gives optax's convention)
 CONVENTIONS = [
-    (KERAS[6], "scale_by_bias_corrected_moments", "eps_hat", False),
-    (KERAS[6], "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
-    (KERAS[11], "scale_by_inf_norm_moments", "eps_in_max", True),
-    (KERAS[12], "scale_by_bias_corrected_moments", "momentum_decay", None),
+    (KERAS[6], presets, "scale_by_bias_corrected_moments", "eps_hat", False),
+    (KERAS[6], presets, "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
+    (KERAS[11], presets, "scale_by_inf_norm_moments", "eps_in_max", True),
+    (KERAS[12], presets, "scale_by_bias_corrected_moments", "momentum_decay", None),
+    (KERAS[15], _common, "scale_by_factored_ema_of_squares", "last_two_axes", False),
+    (KERAS[15], _common, "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
+    (KERAS[15], presets, "_chain", "step_size", None),  # optax multiplies by the learning rate
+    (KERAS[18], presets, "_chain", "reads_params", False),  # the RMS of the parameters not decayed
 ]
 
 
 @pytest.fixture(scope="module")
 def problem():
+    return make_params(), gradient_stream(STEPS)
+
+
+def problem_for(name):
+    """The parameters and gradient stream of `name`'s rows."""
+    if name == "Adafactor":
+        return factoring_problem()
     return make_params(), gradient_stream(STEPS)
 
 
@@ -117,33 +143,33 @@ def run_keras(name, kwargs, params, grads):
 def keras_trajectory(row_index):
     """run_keras for KERAS[row_index] on the module's problem, once per row."""
     name, kwargs = KERAS[row_index]
-    return run_keras(name, kwargs, make_params(), gradient_stream(STEPS))
+    return run_keras(name, kwargs, *problem_for(name))
 
 
 def is_plain(name, kwargs):
     """No weight decay, momentum or clipping, and a stored direction (not NAdam's look-ahead)."""
     extras = {"weight_decay", "momentum", "clipnorm", "clipvalue", "global_clipnorm"}
-    return not extras & set(kwargs) and name not in ("AdamW", "Nadam")
+    return not extras & set(kwargs) and name not in ("AdamW", "Nadam", "Adafactor")
 
 
 @pytest.mark.parametrize("row", KERAS, ids=row_id)
-def test_matches_keras_over_100_steps(row, problem):
+def test_matches_keras_over_100_steps(row):
     name, kwargs = row
-    params, grads = problem
+    params, grads = problem_for(name)
     theirs = keras_trajectory(KERAS.index(row))
     check_preset(getattr(presets, name)(**kwargs), theirs, params, grads, is_plain(name, kwargs))
 
 
 @pytest.mark.parametrize(
-    "row,primitive,option,optax_value",
+    "row,module,function,option,optax_value",
     CONVENTIONS,
-    ids=[f"{row_id(c[0])}-{c[2]}" for c in CONVENTIONS],
+    ids=[f"{row_id(c[0])}-{c[3]}" for c in CONVENTIONS],
 )
-def test_convention_is_visible(row, primitive, option, optax_value, problem, monkeypatch):
+def test_convention_is_visible(row, module, function, option, optax_value, monkeypatch):
     """With the option at optax's value the preset is far from keras: the row tests it."""
     name, kwargs = row
-    params, grads = problem
-    force_option(monkeypatch, presets, primitive, option, optax_value)
+    params, grads = problem_for(name)
+    force_option(monkeypatch, module, function, option, optax_value)
     ours, _ = run_ours(getattr(presets, name)(**kwargs), params, grads)
     assert max_rel_diff(ours, keras_trajectory(KERAS.index(row)), FLOOR) > 100 * TOL
 
@@ -170,7 +196,7 @@ def test_options_that_do_not_change_the_math_are_ignored(problem):
         jax.tree.map(np.testing.assert_array_equal, u1, u2)
 
 
-@pytest.mark.parametrize("name", ["Adam", "RMSprop"])
+@pytest.mark.parametrize("name", ["Adam", "RMSprop", "Adafactor"])
 def test_inject_hyperparams_equals_plain(name, problem):
     params, grads = problem
     kwargs = dict(learning_rate=0.01, weight_decay=0.1, clipnorm=10.0)
@@ -198,6 +224,12 @@ BAD = [
     ("Adam", dict(use_ema=True), "use_ema"),
     ("Adam", dict(loss_scale_factor=128.0), "loss_scale_factor"),
     ("Adagrad", dict(gradient_accumulation_steps=4), "gradient_accumulation_steps"),
+    ("Adafactor", dict(beta_2_decay=0.8), "beta_2_decay must be <= 0, got beta_2_decay=0.8"),
+    ("Adafactor", dict(epsilon_1=-1e-30), "epsilon_1 must be >= 0"),
+    ("Adafactor", dict(epsilon_2=-1e-3), "epsilon_2 must be >= 0"),
+    ("Adafactor", dict(clip_threshold=0.0), "clip_threshold must be > 0, got clip_threshold=0.0"),
+    ("Adafactor", dict(learning_rate=-1.0), "learning_rate"),
+    ("Adafactor", dict(use_ema=True), "use_ema"),
 ]
 
 

@@ -135,6 +135,17 @@ def test_scale_by_factored_ema_of_squares_matches_optax_and_its_scale_is_the_ste
     assert max_rel_diff(jax.tree.map(jnp.multiply, grads[-1], scale), u_ours, floor=1e-2) <= 1e-6
 
 
+def test_a_matrix_without_gradients_yet_takes_a_zero_step_as_in_optax():
+    """v = eps1 = 1e-30 everywhere: R C = 1e-60 underflows in float32, R / mean(R) does not."""
+    params = zeros = {"w": jnp.zeros((4, 6))}
+    ours = atx.scale_by_factored_ema_of_squares(min_dim_size_to_factor=2)
+    theirs = optax.scale_by_factored_rms(min_dim_size_to_factor=2)
+    updates, _ = jax.jit(ours.update)(zeros, ours.init(params))
+    expected, _ = theirs.update(zeros, theirs.init(params), params)
+    np.testing.assert_array_equal(updates["w"], expected["w"])
+    np.testing.assert_array_equal(updates["w"], np.zeros((4, 6)))
+
+
 def test_inject_hyperparams_with_static_shapes_settings():
     params, grads = _params(), _grads(10)
     static = ("min_dim_size_to_factor", "decay_offset")
@@ -145,6 +156,54 @@ def test_inject_hyperparams_with_static_shapes_settings():
     )
     plain, _, _ = run(atx.adafactor(learning_rate=0.01), params, grads)
     assert traces == 1 and _gap(ours[-1], plain[-1], params) <= 1e-5
+
+
+# --- the options for keras' and torch's conventions, against the float64 reference ------------
+
+# (scale_by_factored_ema_of_squares keywords, which the reference takes too; the keywords that
+# give optax's convention instead of the row's, None for optax's own row)
+FACTORED_OPTION_ROWS = [
+    (dict(min_dim_size_to_factor=2), None),  # optax's axes: 0 and 2 of the stack
+    (dict(min_dim_size_to_factor=0, last_two_axes=True), dict(last_two_axes=False)),  # keras
+    (dict(min_dim_size_to_factor=2, decay_rate=0.0, epsilon=1e-3), dict(decay_rate=0.8)),
+]
+
+
+def _option_problem():
+    """A (5, 2, 3) stack, a (4, 5) matrix and a vector; one row of the matrix and one matrix of the
+    stack 1e-3 times smaller (their v is below the floor), exact zeros, x100 half way."""
+    rng = np.random.default_rng(7)
+    shapes = {"stack": (5, 2, 3), "w": (4, 5), "b": (3,)}
+    params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    grads = []
+    for t in range(STEPS):
+        g = {k: rng.normal(size=s) * (100.0 if t >= STEPS // 2 else 1.0) for k, s in shapes.items()}
+        g["w"][1] *= 1e-3
+        g["stack"][2] *= 1e-3
+        g["w"][:, 4] = 0.0
+        g["b"] *= t % 3 != 0
+        grads.append({k: v.astype(np.float32) for k, v in g.items()})
+    return params, grads
+
+
+def _reference_run(params, grads, lr, **kwargs):
+    return {
+        k: ref.run_factored_rms(params[k], [g[k] for g in grads], lr, **kwargs)[-1] for k in params
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs,optax_kwargs", FACTORED_OPTION_ROWS, ids=[_case_id(r[0]) for r in FACTORED_OPTION_ROWS]
+)
+def test_factored_options_match_float64_reference(kwargs, optax_kwargs):
+    params, grads = _option_problem()
+    tx = optax.chain(atx.scale_by_factored_ema_of_squares(**kwargs), optax.scale(-1e-2))
+    ours, _, _ = run(tx, params, grads)
+    expected = _reference_run(params, grads, 1e-2, **kwargs)
+    assert max_rel_diff(ours[-1], expected, floor=1.0) <= 1e-5
+    if optax_kwargs is not None:  # the option matters here: optax's value moves the reference
+        without = _reference_run(params, grads, 1e-2, **(kwargs | optax_kwargs))
+        assert max_rel_diff(without, expected, floor=1.0) > 1e-3
 
 
 # --- the same storages under Adam: factored v, and Adam-mini's one v per block ---------------
@@ -216,7 +275,6 @@ def test_factored_state_of_a_4096_matrix_is_under_one_percent_of_adams():
 @pytest.mark.parametrize(
     "kwargs,argument",
     [
-        (dict(decay_rate=0.0), "decay_rate"),
         (dict(decay_rate=-0.8), "decay_rate"),
         (dict(step_offset=-1), "step_offset"),
         (dict(epsilon=-1e-30), "epsilon"),

@@ -24,9 +24,9 @@ among them) is a TypeError, and ``optax.inject_hyperparams`` can wrap the preset
 per-variable ``exclude_from_weight_decay`` is a method, not a keyword: build the chain from the
 primitives with ``optax.masked`` around the weight decay for that.
 
-Not here: ``keras.optimizers.Adafactor``, whose factored second moments are being built in
-``adaptive_tx.factored``; it will be added with them. Every convention is tabulated in
-``docs/conventions.md``.
+``Adafactor`` scales its step by the parameters' RMS, so with ``weight_decay`` its step is computed
+at the decayed parameters, as keras computes it (`decay_before_step`). Every convention is
+tabulated in ``docs/conventions.md``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate
-from adaptive_tx.compat._common import is_off, real_params_only
+from adaptive_tx.compat._common import (
+    adafactor_scaling,
+    is_off,
+    real_params_only,
+    relative_step_size,
+)
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_norm_moments
@@ -114,6 +120,52 @@ def _check_options(use_ema: bool, loss_scale_factor: Any, gradient_accumulation_
         )
 
 
+def decay_before_step(
+    decay: optax.GradientTransformation, step: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+    r"""keras' order when the step reads the parameters: decay them first, then step from there.
+
+    .. math::
+
+       \theta' = \theta + \mathrm{decay}(0, \theta), \qquad
+       u = (\theta' - \theta) + \mathrm{step}(g, \theta').
+
+    Keras applies ``weight_decay`` to the variables before ``update_step``, so a step that reads
+    them (Adafactor's :math:`\mathrm{RMS}(\theta)`) reads the decayed ones. For steps that do not
+    read the parameters this equals ``optax.chain(step, decay)``.
+
+    Args:
+      decay: the weight decay, adding :math:`-\eta\lambda\theta` to zero updates.
+      step: the rest of the update, evaluated at the decayed parameters.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs` whose state is ``(decay state, step state)``;
+      ``update`` needs the parameters.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from adaptive_tx.weight_decay import add_decoupled_weight_decay
+      >>> tx = decay_before_step(add_decoupled_weight_decay(0.5, learning_rate=1.0),
+      ...                        optax.scale_by_param_block_rms())
+      >>> params = jnp.array([2.0, 2.0])
+      >>> updates, _ = tx.update(jnp.ones(2), tx.init(params), params)
+      >>> updates  # -0.5 * 2 + RMS(2 * (1 - 0.5))
+      Array([0., 0.], dtype=float32)
+    """
+    step = optax.with_extra_args_support(step)
+
+    def init_fn(params):
+        return decay.init(params), step.init(params)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        shrink, decay_state = decay.update(jax.tree.map(jnp.zeros_like, updates), state[0], params)
+        decayed = optax.apply_updates(params, shrink)
+        updates, step_state = step.update(updates, state[1], decayed, **extra_args)
+        return jax.tree.map(jnp.add, shrink, updates), (decay_state, step_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def _chain(
     name: str,
     scaling: optax.GradientTransformation,
@@ -127,16 +179,26 @@ def _chain(
     loss_scale_factor: Any,
     gradient_accumulation_steps: Any,
     momentum: Any = 0,
+    step_size: optax.ScalarOrSchedule | None = None,
+    reads_params: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    """clipping → scaling → learning rate → momentum → weight decay, as keras applies them."""
+    """clipping → scaling → learning rate → momentum → weight decay, as keras applies them.
+
+    ``step_size`` scales the step in place of ``learning_rate`` (the weight decay keeps
+    ``learning_rate``); with ``reads_params`` the scaling sees the decayed parameters
+    (`decay_before_step`).
+    """
     _check_options(use_ema, loss_scale_factor, gradient_accumulation_steps)
     _validate.check_learning_rate(learning_rate)
     parts = _clipping(clipnorm, clipvalue, global_clipnorm)
-    parts += [scaling, scale_by_learning_rate(learning_rate)]
+    step = [scaling, scale_by_learning_rate(learning_rate if step_size is None else step_size)]
     if not is_off(momentum):
-        parts.append(optax.trace(decay=momentum))
-    if weight_decay is not None:
-        parts.append(add_decoupled_weight_decay(weight_decay, learning_rate=learning_rate))
+        step.append(optax.trace(decay=momentum))
+    if weight_decay is None:
+        parts += step
+    else:
+        decay = add_decoupled_weight_decay(weight_decay, learning_rate=learning_rate)
+        parts += [decay_before_step(decay, optax.chain(*step))] if reads_params else step + [decay]
     return real_params_only(optax.chain(*parts), f"compat.keras.{name}", _COMPLEX_HINT)
 
 
@@ -548,4 +610,98 @@ def Nadam(
         use_ema=use_ema,
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def Adafactor(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    beta_2_decay: float = -0.8,
+    epsilon_1: float = 1e-30,
+    epsilon_2: float = 1e-3,
+    clip_threshold: float = 1.0,
+    relative_step: bool = True,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Adafactor``: the last two axes factored, a relative step capped by η.
+
+    .. math::
+
+       \beta_t = 1 - t^{\text{beta\_2\_decay}}, \quad
+       R_t = \beta_t R_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-1}(g_t^2 + \epsilon_1), \quad
+       C_t = \beta_t C_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-2}(g_t^2 + \epsilon_1),
+
+       \hat v_t = \frac{R_t\, C_t}{\mathrm{mean}_{-1}(R_t)}, \quad
+       u_t = \frac{g_t}{\sqrt{\hat v_t}}, \quad
+       \hat u_t = \frac{u_t}{\max(1, \mathrm{RMS}(u_t)/d)}, \quad
+       \theta_t = \theta_{t-1} - \min(\eta_t, \tfrac{1}{\sqrt t})
+                   \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\, \hat u_t,
+
+    with :math:`d` = ``clip_threshold``; every variable of rank >= 2 is factored on its last two
+    axes (leading axes index a stack of matrices), vectors keep :math:`v_t` whole. optax's
+    ``adafactor`` factors the two largest axes, only from 128 entries, multiplies by η rather than
+    capping a relative step with it, and its weight decay does not touch what the RMS reads. Built
+    from `scale_by_factored_ema_of_squares` (``last_two_axes=True``, ``min_dim_size_to_factor=0``,
+    ``decay_rate=-beta_2_decay``), ``optax.clip_by_block_rms``, ``optax.scale_by_param_block_rms``
+    and the step size :math:`\min(\eta_t, 1/\sqrt t)`. ``weight_decay`` shrinks the parameters
+    by :math:`\eta_t\lambda` first, and :math:`\mathrm{RMS}(\theta)` is that of the shrunk
+    parameters (`decay_before_step`), as in keras.
+
+    keras 3.15 caps the step at :math:`1/\sqrt t` whatever ``relative_step`` says (its
+    ``rho_t = min(lr, 1/sqrt(t))`` does not read it), so ``relative_step`` is accepted and changes
+    nothing here either.
+
+    Reference: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+    ICML 2018, https://arxiv.org/abs/1804.04235
+
+    Args:
+      learning_rate: η >= 0, the cap of the relative step, or an optax schedule.
+      beta_2_decay: <= 0, the exponent of the decay schedule.
+      epsilon_1: >= 0, added to every squared gradient.
+      epsilon_2: >= 0, the least parameter RMS the step is scaled by.
+      clip_threshold: > 0, the largest RMS of :math:`\hat u_t`.
+      relative_step: ignored, as by keras (see above).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+        keras' common options (see the module docstring).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Adafactor(learning_rate=0.1)
+      >>> params = jnp.array([[3.0, 4.0], [0.0, 5.0]])
+      >>> updates, _ = tx.update(jnp.array([[2.0, 2.0], [1.0, 1.0]]), tx.init(params), params)
+      >>> updates  # a rank-1 gradient: u = 1 everywhere, times -0.1 * RMS(params)
+      Array([[-0.35355338, -0.35355338],
+             [-0.35355338, -0.35355338]], dtype=float32)
+    """
+    del relative_step, ema_momentum, ema_overwrite_frequency, name
+    _validate.check_non_positive("beta_2_decay", beta_2_decay)
+    _validate.check_non_negative("epsilon_1", epsilon_1)
+    _validate.check_non_negative("epsilon_2", epsilon_2)
+    _validate.check_positive("clip_threshold", clip_threshold)
+    scaling = adafactor_scaling(beta_2_decay, clip_threshold, epsilon_2, eps_grad_sq=epsilon_1)
+    return _chain(
+        "Adafactor",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        step_size=relative_step_size(learning_rate),
+        reads_params=True,
     )

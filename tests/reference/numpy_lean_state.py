@@ -13,7 +13,9 @@ Independent of optax and adaptive_tx:
   never decodes to 0: the zero-point problem of Li, Chen & Zhu 2023,
   https://arxiv.org/abs/2309.01507);
 - Adam with a factored second moment (Shazeer & Stern 2018, https://arxiv.org/abs/1804.04235,
-  Algorithm 4's factoring applied to Adam's v), and Adam-mini (Zhang et al. 2024,
+  Algorithm 4's factoring applied to Adam's v); Adafactor's scaling itself (Algorithm 4's row and
+  column averages with the decay 1 - t^-c, without update clipping or relative step sizes), with
+  the axes keras and torch factor and torch's floor on v; and Adam-mini (Zhang et al. 2024,
   https://arxiv.org/abs/2406.16793): one second moment per block, the mean of g^2 over the block.
 
 Every ``run_<name>(params0, grads, lr, ...)`` returns the parameter after each step, as in
@@ -106,6 +108,54 @@ def run_adam_factored(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8):
         return state["R"] * state["C"] / state["R"].mean()
 
     return _adam_with_second_moment(params0, grads, lr, b1, b2, eps, second_moment)
+
+
+def run_factored_rms(
+    params0,
+    grads,
+    lr,
+    decay_rate=0.8,
+    epsilon=1e-30,
+    min_dim_size_to_factor=128,
+    last_two_axes=False,
+):
+    """Adafactor's scaling then -lr: Algorithm 4 of Shazeer & Stern with separate R and C.
+
+    beta_t = 1 - t^-decay_rate (beta_1 = 0); for a factored leaf, with d1 the largest axis and d0
+    the second largest (or d1 = -1, d0 = -2: keras, torch), if both have min_dim_size_to_factor
+    entries,
+      R_t = beta_t R_{t-1} + (1 - beta_t) mean_d1(g^2 + epsilon)
+      C_t = beta_t C_{t-1} + (1 - beta_t) mean_d0(g^2 + epsilon)
+      v_t = R_t C_t / mean_d0(R_t)      (0 where that mean is 0: no gradient yet)
+    else v_t = beta_t v_{t-1} + (1 - beta_t)(g^2 + epsilon); u_t = g / sqrt(v_t).
+    """
+    p = np.array(params0, np.float64)
+    shape = p.shape
+    if p.ndim < 2:
+        dims = None
+    elif last_two_axes:
+        dims = (p.ndim - 2, p.ndim - 1)
+    else:
+        dims = tuple(int(d) for d in np.argsort(shape, kind="stable")[-2:])
+    if dims is not None and min(shape[d] for d in dims) < max(min_dim_size_to_factor, 1):
+        dims = None
+    R = C = v = 0.0
+    iterates = []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        beta = 1.0 - float(t) ** -decay_rate if decay_rate > 0 else 0.0
+        g2 = g * g + epsilon
+        if dims is None:
+            v = beta * v + (1 - beta) * g2
+        else:
+            d0, d1 = dims
+            R = beta * R + (1 - beta) * g2.mean(axis=d1, keepdims=True)
+            C = beta * C + (1 - beta) * g2.mean(axis=d0, keepdims=True)
+            mean = R.mean(axis=d0, keepdims=True)
+            v = R * C / np.where(mean > 0, mean, 1.0)
+        p = p - lr * g / np.sqrt(v)
+        iterates.append(p.copy())
+    return iterates
 
 
 def run_adam_mini(params0, grads, lr, axes, b1=0.9, b2=0.999, eps=1e-8):
