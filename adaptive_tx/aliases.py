@@ -13,7 +13,8 @@ has no such argument): how the moments are stored (a float dtype, ``"bfloat16_sr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import optax

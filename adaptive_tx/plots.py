@@ -15,9 +15,9 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; no display is needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

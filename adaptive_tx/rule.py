@@ -17,7 +17,8 @@ row-sparse tables, diagnostics, lean state) is derived from it.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import chex
 import jax

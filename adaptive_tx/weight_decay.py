@@ -2,7 +2,8 @@ r"""Decoupled weight decay (AdamW's), added to the updates before the learning r
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -37,10 +37,10 @@ import optax
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quickstart import MLP, choose, load_data, loss_fn  # noqa: E402  (the same model and data)
+from quickstart import MLP, choose, load_data, loss_fn
 
-import adaptive_tx as atx  # noqa: E402
-from adaptive_tx.state_precision import round_stochastic_bfloat16  # noqa: E402
+import adaptive_tx as atx
+from adaptive_tx.state_precision import round_stochastic_bfloat16
 
 
 class Setting(NamedTuple):

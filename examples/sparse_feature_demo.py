@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
 
-import adaptive_tx as atx  # noqa: E402
-from adaptive_tx import plots  # noqa: E402
+import adaptive_tx as atx
+from adaptive_tx import plots
 
 TRUE_THETA = np.array([1.5, -2.0])
 START = np.array([-2.0, 2.5])

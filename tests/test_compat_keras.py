@@ -18,20 +18,20 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
 
 keras = pytest.importorskip("keras")
 if keras.backend.backend() != "jax":
     pytest.skip("keras runs with another backend: set KERAS_BACKEND=jax", allow_module_level=True)
 
-from adaptive_tx.compat import _common  # noqa: E402
-from adaptive_tx.compat import keras as presets  # noqa: E402
-from tests.cases import gradient_stream, make_params, max_rel_diff  # noqa: E402
-from tests.compat_checks import (  # noqa: E402
+from adaptive_tx.compat import _common
+from adaptive_tx.compat import keras as presets
+from tests.cases import gradient_stream, make_params, max_rel_diff
+from tests.compat_checks import (
     FLOOR,
     STEPS,
     TOL,
