@@ -208,6 +208,7 @@ def main(argv=None):
         contenders = make_contenders(names, table, draws, v, d, args.torch_threads)
         contenders["stream"] = stream_stepper(v, d)
         medians = time_interleaved(contenders, args.rounds, args.warmup)
+        del contenders  # free their tables (GBs) before the next K and the V check
         medians["dense floor"] = medians.pop("stream") * 7 / 3
         line = f"{k:>9,} {fmt_ms(medians['dense floor']):>12} "
         line += " ".join(f"{fmt_ms(medians[n]):>17}" for n in names)
