@@ -25,7 +25,9 @@ def _concrete(value: Any) -> float | None:
 
 def check_non_negative(name: str, value: Any) -> None:
     """Raises ValueError unless `value` is >= 0 (tracers and schedules pass)."""
-    check_at_least(name, value, 0)
+    number = _concrete(value)
+    if number is not None and not number >= 0.0:  # also catches NaN
+        raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
 
 
 def check_positive(name: str, value: Any) -> None:
@@ -38,15 +40,8 @@ def check_positive(name: str, value: Any) -> None:
 def check_non_positive(name: str, value: Any) -> None:
     """Raises ValueError unless `value` is <= 0 (tracers and schedules pass)."""
     number = _concrete(value)
-    if number is not None and not number <= 0.0:
+    if number is not None and not number <= 0.0:  # also catches NaN
         raise ValueError(f"{name} must be <= 0, got {name}={value!r}")
-
-
-def check_at_least(name: str, value: Any, minimum: float) -> None:
-    """Raises ValueError unless `value` is >= `minimum` (tracers and schedules pass)."""
-    number = _concrete(value)
-    if number is not None and not number >= minimum:  # also catches NaN
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={value!r}")
 
 
 def check_unit_interval(name: str, value: Any) -> None:

@@ -28,7 +28,6 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "jax":
     pytest.skip("keras runs with another backend: set KERAS_BACKEND=jax", allow_module_level=True)
 
-from adaptive_tx.compat import _common
 from adaptive_tx.compat import keras as presets
 from tests.cases import gradient_stream, make_params, max_rel_diff
 from tests.compat_checks import (
@@ -102,8 +101,8 @@ CONVENTIONS = [
     (KERAS[6], presets, "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
     (KERAS[11], presets, "scale_by_inf_norm_moments", "eps_in_max", True),
     (KERAS[12], presets, "scale_by_bias_corrected_moments", "momentum_decay", None),
-    (KERAS[15], _common, "scale_by_factored_ema_of_squares", "last_two_axes", False),
-    (KERAS[15], _common, "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
+    (KERAS[15], presets, "scale_by_factored_ema_of_squares", "last_two_axes", False),
+    (KERAS[15], presets, "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
     (KERAS[15], presets, "_chain", "step_size", None),  # optax multiplies by the learning rate
     (KERAS[18], presets, "_chain", "reads_params", False),  # the RMS of the parameters not decayed
 ]
