@@ -96,7 +96,10 @@ def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) ->
         correction = jnp.where(hyperparams.debias, bias_correction(decay, t), 1.0)
         variance = stats[0] / correction
         if centered:
-            variance = variance - abs_sq(stats[1] / correction)
+            # A variance is >= 0; rounding can leave E[g^2] - E[g]^2 an ulp below 0 where the
+            # gradient has not varied (at the first step it is exactly g^2 - g^2), and its root
+            # would be NaN.
+            variance = jnp.maximum(variance - abs_sq(stats[1] / correction), 0)
         return inverse_root(variance, eps_root, eps)
 
     initial_scale = hyperparams.initial_scale
@@ -127,7 +130,9 @@ def scale_by_ema_of_squares(
              \frac{g_t}{\sqrt{\hat\nu_t} + \epsilon} \text{ (eps\_in\_sqrt=False)}.
 
     Centered (Graves 2013) also keeps :math:`\mu_t = \rho\,\mu_{t-1} + (1-\rho)\,g_t` and replaces
-    :math:`\hat\nu_t` by the variance :math:`\hat\nu_t - \hat\mu_t^2`. With ``bias_correction`` the
+    :math:`\hat\nu_t` by the variance :math:`\max(\hat\nu_t - \hat\mu_t^2, 0)` (the max only
+    removes rounding: optax's NaN where float32 leaves the difference an ulp below 0, as at the
+    first bias-corrected step, where it is :math:`g_1^2 - g_1^2`). With ``bias_correction`` the
     hats divide by :math:`1-\rho^t`; without, :math:`\hat\nu_t = \nu_t`. The memory window is about
     :math:`1/(1-\rho)` steps, so old large gradients stop suppressing the step (unlike Adagrad).
 

@@ -26,11 +26,9 @@ ALIASES = [
     ("rmsprop", dict(learning_rate=0.01)),
     ("rmsprop", dict(learning_rate=0.01, decay=0.5, eps=1e-3, eps_in_sqrt=False)),
     ("rmsprop", dict(learning_rate=0.01, centered=True, initial_scale=1.0)),
-    # eps=0.1: with both, the first step has variance exactly 0 and the step is g / eps.
-    (
-        "rmsprop",
-        dict(learning_rate=0.01, centered=True, eps_in_sqrt=False, bias_correction=True, eps=0.1),
-    ),
+    # (centered with bias_correction and eps outside the root is ill-conditioned at its first step,
+    # in optax as here: tests/test_reference.py::test_centered_first_step_variance_is_not_nan)
+    ("rmsprop", dict(learning_rate=0.01, centered=True, eps_in_sqrt=False, eps=0.1)),
     ("rmsprop", dict(learning_rate=0.01, momentum=0.9, nesterov=True, bias_correction=True)),
     ("rmsprop", dict(learning_rate=SCHEDULE, momentum=0.5, initial_scale=0.1)),
     ("adam", dict(learning_rate=0.01)),
@@ -127,9 +125,15 @@ def run(tx, params, grads):
 
 
 def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
-    """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero."""
+    """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero.
+
+    Equal values (infinities, NaN against NaN) differ by 0; a NaN against a number is infinitely
+    far (the max of an array with a NaN is NaN, which Python's max would skip)."""
     worst = 0.0
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-        worst = max(worst, float(np.max(np.abs(a - e) / np.maximum(np.abs(e), floor), initial=0.0)))
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(a - e) / np.maximum(np.abs(e), floor)
+        diff = np.where((a == e) | (np.isnan(a) & np.isnan(e)), 0.0, diff)
+        worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
     return worst

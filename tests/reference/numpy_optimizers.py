@@ -116,7 +116,7 @@ def run_rmsprop(
     nu_t = decay nu_{t-1} + (1 - decay) g_t^2,  nu_0 = initial_scale
     mu_t = decay mu_{t-1} + (1 - decay) g_t,    mu_0 = 0   (centered only)
     bias_correction: nuhat = nu_t / (1 - decay^t), muhat = mu_t / (1 - decay^t)
-    var = nuhat - muhat^2 if centered else nuhat
+    var = max(nuhat - muhat^2, 0) if centered else nuhat
     s_t = 1 / sqrt(var + eps) if eps_in_sqrt else 1 / (sqrt(var) + eps)
     The learning rate comes before momentum: v_t = lr_t s_t g_t, and
     trace_t = v_t + momentum trace_{t-1};  step = trace_t, or with nesterov
@@ -137,7 +137,9 @@ def run_rmsprop(
         nuhat, muhat = (
             (_debias(nu, decay, t), _debias(mu, decay, t)) if bias_correction else (nu, mu)
         )
-        var = nuhat - muhat**2 if centered else nuhat
+        # A variance: >= 0, though rounding can leave nuhat - muhat^2 an ulp below 0 where g has
+        # not varied (at the first bias-corrected step it is g^2 - g^2).
+        var = np.maximum(nuhat - muhat**2, 0.0) if centered else nuhat
         s = 1.0 / np.sqrt(var + eps) if eps_in_sqrt else 1.0 / (np.sqrt(var) + eps)
         v = lr(t - 1) * s * g
         if momentum is None:
