@@ -94,17 +94,17 @@ KERAS = [
     ("Adafactor", dict(learning_rate=0.1, epsilon_2=0.0, clipvalue=0.5)),
 ]
 
-# (row of KERAS, module whose function the preset calls, the function, option, the value that
-# gives optax's convention)
+# (row of KERAS, function the preset calls (a primitive, or the preset's chain), option, the value
+# that gives optax's convention)
 CONVENTIONS = [
-    (KERAS[6], presets, "scale_by_bias_corrected_moments", "eps_hat", False),
-    (KERAS[6], presets, "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
-    (KERAS[11], presets, "scale_by_inf_norm_moments", "eps_in_max", True),
-    (KERAS[12], presets, "scale_by_bias_corrected_moments", "momentum_decay", None),
-    (KERAS[15], presets, "scale_by_factored_ema_of_squares", "last_two_axes", False),
-    (KERAS[15], presets, "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
-    (KERAS[15], presets, "_chain", "step_size", None),  # optax multiplies by the learning rate
-    (KERAS[18], presets, "_chain", "reads_params", False),  # the RMS of the parameters not decayed
+    (KERAS[6], "scale_by_bias_corrected_moments", "eps_hat", False),
+    (KERAS[6], "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
+    (KERAS[11], "scale_by_inf_norm_moments", "eps_in_max", True),
+    (KERAS[12], "scale_by_bias_corrected_moments", "momentum_decay", None),
+    (KERAS[15], "scale_by_factored_ema_of_squares", "last_two_axes", False),
+    (KERAS[15], "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
+    (KERAS[15], "_chain", "step_size", None),  # optax multiplies by the learning rate
+    (KERAS[18], "_chain", "reads_params", False),  # the RMS of the parameters not decayed
 ]
 
 
@@ -160,15 +160,15 @@ def test_matches_keras_over_100_steps(row):
 
 
 @pytest.mark.parametrize(
-    "row,module,function,option,optax_value",
+    "row,function,option,optax_value",
     CONVENTIONS,
-    ids=[f"{row_id(c[0])}-{c[3]}" for c in CONVENTIONS],
+    ids=[f"{row_id(c[0])}-{c[2]}" for c in CONVENTIONS],
 )
-def test_convention_is_visible(row, module, function, option, optax_value, monkeypatch):
+def test_convention_is_visible(row, function, option, optax_value, monkeypatch):
     """With the option at optax's value the preset is far from keras: the row tests it."""
     name, kwargs = row
     params, grads = problem_for(name)
-    force_option(monkeypatch, module, function, option, optax_value)
+    force_option(monkeypatch, presets, function, option, optax_value)
     ours, _ = run_ours(getattr(presets, name)(**kwargs), params, grads)
     assert max_rel_diff(ours, keras_trajectory(KERAS.index(row)), FLOOR) > 100 * TOL
 
