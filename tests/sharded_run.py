@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 import adaptive_tx as atx
 from adaptive_tx import state_precision
+from tests.cases import max_rel_diff
 
 STEPS = 5
 # Every parameter but the scalar is split over all 8 devices, so that a copy of a state leaf on
@@ -82,15 +83,6 @@ def _sizes(tree):
     }
 
 
-def _max_diff(a, b):
-    worst = 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        if x.size:
-            worst = max(worst, float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-2))))
-    return worst
-
-
 def _decoded(state):
     """Every array of the state as float (8-bit codes and scales multiplied out)."""
 
@@ -135,8 +127,8 @@ def run(name):
         "init_specs": init_specs,
         "step_specs": _specs(state),
         "param_specs": _specs(p),
-        "max_diff_params": _max_diff(p, q),
-        "max_diff_state": _max_diff(_decoded(state), _decoded(single_state)),
+        "max_diff_params": max_rel_diff(p, q, floor=1e-2),
+        "max_diff_state": max_rel_diff(_decoded(state), _decoded(single_state), floor=1e-2),
         "bitwise_equal": all(
             np.array_equal(np.asarray(x), np.asarray(y))
             for x, y in zip(jax.tree.leaves((p, state)), jax.tree.leaves((q, single_state)))

@@ -226,7 +226,7 @@ def test_lazy_adam_equals_torch_sparse_adam_over_100_steps():
     # Relative to the table's largest entry: optax's (and so our) float32 bias corrections differ
     # from torch's float64 ones by ~1e-5 relative at every step (see rule.bias_correction), an
     # absolute drift of ~1e-6 over 100 steps that elementwise ratios would blow up near zero.
-    worst = 0.0
+    errors = []
     for _ in range(100):
         indices = rng.zipf(1.5, size=lookups).clip(max=num_rows) - 1  # Zipf: repeats, rare rows
         values = rng.normal(size=(lookups, dim)).astype(np.float32)
@@ -236,8 +236,8 @@ def test_lazy_adam_equals_torch_sparse_adam_over_100_steps():
         torch_opt.step()
         params, state = step(params, state, atx.RowSparse(indices, values, num_rows))
         expected = torch_table.detach().numpy()
-        worst = max(worst, float(np.abs(params - expected).max() / np.abs(expected).max()))
-    assert worst <= 1e-4
+        errors.append(np.abs(params - expected).max() / np.abs(expected).max())
+    assert np.max(errors) <= 1e-4  # a NaN fails too
     assert max_rel_diff(params, table) > 1e-2
 
 
