@@ -32,12 +32,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from timing import interleaved_times
 
 import adaptive_tx as atx
 
@@ -151,16 +151,7 @@ def make_contenders(names, table, draws, num_rows, dim, torch_threads=1):
 
 def time_interleaved(contenders, rounds, warmup):
     """Median seconds per step of each contender, interleaved round by round (order rotated)."""
-    names = list(contenders)
-    for name in names:
-        for _ in range(warmup):
-            contenders[name]()
-    times = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(contenders, rounds, warmup)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

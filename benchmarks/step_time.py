@@ -36,7 +36,6 @@ import platform
 import re
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -46,7 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The repository (for adaptive_tx) and this folder (for timing), however this file is loaded.
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+from timing import interleaved_times
+
 import adaptive_tx
 
 METHODS = ("adam", "adamw", "adagrad", "rmsprop", "adamax", "nadam")
@@ -197,25 +199,6 @@ def make_torch(method, kind, flat_params, flat_grads, leaves, device) -> Callabl
 
 
 # ---------------------------------------------------------------- timing
-
-
-def interleaved_times(runs: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each closure in each round, calling them in turn round by round.
-
-    Each closure is called twice first (warm-up: compilation, first-touch of memory). The order of the
-    contenders rotates from round to round so that no contender always follows the same neighbour.
-    """
-    for run in runs.values():
-        run()
-        run()
-    names = list(runs)
-    times = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def measure(config: Config, repeats: int, device, rng) -> dict:
