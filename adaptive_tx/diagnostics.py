@@ -30,6 +30,7 @@ rate"), which `effective_learning_rate_summary` turns into an alarm.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -113,36 +114,68 @@ def effective_learning_rate(opt_state: optax.OptState) -> optax.Updates:
     return jax.tree.map(lambda s: learning_rate * s, scales[0].per_coordinate_scale())
 
 
-def _summarize(rate: jax.Array, threshold: float) -> RateSummary:
-    rate = rate.astype(jnp.float32).ravel()
+def _summarize(rate: jax.Array, threshold: float, where: Any = True) -> RateSummary:
+    rate = rate.astype(jnp.float32)
     if rate.size == 0:
         nan = jnp.full([], jnp.nan, jnp.float32)
         return RateSummary(nan, nan, nan, nan, nan)
+    keep = jnp.broadcast_to(jnp.asarray(where, bool), rate.shape)
+    kept = jnp.where(keep, rate, jnp.nan)  # an empty selection gives NaN, like an empty leaf
     return RateSummary(
-        min=rate.min(),
-        median=jnp.median(rate),
-        max=rate.max(),
-        mean=rate.mean(),
-        fraction_below=(rate < threshold).mean(dtype=jnp.float32),
+        min=jnp.nanmin(kept),
+        median=jnp.nanmedian(kept),
+        max=jnp.nanmax(kept),
+        mean=jnp.nanmean(kept),
+        fraction_below=jnp.sum(keep & (rate < threshold)) / jnp.sum(keep, dtype=jnp.float32),
     )
 
 
+def _masks(where: Mapping[str, Any] | None, paths: list[str], shapes: dict[str, tuple]) -> dict:
+    """`where` checked against the leaves: every key a leaf's path, every mask broadcastable."""
+    where = dict(where or {})
+    unknown = sorted(set(where) - set(paths))
+    if unknown:
+        raise ValueError(
+            f"effective_learning_rate_summary: where has no leaf {unknown[0]!r}; the leaves are "
+            + ", ".join(repr(p) for p in paths)
+        )
+    for path, mask in where.items():
+        mask_shape = jnp.shape(mask)
+        try:
+            jnp.broadcast_shapes(mask_shape, shapes[path])
+        except ValueError:
+            raise ValueError(
+                f"effective_learning_rate_summary: where[{path!r}] has shape {mask_shape}, which "
+                f"does not broadcast to the leaf's shape {shapes[path]}"
+            ) from None
+    return where
+
+
 def effective_learning_rate_summary(
-    opt_state: optax.OptState, threshold: float = 1e-6
+    opt_state: optax.OptState, threshold: float = 1e-6, where: Mapping[str, Any] | None = None
 ) -> dict[str, RateSummary]:
     r"""Per-leaf statistics of the effective learning rate, for training-loop logging (jittable).
 
     For every parameter leaf: min, median, max and mean of :math:`\eta_{\text{eff}}` over its
     coordinates, and the fraction of coordinates with :math:`\eta_{\text{eff}} <` ``threshold``:
     the "dying learning rate" alarm (Adagrad's rates only shrink; a layer whose fraction climbs to
-    1 has stopped learning).
+    1 has stopped learning). ``where`` restricts a leaf's statistics to some of its coordinates:
+    the rows of an embedding table that were looked up so far, say. A row that no gradient has
+    reached has the rate of its initial statistics (:math:`\eta/\epsilon` for Adam, whose
+    :math:`v` is 0), which would otherwise dominate the table's median.
 
     Args:
       opt_state: the optimizer's state (see `effective_learning_rate`).
       threshold: the rate below which a coordinate counts as dying.
+      where: optional dict from a leaf's path to a boolean mask broadcastable to the leaf's shape
+        (``{"embed/embedding": seen[:, None]}``); only the coordinates where it is True are
+        summarized (all NaN if none). Leaves not named are summarized whole.
 
     Returns:
       A dict from the leaf's path (``"layer/kernel"``) to its `RateSummary`.
+
+    Raises:
+      ValueError: if ``where`` names a path that is not a leaf, or a mask that does not broadcast.
 
     Example:
       >>> import jax.numpy as jnp, adaptive_tx as atx
@@ -152,9 +185,15 @@ def effective_learning_rate_summary(
       >>> summary = effective_learning_rate_summary(state, threshold=1e-3)['w']
       >>> summary.median, summary.max, summary.fraction_below
       (Array(0.125, dtype=float32), Array(0.5, dtype=float32), Array(0.33333334, dtype=float32))
+      >>> seen = {'w': jnp.array([False, True, True])}
+      >>> effective_learning_rate_summary(state, where=seen)['w'].median  # of 0.5 and 0.125
+      Array(0.3125, dtype=float32)
     """
-    rates = effective_learning_rate(opt_state)
+    rates = {
+        jax.tree_util.keystr(path, simple=True, separator="/"): rate
+        for path, rate in jax.tree_util.tree_leaves_with_path(effective_learning_rate(opt_state))
+    }
+    where = _masks(where, list(rates), {path: rate.shape for path, rate in rates.items()})
     return {
-        jax.tree_util.keystr(path, simple=True, separator="/"): _summarize(rate, threshold)
-        for path, rate in jax.tree_util.tree_leaves_with_path(rates)
+        path: _summarize(rate, threshold, where.get(path, True)) for path, rate in rates.items()
     }

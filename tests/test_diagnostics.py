@@ -171,3 +171,43 @@ def test_adagrad_rates_die_and_rmsprop_rates_recover():
     assert final["adagrad"] < 0.1 / np.sqrt(100 * 100.0) * 1.01  # still held down by the past
     # back near lr / |g| = 1 of the small gradients (0.9^100 of the past is left in nu)
     assert final["rmsprop"] > 0.85
+
+
+def test_summary_where_selects_coordinates():
+    """`where` summarizes the selected coordinates only, against NumPy on the same rates."""
+    tx = atx.adam(0.1)
+    params = {"embed": jnp.zeros((6, 3)), "bias": jnp.zeros(3)}
+    g = {"embed": jnp.zeros((6, 3)).at[1:3].set(jnp.array([[1.0, 2.0, 3.0], [0.1, 0.2, 0.3]]))}
+    g["bias"] = jnp.ones(3)
+    _, state = tx.update(g, tx.init(params))
+    seen = (jnp.arange(6)[:, None] >= 1) & (jnp.arange(6)[:, None] < 3)  # the rows with gradients
+    summary = jax.jit(atx.effective_learning_rate_summary, static_argnums=1)(
+        state, 1.0, {"embed": seen}
+    )
+    rate = np.asarray(atx.effective_learning_rate(state)["embed"], np.float64)[1:3].ravel()
+    got = summary["embed"]
+    np.testing.assert_allclose(
+        [got.min, got.median, got.max, got.mean],
+        [rate.min(), np.median(rate), rate.max(), rate.mean()],
+        rtol=1e-6,
+    )
+    assert float(got.fraction_below) == pytest.approx(np.mean(rate < 1.0))
+    whole = atx.effective_learning_rate_summary(state, 1.0)
+    assert float(whole["embed"].max) > float(got.max)  # the unseen rows' eta/eps, left out
+    assert summary["bias"] == whole["bias"]
+    none = atx.effective_learning_rate_summary(state, 1.0, {"embed": jnp.zeros((6, 1), bool)})
+    assert all(np.isnan(x) for x in none["embed"])
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"embedding": True}, "where has no leaf 'embedding'; the leaves are 'bias', 'embed'"),
+        ({"embed": jnp.ones((5, 1), bool)}, r"where\['embed'\] has shape \(5, 1\)"),
+    ],
+)
+def test_summary_where_errors(where, message):
+    tx = atx.adam(0.1)
+    state = tx.init({"embed": jnp.zeros((6, 3)), "bias": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=message):
+        atx.effective_learning_rate_summary(state, 1e-6, where)
