@@ -103,3 +103,39 @@ def test_low_precision_eps_study_tiny_run():
     for library in ("optax", "adaptive_tx"):
         loss, nan_step = table[("float16", library)][1e-5]
         assert nan_step is None and math.isfinite(loss)
+
+
+def test_transformer_lm_tiny_run(tmp_path):
+    """examples/transformer_lm.py in its tiny configuration: both runs learn, log the per-layer
+    rates, write both figures; and a run resumed from its step-20 orbax checkpoint ends on the
+    uninterrupted run's parameters, bit for bit."""
+    import shutil
+
+    import jax
+    import numpy as np
+
+    lm = _example("transformer_lm")
+    out = lm.main(["--tiny", str(tmp_path / "a")])
+    for path in out["files"]:
+        assert path.stat().st_size > 10_000, path
+    uniform = math.log(2048)  # --tiny's vocabulary
+    by_mode = {r["mode"]: r for r in out["results"]}
+    assert set(by_mode) == {"dense", "row-sparse"}
+    for r in by_mode.values():
+        first, last = r["log"][0], r["log"][-1]
+        assert out["optimal_loss"] < last["eval_loss"] < min(first["eval_loss"], uniform)
+        assert {"embed/embedding", "head/kernel", "position"} <= set(last["rates"])
+        embed = last["rates"]["embed/embedding"]  # over the rows looked up, most of them far below
+        assert 0 < embed["min"] <= embed["median"] < 1.0 <= embed["max"]  # an unseen row's eta/eps
+        assert r["ms_per_step"] > 0 and r["gradient_ms"] > 0
+
+    # Resume: keep only the step-20 checkpoint of the row-sparse run, train steps 21..40 again.
+    resumed = tmp_path / "b" / "checkpoints" / "row-sparse"
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "row-sparse" / "20", resumed / "20")
+    again = lm.main(["--tiny", "--modes", "row-sparse", "--resume", str(tmp_path / "b")])
+    (r,) = again["results"]
+    assert [p["step"] for p in r["log"]] == [30, 40]
+    for x, y in zip(
+        jax.tree.leaves(by_mode["row-sparse"]["params"]), jax.tree.leaves(r["params"]), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
