@@ -9,7 +9,8 @@ almost never touches (a batch of B x T tokens touches at most B x T of the V row
 
 The model is a pre-LayerNorm decoder-only transformer (token embedding ``adaptive_tx.sparse.Embed``,
 learned positions, ``--layers`` blocks of causal self-attention and a GELU MLP, an untied output
-layer). It is trained twice from the same initialization on the same batches, with one optimizer
+layer). It is trained twice, in lockstep (each run takes batch t in turn, so their step times are
+measured side by side), from the same initialization on the same batches, with one optimizer
 chain (``sparse.prepare_rows``, ``sparse.clip_by_global_norm``, the ``--optimizer`` alias with a
 warmup-cosine learning rate):
 
@@ -208,16 +209,19 @@ def make_step(mode):
     return step
 
 
-def gradient_ms(mode, model, tokens, repeats=10):
-    """The median time of the step's forward and backward pass alone (no optimizer)."""
-    gradients = nnx.jit(loss_and_grads(mode))
-    jax.block_until_ready(gradients(model, tokens))  # compiles
-    times = []
+def gradient_ms(runs, tokens, repeats=10):
+    """Each run's median time of the forward and backward pass alone (no optimizer), the runs
+    timed in turn, round by round."""
+    gradients = [nnx.jit(loss_and_grads(run.mode)) for run in runs]
+    for run, fn in zip(runs, gradients):
+        jax.block_until_ready(fn(run.model, tokens))  # compiles
+    times = [[] for _ in runs]
     for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(gradients(model, tokens))
-        times.append(time.perf_counter() - tic)
-    return 1e3 * float(np.median(times))
+        for run, fn, ts in zip(runs, gradients, times):
+            tic = time.perf_counter()
+            jax.block_until_ready(fn(run.model, tokens))
+            ts.append(time.perf_counter() - tic)
+    return [1e3 * float(np.median(ts)) for ts in times]
 
 
 @nnx.jit
@@ -258,51 +262,69 @@ def restore(manager, model, optimizer):
     return step
 
 
-def train(mode, corpus, eval_tokens, args):
-    """One run: the held-out losses, the rate summaries, the final per-row rates, step times."""
-    model = TransformerLM(args, rngs=nnx.Rngs(args.seed))
-    optimizer = nnx.Optimizer(model, make_optimizer(args), wrt=nnx.Param)
-    manager = ocp.CheckpointManager(
-        (args.out / "checkpoints" / mode).resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-    )
-    start = restore(manager, model, optimizer) if args.resume else 0
+class Run:
+    """One training run: a model, its optimizer, the step for its mode, its checkpoints."""
+
+    def __init__(self, mode, args):
+        self.mode, self.times, self.log = mode, [], []
+        self.model = TransformerLM(args, rngs=nnx.Rngs(args.seed))
+        self.optimizer = nnx.Optimizer(self.model, make_optimizer(args), wrt=nnx.Param)
+        self.step = make_step(mode)
+        self.manager = ocp.CheckpointManager(
+            (args.out / "checkpoints" / mode).resolve(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+        )
+        self.start = restore(self.manager, self.model, self.optimizer) if args.resume else 0
+
+
+def train(corpus, eval_tokens, args):
+    """The runs in lockstep, so their step times are measured side by side: each takes batch t
+    in turn. Returns per run its log, step times, final per-row embedding rates and parameters."""
+    runs = [Run(mode, args) for mode in args.modes]
+    start = min(run.start for run in runs)
     seen = np.zeros(args.vocab, np.int64)  # how often each token was an input so far
     for t in range(1, start + 1):
         seen += np.bincount(corpus.batch(t)[:, :-1].ravel(), minlength=args.vocab)
-    step, times, log = make_step(mode), [], []
     for t in range(start + 1, args.steps + 1):
         tokens = corpus.batch(t)
         seen += np.bincount(tokens[:, :-1].ravel(), minlength=args.vocab)
-        tic = time.perf_counter()
-        loss = jax.block_until_ready(step(model, optimizer, jnp.asarray(tokens)))
-        times.append(time.perf_counter() - tic)
-        if t % args.log_every == 0 or t == args.steps:
-            log.append(log_point(t, float(loss), model, optimizer, seen, eval_tokens, mode))
-        if t % args.checkpoint_every == 0 or t == args.steps:
-            manager.save(t, args=ocp.args.StandardSave(checkpoint_target(model, optimizer)))
-    manager.wait_until_finished()
-    manager.close()
-    rates = atx.effective_learning_rate(optimizer.opt_state)
-    return {
-        "mode": mode,
-        "log": log,
-        "ms_per_step": 1e3 * float(np.median(times[1:])) if len(times) > 1 else float("nan"),
-        "gradient_ms": gradient_ms(mode, model, jnp.asarray(corpus.batch(args.steps))),
-        "row_rates": np.median(np.asarray(rates["embed"]["embedding"]), axis=1),
-        "seen": seen,
-        "params": nnx.state(model, nnx.Param),
-    }
+        for run in (run for run in runs if run.start < t):
+            tic = time.perf_counter()
+            loss = jax.block_until_ready(run.step(run.model, run.optimizer, jnp.asarray(tokens)))
+            run.times.append(time.perf_counter() - tic)
+            if t % args.log_every == 0 or t == args.steps:
+                run.log.append(log_point(t, float(loss), run, seen, eval_tokens))
+            if t % args.checkpoint_every == 0 or t == args.steps:
+                target = checkpoint_target(run.model, run.optimizer)
+                run.manager.save(t, args=ocp.args.StandardSave(target))
+    gradient_times = gradient_ms(runs, jnp.asarray(corpus.batch(args.steps)))
+    results = []
+    for run, grad_ms in zip(runs, gradient_times):
+        run.manager.wait_until_finished()
+        run.manager.close()
+        rates = atx.effective_learning_rate(run.optimizer.opt_state)["embed"]["embedding"]
+        results.append(
+            {
+                "mode": run.mode,
+                "log": run.log,
+                "ms_per_step": 1e3 * float(np.median(run.times[1:] or [np.nan])),  # 1: compiles
+                "gradient_ms": grad_ms,
+                "row_rates": np.median(np.asarray(rates), axis=1),
+                "seen": seen,
+                "params": nnx.state(run.model, nnx.Param),
+            }
+        )
+    return results
 
 
-def log_point(t, train_loss, model, optimizer, seen, eval_tokens, mode):
+def log_point(t, train_loss, run, seen, eval_tokens):
     losses = np.concatenate(
-        [np.asarray(evaluate(model, jnp.asarray(chunk))) for chunk in np.split(eval_tokens, 4)]
+        [np.asarray(evaluate(run.model, jnp.asarray(c))) for c in np.split(eval_tokens, 4)]
     )
     rare = seen[eval_tokens[:, :-1]] <= RARE
     summary = {
         path: {field: float(value) for field, value in s._asdict().items()}
-        for path, s in rate_summary(optimizer.opt_state, jnp.asarray(seen > 0)[:, None]).items()
+        for path, s in rate_summary(run.optimizer.opt_state, jnp.asarray(seen > 0)[:, None]).items()
         if is_layer(path)
     }
     point = {
@@ -313,7 +335,7 @@ def log_point(t, train_loss, model, optimizer, seen, eval_tokens, mode):
         "rates": summary,
     }
     print(
-        f"[{mode}] step {t:5d}  train {train_loss:.3f}  held-out {point['eval_loss']:.3f}"
+        f"[{run.mode}] step {t:5d}  train {train_loss:.3f}  held-out {point['eval_loss']:.3f}"
         f"  rare-token positions {point['rare_loss']:.3f}"
     )
     print(f"    {'effective learning rate':<34} {'min':>9} {'median':>9} {'max':>9} {'dying':>6}")
@@ -430,7 +452,7 @@ def main(argv=None):
         f"{args.steps} steps of {args.batch_size} x {args.seq_len} tokens, {args.optimizer}; "
         f"loss floor {optimal:.3f} nats, uniform guess {np.log(args.vocab):.3f}"
     )
-    results = [train(mode, corpus, eval_tokens, args) for mode in args.modes]
+    results = train(corpus, eval_tokens, args)
     print(
         f"\n{'embedding updates':<18} {'ms/step':>8} {'gradient':>9} {'optimizer':>10}"
         f" {'held-out':>9} {'rare pos.':>9}"
