@@ -63,6 +63,25 @@ from flax import nnx
 
 from adaptive_tx import _validate
 
+__all__ = (
+    "Embed",
+    "PrepareRowsState",
+    "RowSparse",
+    "apply_rows",
+    "apply_updates",
+    "check_rows",
+    "clip_by_global_norm",
+    "global_norm",
+    "is_row_sparse",
+    "map_values",
+    "map_with_params",
+    "prepare_rows",
+    "row_mean",
+    "row_shape",
+    "shape_view",
+    "value_and_grad",
+)
+
 INT32_MAX = np.iinfo(np.int32).max
 
 

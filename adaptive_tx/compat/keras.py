@@ -46,6 +46,20 @@ from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_no
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
+__all__ = (
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Nadam",
+    "RMSprop",
+    "adafactor_scaling",
+    "clip_each_by_norm",
+    "decay_before_step",
+    "relative_step_size",
+)
+
 _COMPLEX_HINT = "keras optimizers have no convention for complex variables"
 
 

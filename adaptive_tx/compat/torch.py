@@ -40,6 +40,17 @@ from adaptive_tx.moments import (
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
+__all__ = (
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "SparseAdam",
+)
+
 _COMPLEX_HINT = (
     "torch treats the real and imaginary parts as separate coordinates: wrap the preset in "
     "optax.contrib.split_real_and_imaginary to do the same"
