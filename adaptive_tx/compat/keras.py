@@ -242,9 +242,12 @@ def Adagrad(
       learning_rate: η, a non-negative number or an optax schedule.
       initial_accumulator_value: :math:`G_0` >= 0.
       epsilon: >= 0, added inside the root.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -313,9 +316,12 @@ def RMSprop(
       momentum: >= 0 (0: no momentum buffer).
       epsilon: >= 0, added inside the root.
       centered: divide by the estimated standard deviation instead of the RMS.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -391,9 +397,12 @@ def Adam(
       beta_1, beta_2: the moments' decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`\sqrt{v_t}`.
       amsgrad: use the running maximum of the second moment.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -455,8 +464,11 @@ def AdamW(
     Args:
       learning_rate, beta_1, beta_2, epsilon, amsgrad: see `Adam`.
       weight_decay: λ >= 0 (None is an error, as in keras).
-      clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
-        loss_scale_factor, gradient_accumulation_steps, name: keras' common options.
+      clipnorm, clipvalue, global_clipnorm: keras' common options: at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
@@ -523,9 +535,12 @@ def Adamax(
       learning_rate: η, a non-negative number or an optax schedule.
       beta_1, beta_2: the decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`u_t`.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -590,9 +605,12 @@ def Nadam(
       learning_rate: η, a non-negative number or an optax schedule.
       beta_1, beta_2: the moments' decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`\sqrt{\hat v_t}`.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -735,9 +753,12 @@ def Adafactor(
       epsilon_2: >= 0, the least parameter RMS the step is scaled by.
       clip_threshold: > 0, the largest RMS of :math:`\hat u_t`.
       relative_step: ignored, as by keras (see above).
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
