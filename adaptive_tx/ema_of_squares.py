@@ -54,6 +54,13 @@ class ScaleByEmaOfSquaresState(NamedTuple):
       nu: params-shaped tree, the EMA of squared gradients :math:`\\nu_t`.
       mu: params-shaped tree, the EMA of gradients :math:`\\mu_t` (centered variant only, else None).
       hyperparams: the `EmaOfSquaresHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_ema_of_squares(decay=0.75, eps=0.0)
+      >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> state.nu, state.mu, state.per_coordinate_scale()  # 0.25 * 2², not centered, 1 / sqrt(1)
+      (Array([1.], dtype=float32), None, Array([1.], dtype=float32))
     """
 
     count: jax.Array

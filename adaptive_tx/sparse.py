@@ -484,6 +484,13 @@ class PrepareRowsState(NamedTuple):
     Attributes:
       dropped_rows: int32 scalar, how many out-of-range row indices were dropped so far
         (saturating); a training loop can alarm when it grows.
+
+    Example:
+      >>> tx = prepare_rows()
+      >>> g = RowSparse(jnp.array([1, 9]), jnp.ones((2, 1)), num_rows=4)
+      >>> _, state = jax.jit(tx.update)(g, tx.init(None))  # inside jit: dropped and counted
+      >>> state
+      PrepareRowsState(dropped_rows=Array(1, dtype=int32))
     """
 
     dropped_rows: jax.Array
