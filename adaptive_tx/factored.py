@@ -222,7 +222,7 @@ def scale_by_factored_ema_of_squares(
 
     .. math::
 
-       \rho_t = 1 - (t - \text{step\_offset})^{-\text{decay\_rate}}, \quad
+       \rho_t = 1 - (t - \mathtt{step\_offset})^{-\mathtt{decay\_rate}}, \quad
        v_t = \rho_t\, \hat v_{t-1} + (1-\rho_t)(g_t^2 + \epsilon_1), \qquad
        u_t = g_t / \sqrt{\hat v_t},
 

@@ -42,7 +42,7 @@ def scale_by_learning_rate(
 
     .. math::
 
-       u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \text{learning\_rate}(t-1) \text{ for a schedule}).
+       u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \mathtt{learning\_rate}(t-1) \text{ for a schedule}).
 
     The same arithmetic as ``optax.scale_by_learning_rate`` (the schedule sees 0, 1, 2, ...), and the
     rate used is kept in the state (`ScaleByLearningRateState.learning_rate`). Row-sparse leaves

@@ -441,7 +441,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     .. math::
 
        g \leftarrow g \cdot \min\!\left(1, \frac{c}{\lVert g \rVert}\right), \qquad
-       \lVert g \rVert = \sqrt{\textstyle\sum_\ell \lVert g_\ell \rVert^2} \text{ (`global_norm`)}.
+       \lVert g \rVert = \sqrt{\textstyle\sum_\ell \lVert g_\ell \rVert^2} \ (\mathtt{global\_norm}).
 
     The same arithmetic as optax, on the dense leaves and the (coalesced) rows of the row-sparse
     ones; the row-sparse leaves come out coalesced.

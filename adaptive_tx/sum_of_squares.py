@@ -102,9 +102,9 @@ def scale_by_sum_of_squares(
 
     .. math::
 
-       G_t = G_{t-1} + g_t^2, \quad G_0 = \text{initial\_accumulator\_value}, \qquad
+       G_t = G_{t-1} + g_t^2, \quad G_0 = \mathtt{initial\_accumulator\_value}, \qquad
        u_t = \frac{g_t}{\sqrt{G_t + \epsilon}} \;\text{ or }\; \frac{g_t}{\sqrt{G_t} + \epsilon}
-       \text{ (eps\_in\_sqrt=False)}, \quad u_t = 0 \text{ where } G_t = 0.
+       \ (\mathtt{eps\_in\_sqrt=False}), \quad u_t = 0 \text{ where } G_t = 0.
 
     Coordinates that rarely see a gradient keep a large step; the step of every coordinate only
     shrinks (the "dying learning rate"). By default ε sits inside the square root, as in optax

@@ -670,7 +670,7 @@ def adafactor_scaling(
     r"""keras' Adafactor before the step size: :math:`\max(\epsilon_2,
     \mathrm{RMS}(\theta))\, \hat u_t`.
 
-    `scale_by_factored_ema_of_squares` (decay :math:`1 - t^{\text{beta\_2\_decay}}`, every
+    `scale_by_factored_ema_of_squares` (decay :math:`1 - t^{\mathtt{beta\_2\_decay}}`, every
     matrix factored on its last two axes), then ``optax.clip_by_block_rms`` (:math:`\hat u =
     u / \max(1, \mathrm{RMS}(u)/d)`) and ``optax.scale_by_param_block_rms`` (the parameter's RMS,
     at least :math:`\epsilon_2`), whose formulas are keras'. `Adafactor` checks the
@@ -719,7 +719,7 @@ def Adafactor(
 
     .. math::
 
-       \beta_t = 1 - t^{\text{beta\_2\_decay}}, \quad
+       \beta_t = 1 - t^{\mathtt{beta\_2\_decay}}, \quad
        R_t = \beta_t R_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-1}(g_t^2 + \epsilon_1), \quad
        C_t = \beta_t C_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-2}(g_t^2 + \epsilon_1),
 

@@ -102,7 +102,7 @@ def Adagrad(
     .. math::
 
        g_t \leftarrow g_t + \lambda\theta_{t-1}, \quad G_t = G_{t-1} + g_t^2, \quad
-       \eta_t = \frac{\text{lr}}{1 + (t-1)\,\text{lr\_decay}}, \quad
+       \eta_t = \frac{\text{lr}}{1 + (t-1)\,\mathtt{lr\_decay}}, \quad
        \theta_t = \theta_{t-1} - \eta_t \frac{g_t}{\sqrt{G_t} + \epsilon},
 
     :math:`G_0` = ``initial_accumulator_value``. `scale_by_sum_of_squares` with
