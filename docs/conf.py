@@ -50,7 +50,9 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
+# Signatures as they are called (the Args sections say what each argument takes): the
+# expanded unions of optax.ScalarOrSchedule would otherwise fill several lines per entry.
+autodoc_typehints = "none"
 autodoc_preserve_defaults = True
 add_module_names = True
 python_display_short_literal_types = True
@@ -60,10 +62,13 @@ html_title = f"adaptive_tx {release}"
 html_theme_options = {
     "description": "Adaptive gradient methods as composable Optax transformations",
     "fixed_sidebar": True,
-    "page_width": "1100px",
+    "page_width": "1200px",
     "sidebar_width": "240px",
     "show_relbars": True,
+    "code_font_size": "0.8em",
 }
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 pygments_style = "sphinx"
 
 # --- The demo's figures, generated at build time -------------------------------------------------
