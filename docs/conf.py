@@ -53,6 +53,8 @@ autodoc_member_order = "bysource"
 # Signatures as they are called (the Args sections say what each argument takes): the
 # expanded unions of optax.ScalarOrSchedule would otherwise fill several lines per entry.
 autodoc_typehints = "none"
+# Defaults as written in the source (jnp.float32, 1e-2). It sets __signature__ on the documented
+# functions of the building process: build in a process of its own (make docs and the test do).
 autodoc_preserve_defaults = True
 add_module_names = True
 python_display_short_literal_types = True
