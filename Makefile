@@ -1,11 +1,12 @@
-# make test · make demo · make bench — each installs what it needs into .venv.
+# make test · make demo · make docs · make bench — each installs what it needs into .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: test demo bench clean
+.PHONY: test demo docs bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +21,20 @@ $(BENCH_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
+$(DOCS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
 test: $(STAMP)
 	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q
 
 # The sparse-feature lab: effective learning rates per coordinate, figures in out/demo/.
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) examples/sparse_feature_demo.py --out out/demo
+
+# The documentation site in out/docs/ (warnings are errors); runs the demo for its figures.
+docs: $(DOCS_STAMP)
+	JAX_PLATFORMS=cpu $(PY) -m sphinx -W --keep-going -b html docs out/docs
 
 # Every benchmark, each printing its table (minutes; the row-sparse one needs ~4 GB of memory).
 # step_time --write also rewrites its own section of benchmarks/RESULTS.md.

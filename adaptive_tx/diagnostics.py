@@ -47,6 +47,13 @@ class RateSummary(NamedTuple):
     Attributes:
       min, median, max, mean: over the leaf's coordinates (NaN for an empty leaf).
       fraction_below: the fraction of coordinates whose rate is below the threshold.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptive_tx as atx
+      >>> tx = atx.adagrad(0.5, initial_accumulator_value=0.25, eps=0.0)
+      >>> state = tx.init({'w': jnp.zeros(3)})
+      >>> effective_learning_rate_summary(state)['w'].median  # 0.5 / sqrt(0.25)
+      Array(1., dtype=float32)
     """
 
     min: jax.Array

@@ -31,7 +31,7 @@ class EmaOfSquaresHyperparams(NamedTuple):
       eps: ε outside the square root.
       debias: 1.0 to divide the averages by :math:`1-\\rho^t`, 0.0 not to.
       decay_power: 0.0 for the constant ``decay``; > 0 for Adafactor's schedule
-        :math:`\\rho_t = 1 - (t - \\text{decay\\_offset})^{-\\text{decay\\_power}}`.
+        :math:`\\rho_t = 1 - (t - \\mathtt{decay\\_offset})^{-\\mathtt{decay\\_power}}`.
       decay_offset: the step the schedule starts from (fine-tuning).
       eps_grad_sq: ε added to every squared gradient (Adafactor's :math:`\\epsilon_1`).
     """
@@ -54,6 +54,13 @@ class ScaleByEmaOfSquaresState(NamedTuple):
       nu: params-shaped tree, the EMA of squared gradients :math:`\\nu_t`.
       mu: params-shaped tree, the EMA of gradients :math:`\\mu_t` (centered variant only, else None).
       hyperparams: the `EmaOfSquaresHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_ema_of_squares(decay=0.75, eps=0.0)
+      >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> state.nu, state.mu, state.per_coordinate_scale()  # 0.25 * 2², not centered, 1 / sqrt(1)
+      (Array([1.], dtype=float32), None, Array([1.], dtype=float32))
     """
 
     count: jax.Array
@@ -125,9 +132,9 @@ def scale_by_ema_of_squares(
 
     .. math::
 
-       \nu_t = \rho\,\nu_{t-1} + (1-\rho)\,g_t^2, \quad \nu_0 = \text{initial\_scale}, \qquad
+       \nu_t = \rho\,\nu_{t-1} + (1-\rho)\,g_t^2, \quad \nu_0 = \mathtt{initial\_scale}, \qquad
        u_t = \frac{g_t}{\sqrt{\hat\nu_t + \epsilon}} \;\text{ or }\;
-             \frac{g_t}{\sqrt{\hat\nu_t} + \epsilon} \text{ (eps\_in\_sqrt=False)}.
+             \frac{g_t}{\sqrt{\hat\nu_t} + \epsilon} \ (\mathtt{eps\_in\_sqrt=False}).
 
     Centered (Graves 2013) also keeps :math:`\mu_t = \rho\,\mu_{t-1} + (1-\rho)\,g_t` and replaces
     :math:`\hat\nu_t` by the variance :math:`\max(\hat\nu_t - \hat\mu_t^2, 0)` (the max only

@@ -74,6 +74,13 @@ class FactoredArray(NamedTuple):
       col: the mean over d0 (the second largest axis, or the second to last; kept with size 1).
         A leaf kept whole (a vector, a small matrix) holds the statistic itself in ``row`` and an
         empty ``col``.
+
+    Example:
+      >>> v = jnp.array([[1.0, 2.0], [3.0, 6.0]])  # rank 1: the estimate is exact
+      >>> stored = FactoredArray(v.mean(axis=1, keepdims=True), v.mean(axis=0, keepdims=True))
+      >>> stored.widen()
+      Array([[1., 2.],
+             [3., 6.]], dtype=float32)
     """
 
     row: jax.Array
@@ -215,7 +222,7 @@ def scale_by_factored_ema_of_squares(
 
     .. math::
 
-       \rho_t = 1 - (t - \text{step\_offset})^{-\text{decay\_rate}}, \quad
+       \rho_t = 1 - (t - \mathtt{step\_offset})^{-\mathtt{decay\_rate}}, \quad
        v_t = \rho_t\, \hat v_{t-1} + (1-\rho_t)(g_t^2 + \epsilon_1), \qquad
        u_t = g_t / \sqrt{\hat v_t},
 

@@ -42,6 +42,13 @@ class SkipNonfiniteState(NamedTuple):
       halted: bool scalar, set when ``consecutive_skipped`` reaches ``max_consecutive_errors``, and
         never cleared (sticky): the run needs attention. Always False without a limit.
       inner_state: the wrapped transformation's state, as of the last good step.
+
+    Example:
+      >>> import jax.numpy as jnp, adaptive_tx as atx
+      >>> tx = skip_nonfinite(atx.adam(0.1))
+      >>> updates, state = tx.update(jnp.array([jnp.nan]), tx.init(jnp.zeros(1)))
+      >>> updates, state.skipped, state.halted
+      (Array([0.], dtype=float32), Array(1, dtype=int32), Array(False, dtype=bool))
     """
 
     skipped: jax.Array

@@ -18,6 +18,15 @@ class ScaleByLearningRateState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating); the schedule's argument.
       learning_rate: float32 scalar, the rate applied at the last step (before any step: the first
         rate), so that diagnostics can read the effective learning rate from the state alone.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = scale_by_learning_rate(optax.linear_schedule(0.1, 0.0, 10))
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for _ in range(2):
+      ...     _, state = tx.update(jnp.ones(1), state)
+      >>> state.count, state.learning_rate  # the second step used the rate at count 1
+      (Array(2, dtype=int32), Array(0.09, dtype=float32))
     """
 
     count: jax.Array
@@ -33,7 +42,7 @@ def scale_by_learning_rate(
 
     .. math::
 
-       u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \text{learning\_rate}(t-1) \text{ for a schedule}).
+       u_t \leftarrow -\eta_t\, u_t \quad (\eta_t = \mathtt{learning\_rate}(t-1) \text{ for a schedule}).
 
     The same arithmetic as ``optax.scale_by_learning_rate`` (the schedule sees 0, 1, 2, ...), and the
     rate used is kept in the state (`ScaleByLearningRateState.learning_rate`). Row-sparse leaves

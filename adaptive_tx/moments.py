@@ -63,6 +63,13 @@ class ScaleByBiasCorrectedMomentsState(NamedTuple):
       nu: params-shaped tree, the second moment :math:`v_t` (``nu_dtype``).
       nu_max: params-shaped tree, the running maximum of :math:`\\hat v_t` (AMSGrad only, else None).
       hyperparams: the `BiasCorrectedMomentsHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_bias_corrected_moments(eps=0.0)
+      >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> state.mu, state.nu, state.per_coordinate_scale()  # 0.1 g, 0.001 g², 1 / (0.1 |g|)
+      (Array([0.2], dtype=float32), Array([0.004], dtype=float32), Array([4.99997], dtype=float32))
     """
 
     count: jax.Array
@@ -101,6 +108,13 @@ class ScaleByInfNormMomentsState(NamedTuple):
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the exponentially weighted infinity norm :math:`u_t`.
       hyperparams: the `InfNormMomentsHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_inf_norm_moments(eps=0.0)
+      >>> _, state = tx.update(jnp.array([-4.0]), tx.init(jnp.zeros(1)))
+      >>> state.mu, state.nu, state.per_coordinate_scale()  # 1 / (0.1 * 4)
+      (Array([-0.4], dtype=float32), Array([4.], dtype=float32), Array([2.5], dtype=float32))
     """
 
     count: jax.Array
@@ -148,6 +162,13 @@ class ScaleByRectifiedMomentsState(NamedTuple):
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the second moment :math:`v_t`.
       hyperparams: the `RectifiedMomentsHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_rectified_moments()
+      >>> _, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> state.mu, state.per_coordinate_scale()  # not rectified yet: 1 / (1 - 0.9)
+      (Array([0.2], dtype=float32), Array([10.], dtype=float32))
     """
 
     count: jax.Array
@@ -467,7 +488,6 @@ def scale_by_inf_norm_moments(
       eps: added to :math:`|g_t|` (or to :math:`u_t`), >= 0.
       eps_in_max: add ε to :math:`|g_t|` inside the maximum (optax, torch) rather than to
         :math:`u_t` in the denominator (keras).
-      eps: added to :math:`|g_t|`, >= 0.
       mu_dtype, nu_dtype: storage of :math:`m_t` and :math:`u_t`, see
         `scale_by_bias_corrected_moments`.
 

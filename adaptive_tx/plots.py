@@ -19,6 +19,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+__all__ = (
+    "rate_bars",
+    "rate_histograms",
+    "rate_quantiles",
+)
+
 
 def _positive(values: np.ndarray) -> np.ndarray:
     """Rates on a log axis: zeros (coordinates that never moved) are left out."""

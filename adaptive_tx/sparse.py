@@ -63,6 +63,25 @@ from flax import nnx
 
 from adaptive_tx import _validate
 
+__all__ = (
+    "Embed",
+    "PrepareRowsState",
+    "RowSparse",
+    "apply_rows",
+    "apply_updates",
+    "check_rows",
+    "clip_by_global_norm",
+    "global_norm",
+    "is_row_sparse",
+    "map_values",
+    "map_with_params",
+    "prepare_rows",
+    "row_mean",
+    "row_shape",
+    "shape_view",
+    "value_and_grad",
+)
+
 INT32_MAX = np.iinfo(np.int32).max
 
 
@@ -422,7 +441,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     .. math::
 
        g \leftarrow g \cdot \min\!\left(1, \frac{c}{\lVert g \rVert}\right), \qquad
-       \lVert g \rVert = \sqrt{\textstyle\sum_\ell \lVert g_\ell \rVert^2} \text{ (`global_norm`)}.
+       \lVert g \rVert = \sqrt{\textstyle\sum_\ell \lVert g_\ell \rVert^2} \ (\mathtt{global\_norm}).
 
     The same arithmetic as optax, on the dense leaves and the (coalesced) rows of the row-sparse
     ones; the row-sparse leaves come out coalesced.
@@ -465,6 +484,13 @@ class PrepareRowsState(NamedTuple):
     Attributes:
       dropped_rows: int32 scalar, how many out-of-range row indices were dropped so far
         (saturating); a training loop can alarm when it grows.
+
+    Example:
+      >>> tx = prepare_rows()
+      >>> g = RowSparse(jnp.array([1, 9]), jnp.ones((2, 1)), num_rows=4)
+      >>> _, state = jax.jit(tx.update)(g, tx.init(None))  # inside jit: dropped and counted
+      >>> state
+      PrepareRowsState(dropped_rows=Array(1, dtype=int32))
     """
 
     dropped_rows: jax.Array

@@ -259,6 +259,13 @@ class QuantizedArray(NamedTuple):
         float32 values here, and an empty ``scales``.
       scales: float32, ``shape[:-1] + (ceil(shape[-1] / 256),)``: each block's absolute maximum.
         Blocks run along the last axis, so the codes shard exactly like the parameter.
+
+    Example:
+      >>> stored = quantize_blockwise(jnp.array([0.5, -1.0, 0.25]), signed=True)
+      >>> stored.codes, stored.scales
+      (Array([  91, -128,   73], dtype=int8), Array([1.], dtype=float32))
+      >>> stored.widen()  # the signed map has no -1
+      Array([ 0.50078, -0.99297,  0.24766], dtype=float32)
     """
 
     codes: jax.Array

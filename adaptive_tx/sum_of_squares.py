@@ -35,6 +35,13 @@ class ScaleBySumOfSquaresState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       sum_of_squares: params-shaped tree, :math:`G_t` (stored as ``nu_dtype`` says).
       hyperparams: the `SumOfSquaresHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_sum_of_squares(initial_accumulator_value=0.0, eps=0.0)
+      >>> _, state = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
+      >>> state.sum_of_squares, state.per_coordinate_scale()
+      (Array([ 9., 16.], dtype=float32), Array([0.33333, 0.25   ], dtype=float32))
     """
 
     count: jax.Array
@@ -95,9 +102,9 @@ def scale_by_sum_of_squares(
 
     .. math::
 
-       G_t = G_{t-1} + g_t^2, \quad G_0 = \text{initial\_accumulator\_value}, \qquad
+       G_t = G_{t-1} + g_t^2, \quad G_0 = \mathtt{initial\_accumulator\_value}, \qquad
        u_t = \frac{g_t}{\sqrt{G_t + \epsilon}} \;\text{ or }\; \frac{g_t}{\sqrt{G_t} + \epsilon}
-       \text{ (eps\_in\_sqrt=False)}, \quad u_t = 0 \text{ where } G_t = 0.
+       \ (\mathtt{eps\_in\_sqrt=False}), \quad u_t = 0 \text{ where } G_t = 0.
 
     Coordinates that rarely see a gradient keep a large step; the step of every coordinate only
     shrinks (the "dying learning rate"). By default ε sits inside the square root, as in optax
@@ -141,6 +148,13 @@ class ScaleByRowwiseSumOfSquaresState(NamedTuple):
       sum_of_squares: one accumulator per row, :math:`G_{t,r}`: a leaf of shape (V, D) has one of
         shape (V, 1) (`sparse.row_shape`), in the parameters' dtype.
       hyperparams: the `SumOfSquaresHyperparams` values, packed in one float array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = scale_by_rowwise_sum_of_squares(eps=0.0)
+      >>> _, state = tx.update(jnp.array([[3.0, 1.0], [0.0, 0.0]]), tx.init(jnp.zeros((2, 2))))
+      >>> state.sum_of_squares.ravel(), state.per_coordinate_scale().ravel()  # (9 + 1) / 2
+      (Array([5., 0.], dtype=float32), Array([0.44721, 0.     ], dtype=float32))
     """
 
     count: jax.Array

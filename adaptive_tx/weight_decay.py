@@ -17,6 +17,11 @@ class AddDecoupledWeightDecayState(NamedTuple):
 
     Attributes:
       count: int32 scalar, the number of steps taken (saturating); a schedule's argument.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> add_decoupled_weight_decay(0.1).init({'w': jnp.zeros(2)})
+      AddDecoupledWeightDecayState(count=Array(0, dtype=int32))
     """
 
     count: jax.Array

@@ -46,6 +46,20 @@ from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_no
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
+__all__ = (
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Nadam",
+    "RMSprop",
+    "adafactor_scaling",
+    "clip_each_by_norm",
+    "decay_before_step",
+    "relative_step_size",
+)
+
 _COMPLEX_HINT = "keras optimizers have no convention for complex variables"
 
 
@@ -228,9 +242,12 @@ def Adagrad(
       learning_rate: η, a non-negative number or an optax schedule.
       initial_accumulator_value: :math:`G_0` >= 0.
       epsilon: >= 0, added inside the root.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -299,9 +316,12 @@ def RMSprop(
       momentum: >= 0 (0: no momentum buffer).
       epsilon: >= 0, added inside the root.
       centered: divide by the estimated standard deviation instead of the RMS.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -377,9 +397,12 @@ def Adam(
       beta_1, beta_2: the moments' decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`\sqrt{v_t}`.
       amsgrad: use the running maximum of the second moment.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -441,8 +464,11 @@ def AdamW(
     Args:
       learning_rate, beta_1, beta_2, epsilon, amsgrad: see `Adam`.
       weight_decay: λ >= 0 (None is an error, as in keras).
-      clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
-        loss_scale_factor, gradient_accumulation_steps, name: keras' common options.
+      clipnorm, clipvalue, global_clipnorm: keras' common options: at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
@@ -509,9 +535,12 @@ def Adamax(
       learning_rate: η, a non-negative number or an optax schedule.
       beta_1, beta_2: the decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`u_t`.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -576,9 +605,12 @@ def Nadam(
       learning_rate: η, a non-negative number or an optax schedule.
       beta_1, beta_2: the moments' decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`\sqrt{\hat v_t}`.
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -638,7 +670,7 @@ def adafactor_scaling(
     r"""keras' Adafactor before the step size: :math:`\max(\epsilon_2,
     \mathrm{RMS}(\theta))\, \hat u_t`.
 
-    `scale_by_factored_ema_of_squares` (decay :math:`1 - t^{\text{beta\_2\_decay}}`, every
+    `scale_by_factored_ema_of_squares` (decay :math:`1 - t^{\mathtt{beta\_2\_decay}}`, every
     matrix factored on its last two axes), then ``optax.clip_by_block_rms`` (:math:`\hat u =
     u / \max(1, \mathrm{RMS}(u)/d)`) and ``optax.scale_by_param_block_rms`` (the parameter's RMS,
     at least :math:`\epsilon_2`), whose formulas are keras'. `Adafactor` checks the
@@ -687,7 +719,7 @@ def Adafactor(
 
     .. math::
 
-       \beta_t = 1 - t^{\text{beta\_2\_decay}}, \quad
+       \beta_t = 1 - t^{\mathtt{beta\_2\_decay}}, \quad
        R_t = \beta_t R_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-1}(g_t^2 + \epsilon_1), \quad
        C_t = \beta_t C_{t-1} + (1-\beta_t)\,\mathrm{mean}_{-2}(g_t^2 + \epsilon_1),
 
@@ -721,9 +753,12 @@ def Adafactor(
       epsilon_2: >= 0, the least parameter RMS the step is scaled by.
       clip_threshold: > 0, the largest RMS of :math:`\hat u_t`.
       relative_step: ignored, as by keras (see above).
-      weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
-        keras' common options (see the module docstring).
+      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
+        docstring): weight decay, and at most one gradient clipping.
+      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
+        (``use_ema=True`` raises).
+      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
+        (a value that would change the math raises).
 
     Returns:
       An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.

@@ -40,6 +40,17 @@ from adaptive_tx.moments import (
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
+__all__ = (
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "SparseAdam",
+)
+
 _COMPLEX_HINT = (
     "torch treats the real and imaginary parts as separate coordinates: wrap the preset in "
     "optax.contrib.split_real_and_imaginary to do the same"
@@ -91,7 +102,7 @@ def Adagrad(
     .. math::
 
        g_t \leftarrow g_t + \lambda\theta_{t-1}, \quad G_t = G_{t-1} + g_t^2, \quad
-       \eta_t = \frac{\text{lr}}{1 + (t-1)\,\text{lr\_decay}}, \quad
+       \eta_t = \frac{\text{lr}}{1 + (t-1)\,\mathtt{lr\_decay}}, \quad
        \theta_t = \theta_{t-1} - \eta_t \frac{g_t}{\sqrt{G_t} + \epsilon},
 
     :math:`G_0` = ``initial_accumulator_value``. `scale_by_sum_of_squares` with
