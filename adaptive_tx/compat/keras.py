@@ -242,12 +242,8 @@ def Adagrad(
       learning_rate: η, a non-negative number or an optax schedule.
       initial_accumulator_value: :math:`G_0` >= 0.
       epsilon: >= 0, added inside the root.
-      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
-        docstring): weight decay, and at most one gradient clipping.
-      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
-        (``use_ema=True`` raises).
-      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
-        (a value that would change the math raises).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -316,12 +312,8 @@ def RMSprop(
       momentum: >= 0 (0: no momentum buffer).
       epsilon: >= 0, added inside the root.
       centered: divide by the estimated standard deviation instead of the RMS.
-      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
-        docstring): weight decay, and at most one gradient clipping.
-      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
-        (``use_ema=True`` raises).
-      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
-        (a value that would change the math raises).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -397,12 +389,8 @@ def Adam(
       beta_1, beta_2: the moments' decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`\sqrt{v_t}`.
       amsgrad: use the running maximum of the second moment.
-      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
-        docstring): weight decay, and at most one gradient clipping.
-      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
-        (``use_ema=True`` raises).
-      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
-        (a value that would change the math raises).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -535,12 +523,8 @@ def Adamax(
       learning_rate: η, a non-negative number or an optax schedule.
       beta_1, beta_2: the decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`u_t`.
-      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
-        docstring): weight decay, and at most one gradient clipping.
-      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
-        (``use_ema=True`` raises).
-      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
-        (a value that would change the math raises).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -605,12 +589,8 @@ def Nadam(
       learning_rate: η, a non-negative number or an optax schedule.
       beta_1, beta_2: the moments' decay rates, in [0, 1).
       epsilon: >= 0, added to :math:`\sqrt{\hat v_t}`.
-      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
-        docstring): weight decay, and at most one gradient clipping.
-      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
-        (``use_ema=True`` raises).
-      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
-        (a value that would change the math raises).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
 
     Returns:
       An `optax.GradientTransformationExtraArgs`.
@@ -753,12 +733,8 @@ def Adafactor(
       epsilon_2: >= 0, the least parameter RMS the step is scaled by.
       clip_threshold: > 0, the largest RMS of :math:`\hat u_t`.
       relative_step: ignored, as by keras (see above).
-      weight_decay, clipnorm, clipvalue, global_clipnorm: keras' common options (see the module
-        docstring): weight decay, and at most one gradient clipping.
-      use_ema, ema_momentum, ema_overwrite_frequency, name: keras' common options: ignored
-        (``use_ema=True`` raises).
-      loss_scale_factor, gradient_accumulation_steps: keras' common options: not reproduced
-        (a value that would change the math raises).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
 
     Returns:
       An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
