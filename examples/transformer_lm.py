@@ -133,12 +133,11 @@ class Corpus:
         # Every other token x: (1 - f) z_x; sum over x != succ of -(1-f) z_x log((1-f) z_x).
         others = -(1 - f) * z * np.log((1 - f) * z)
         h = -p_succ * np.log(p_succ) + others.sum() - others[self.successor]
-        stationary = z  # the marginal of the current token: z mixed through a permutation
-        for _ in range(50):
-            stationary = (1 - f) * z + f * np.bincount(
-                self.successor, weights=stationary, minlength=z.size
-            )
-        return float((stationary * h).sum())
+        marginal, floor = z, 0.0  # the law of the current token at positions 0, 1, ...
+        for _ in range(self.args.seq_len):
+            floor += (marginal * h).sum() / self.args.seq_len
+            marginal = (1 - f) * z + f * np.bincount(self.successor, marginal, minlength=z.size)
+        return float(floor)
 
 
 class Block(nnx.Module):
