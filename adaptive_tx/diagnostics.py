@@ -137,14 +137,15 @@ def _summarize(rate: jax.Array, threshold: float, where: Any = True) -> RateSumm
     )
 
 
-def _masks(where: Mapping[str, Any] | None, paths: list[str], shapes: dict[str, tuple]) -> dict:
-    """`where` checked against the leaves: every key a leaf's path, every mask broadcastable."""
+def _masks(where: Mapping[str, Any] | None, shapes: dict[str, tuple]) -> dict:
+    """`where` checked against the leaves' shapes (keyed by path): every key a leaf's path, every
+    mask broadcastable to its leaf."""
     where = dict(where or {})
-    unknown = sorted(set(where) - set(paths))
+    unknown = sorted(set(where) - set(shapes))
     if unknown:
         raise ValueError(
             f"effective_learning_rate_summary: where has no leaf {unknown[0]!r}; the leaves are "
-            + ", ".join(repr(p) for p in paths)
+            + ", ".join(repr(p) for p in shapes)
         )
     for path, mask in where.items():
         mask_shape = jnp.shape(mask)
@@ -200,7 +201,7 @@ def effective_learning_rate_summary(
         jax.tree_util.keystr(path, simple=True, separator="/"): rate
         for path, rate in jax.tree_util.tree_leaves_with_path(effective_learning_rate(opt_state))
     }
-    where = _masks(where, list(rates), {path: rate.shape for path, rate in rates.items()})
+    where = _masks(where, {path: rate.shape for path, rate in rates.items()})
     return {
         path: _summarize(rate, threshold, where.get(path, True)) for path, rate in rates.items()
     }

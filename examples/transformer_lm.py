@@ -287,7 +287,9 @@ def train(corpus, eval_tokens, args):
     for t in range(start + 1, args.steps + 1):
         tokens = corpus.batch(t)
         seen += np.bincount(tokens[:, :-1].ravel(), minlength=args.vocab)
-        for run in (run for run in runs if run.start < t):
+        for run in runs:
+            if t <= run.start:  # resumed from a later checkpoint than the other run
+                continue
             tic = time.perf_counter()
             loss = jax.block_until_ready(run.step(run.model, run.optimizer, jnp.asarray(tokens)))
             run.times.append(time.perf_counter() - tic)
