@@ -68,6 +68,7 @@ def map_values(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
       >>> map_values(lambda u: -0.5 * u, tree)["emb"].values
       Array([[-0.5, -0.5]], dtype=float32)
     """
+    check_rows("sparse.map_values", tree)
     return jax.tree.map(
         lambda x: x.with_values(fn(x.values)) if is_row_sparse(x) else fn(x),
         tree,
@@ -88,6 +89,8 @@ def map_with_params(fn: Callable[[jax.Array, jax.Array], jax.Array], updates: An
       >>> map_with_params(lambda u, p: u + 0.1 * p, update, params).todense().ravel()
       Array([0. , 0. , 0.3], dtype=float32)
     """
+
+    check_rows("sparse.map_with_params", updates)
 
     def leaf_fn(u, p):
         if not is_row_sparse(u):

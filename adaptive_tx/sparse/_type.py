@@ -285,9 +285,9 @@ def check_leaf(where: str, leaf_name: str, rows: RowSparse) -> None:
     dtypes = (jnp.result_type(indices), jnp.result_type(intact))
     if dtypes != (jnp.dtype(jnp.int32), jnp.dtype(bool)) or jnp.ndim(indices) != 1:
         raise TypeError(
-            f"{name} has indices of dtype {dtypes[0]} (its intact flags: {dtypes[1]}); a "
-            f"RowSparse is made with int32 indices and bool flags, so a transformation before "
-            f"{where} changed them. {WRAP_HINT}"
+            f"{name} has indices of dtype {dtypes[0]} and intact flags of dtype {dtypes[1]} "
+            f"(a RowSparse is made with int32 and bool): a transformation before {where} "
+            f"mapped over them. {WRAP_HINT}"
         )
     if isinstance(indices, jax.core.Tracer) or isinstance(intact, jax.core.Tracer):
         return
