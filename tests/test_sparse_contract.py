@@ -303,3 +303,13 @@ def test_the_sparse_package_imports_flax_only_in_its_nnx_module():
             assert not (flax and path.name != "_nnx.py") and not nnx_module, path.name
     assert sparse.Embed.__module__ == "adaptive_tx.sparse._nnx"
     assert set(sparse.__all__) <= set(dir(sparse))
+
+
+def test_masked_with_a_mask_tree_and_row_sparse_leaves():
+    row_sparse, dense, _ = sparse_stream(4)
+    params = make_params()
+    mask = {"w": False, "b": False, "emb": True}
+    ours, _, _ = run(optax.masked(atx.adagrad(0.1), mask), params, row_sparse)
+    theirs, _, _ = run(optax.masked(optax.adagrad(0.1), mask), params, dense)
+    assert max_rel_diff(ours, theirs) <= 1e-5
+    assert max_rel_diff(ours[-1]["emb"], params["emb"]) > 1e-3
