@@ -89,6 +89,14 @@ class MultiStepsState(NamedTuple):
         ``optax.MultiSteps`` keeps it), or for a row-sparse leaf the sum of its rows.
       touched: params-shaped bool per row (shape ``(V,)``; scalar leaves ``()``): the rows of
         the window's row-sparse gradients.
+
+    Example:
+      >>> import adaptive_tx as atx
+      >>> tx = multi_steps(atx.adagrad(0.1), every_k=4)
+      >>> state = tx.init(jnp.zeros((3, 2)))
+      >>> _, state = tx.update(RowSparse(jnp.array([2]), jnp.ones((1, 2)), 3), state)
+      >>> state.mini_step, state.touched
+      (Array(1, dtype=int32), Array([False, False,  True], dtype=bool))
     """
 
     mini_step: jax.Array
