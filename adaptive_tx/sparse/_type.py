@@ -18,9 +18,15 @@ WRAP_HINT = (
 )
 
 
+_NARROW = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16))
+
+
 def _narrow_indices(indices: Any, num_rows: int) -> jax.Array:
     """int32 indices; wider ones out of int32 range raise (concrete) or become -1 (traced)."""
-    host = None if isinstance(indices, jax.core.Tracer) else np.asarray(indices)
+    fits = isinstance(indices, jax.Array) and indices.dtype in _NARROW
+    # Host ids (numpy, lists) and concrete wide device ids are range-checked on the host; device
+    # ids that fit int32 are not copied to the host.
+    host = None if isinstance(indices, jax.core.Tracer) or fits else np.asarray(indices)
     if host is not None:
         if not np.issubdtype(host.dtype, np.integer) or host.ndim != 1:
             raise TypeError(
