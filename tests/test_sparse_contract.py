@@ -313,3 +313,18 @@ def test_masked_with_a_mask_tree_and_row_sparse_leaves():
     theirs, _, _ = run(optax.masked(optax.adagrad(0.1), mask), params, dense)
     assert max_rel_diff(ours, theirs) <= 1e-5
     assert max_rel_diff(ours[-1]["emb"], params["emb"]) > 1e-3
+
+
+def test_masked_with_a_mask_function_raises_on_row_sparse_leaves():
+    """The table's row for mask functions: an error, never a step on the wrong leaves; with
+    is_leaf the same function works."""
+    params = {"emb": jnp.ones((10, 3)), "b": jnp.ones(3)}
+    g = {"emb": atx.RowSparse([3, 7], jnp.ones((2, 3)), 10), "b": jnp.ones(3)}
+    by_ndim = lambda tree: jax.tree.map(lambda x: x.ndim > 1, tree)
+    for tx in (optax.masked(atx.adam(0.1), by_ndim), atx.adamw(0.1, mask=by_ndim)):
+        with pytest.raises(ValueError, match="pytree structure"):
+            tx.update(g, tx.init(params), params)
+    fixed = lambda tree: jax.tree.map(lambda x: x.ndim > 1, tree, is_leaf=sparse.is_row_sparse)
+    tx = optax.masked(atx.adam(0.1), fixed)
+    updates, _ = tx.update(g, tx.init(params), params)
+    assert sparse.is_row_sparse(updates["emb"]) and bool(jnp.all(updates["b"] == 1.0))

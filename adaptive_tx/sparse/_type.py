@@ -259,8 +259,9 @@ class RowSparse:
         dtype = jnp.result_type(other, self.values)
         indices = jnp.where(self.in_range(), self.indices, self.num_rows)  # no negative wrap-around
         if dtype == other.dtype:
-            values = jnp.where(per_row(self.in_range(), self.values), self.values, 0)
-            return other.at[indices].add(values, mode="drop", unique_indices=self.unique_indices)
+            return other.at[indices].add(
+                self.values, mode="drop", unique_indices=self.unique_indices
+            )
         # A wider update (bf16 table, f32 rows): add in the wider dtype, row by row, as p + u does.
         rows = self.coalesce()
         dense = other.astype(dtype)
