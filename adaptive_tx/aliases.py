@@ -19,7 +19,7 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
@@ -43,7 +43,8 @@ def _chain(scaling, learning_rate, weight_decay=None, mask=None, momentum=None, 
     parts.append(scale_by_learning_rate(learning_rate))
     if momentum is not None:
         _validate.check_unit_interval("momentum", momentum)
-        parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+        # optax.trace on dense leaves; lazy momentum on the touched rows of row-sparse ones.
+        parts.append(sparse.trace(decay=momentum, nesterov=nesterov))
     return optax.chain(*parts)
 
 

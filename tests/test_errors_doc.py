@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -63,6 +64,12 @@ def _adam_rows(indices, num_rows=10):
     return tx.update(g, tx.init(table), table)
 
 
+def _rows_through(tx):
+    table = {"emb": jnp.ones((10, 3))}
+    g = {"emb": atx.RowSparse([3, 7], jnp.ones((2, 3)), 10)}
+    return tx.update(g, tx.init(table), table)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -94,6 +101,21 @@ RAISES = {
     "row-index-negative": lambda: _adam_rows([3, -1, 4]),
     "row-table-size": lambda: _adam_rows([0], num_rows=11),
     "row-float-indices": lambda: atx.RowSparse(jnp.array([0.5]), jnp.ones((1, 3)), 10),
+    "row-indices-mapped": lambda: _rows_through(optax.chain(optax.clip(0.5), atx.adam(0.1))),
+    "row-indices-changed": lambda: atx.sparse.apply_updates(
+        {"emb": jnp.ones((10, 3))},
+        jax.tree.map(jnp.zeros_like, {"emb": atx.RowSparse([3, 7], jnp.ones((2, 3)), 10)}),
+    ),
+    "row-on-values-state": lambda: atx.sparse.on_values(optax.trace(0.9)).init(
+        {"emb": jnp.ones((10, 3))}
+    ),
+    "row-index-int64": lambda: atx.RowSparse(np.array([2**32 + 3]), jnp.ones((1, 3)), 10),
+    "row-unique-repeated": lambda: atx.RowSparse(
+        [2, 2], jnp.ones((2, 3)), 10, unique_indices=True
+    ),
+    "row-dense-sum-negative": lambda: jnp.ones((10, 3))
+    + atx.RowSparse([1, -1], jnp.ones((2, 3)), 10),
+    "multi-steps-k": lambda: atx.sparse.multi_steps(atx.adam(0.1), every_k=0),
 }
 
 
