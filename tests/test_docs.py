@@ -3,6 +3,7 @@ Sphinx build (``make docs``) is warning-free."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import math
@@ -57,6 +58,37 @@ def public_names():
         module = importlib.import_module(module_name)
         for name in module.__all__:
             yield f"{module_name}.{name}", getattr(module, name)
+
+
+# Words about how the project was made, not about the library: its pages and docstrings speak to a
+# reader who knows only the library.
+ORIGIN_WORDS = re.compile(
+    r"\bseeds?'|\bthe seeds\b|\bthe issue\b|\bissue's\b|\bissue #?\d|\btargets? of the issue\b"
+    r"|\bthe brief\b|\bsessions?\b|\bthe lead\b",
+    re.IGNORECASE,
+)
+# The user-facing text: the site's pages (RESULTS.md is included by docs/benchmarks.md), the README,
+# and every docstring of the package.
+USER_PAGES = sorted(
+    [*DOCS.glob("*.md"), ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md"], key=str
+)
+PACKAGE_MODULES = sorted((ROOT / "adaptive_tx").rglob("*.py"))
+
+
+def _docstrings(path: pathlib.Path) -> str:
+    tree = ast.parse(path.read_text())
+    nodes = [tree, *ast.walk(tree)]
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return "\n".join(ast.get_docstring(n) or "" for n in nodes if isinstance(n, kinds))
+
+
+@pytest.mark.parametrize(
+    "path", USER_PAGES + PACKAGE_MODULES, ids=lambda p: p.relative_to(ROOT).as_posix()
+)
+def test_user_text_speaks_of_the_library_not_of_its_making(path):
+    text = path.read_text() if path.suffix == ".md" else _docstrings(path)
+    found = sorted({m.group(0) for m in ORIGIN_WORDS.finditer(text)})
+    assert not found, f"{path.relative_to(ROOT)} says {found}: say what the library does instead"
 
 
 def test_every_api_entry_names_an_existing_object_once():
