@@ -195,6 +195,11 @@ def test_sphinx_build_is_warning_free(tmp_path):
         assert f'src="_images/{figure}"' in (out / "effective_learning_rate.html").read_text()
     api = (out / "api" / "optimizers.html").read_text()
     assert 'id="adaptive_tx.adam"' in api and "math notranslate" in api
+    # The math renders offline: MathJax is served from the site, not from a CDN.
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', api)
+    assert "../_static/mathjax/tex-chtml.js" in scripts, scripts
+    assert not [src for src in scripts if "://" in src], scripts
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 500_000
     # The row-sparse guide includes its table from benchmarks/RESULTS.md, numbers and all.
     results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     table = results.split("sparse_rows_cpu_table:begin -->")[1].split("sparse_rows_cpu_table:end")[
