@@ -186,7 +186,8 @@ def test_sphinx_build_is_warning_free(tmp_path):
     warnings = tmp_path / "warnings.txt"
     out = tmp_path / "html"
     args = ["-W", "--keep-going", "-b", "html", "-q", "-w", str(warnings), str(DOCS), str(out)]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=path)
     command = [sys.executable, "-m", "sphinx", *args]
     build = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     report = warnings.read_text() if warnings.exists() else ""
