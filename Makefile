@@ -45,7 +45,7 @@ $(MIN_STAMP): pyproject.toml .ci/min_requirements.py
 
 test-min: $(MIN_STAMP)
 	$(MIN_PY) -m pip check
-	JAX_PLATFORMS=cpu $(MIN_PY) -m pytest -q tests/test_min_versions.py
+	ATX_MIN_VERSIONS=1 JAX_PLATFORMS=cpu $(MIN_PY) -m pytest -q tests/test_min_versions.py
 
 # The sparse-feature lab: effective learning rates per coordinate, figures in out/demo/.
 demo: $(STAMP)

@@ -3,6 +3,7 @@ presets are reachable as the docs write them; torch's positional params get an e
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -97,6 +98,16 @@ def test_masked_alias_decays_only_matrices(page):
     decayed = _ours(optax.adamw(1e-3, weight_decay=1e-2), params, grads)
     assert max_rel_diff(masked["norm"], plain["norm"]) == 0
     assert max_rel_diff(masked["head"], decayed["head"]) <= 1e-6
+
+
+def test_every_preset_the_docs_name_exists():
+    """``atx.compat.torch.X`` / ``atx.compat.keras.X`` as the pages and the README write them."""
+    texts = [p.read_text() for p in [*(ROOT / "docs").glob("*.md"), ROOT / "README.md"]]
+    named = {m for t in texts for m in re.findall(r"atx\.compat\.(?:torch|keras)\.\w+", t)}
+    assert len(named) >= 7
+    for dotted in sorted(named):
+        module, name = dotted.split(".")[2:]
+        assert callable(getattr(getattr(atx.compat, module), name)), dotted
 
 
 def test_compat_is_reachable_as_the_docs_write_it_without_importing_torch_or_keras():
