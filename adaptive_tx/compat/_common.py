@@ -13,7 +13,7 @@ import optax
 from adaptive_tx import _validate
 
 
-def is_off(value: Any) -> bool:
+def is_off(value: object) -> bool:
     """Whether an optional step is switched off: a Python number equal to 0 (or None).
 
     Only Python numbers decide the chain's structure, so that the structure is the same at
@@ -29,7 +29,7 @@ def is_off(value: Any) -> bool:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _is_learning_rate(value: Any) -> bool:
+def _is_learning_rate(value: object) -> bool:
     """A number, a 0-d array or a schedule (a callable that is not an nnx Module)."""
     if isinstance(value, numbers.Real) or (hasattr(value, "ndim") and np.ndim(value) == 0):
         return True
@@ -69,7 +69,7 @@ def no_params_argument(preset: F) -> F:
     return checked  # type: ignore[return-value]
 
 
-def check_pair(name: str, pair: Any) -> tuple[Any, Any]:
+def check_pair(name: str, pair: object) -> tuple[Any, Any]:
     """The two decay rates of ``pair`` (torch's ``betas``), each in [0, 1).
 
     Example:
