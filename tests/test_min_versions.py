@@ -3,8 +3,8 @@
 It needs only the runtime dependencies (jax, optax, flax, chex) and pytest: no torch, keras or
 matplotlib. It covers what a new user touches first, each against an independent reference: the
 README example, every alias against its optax twin (one row each), the row-sparse path through
-``flax.nnx`` against dense optax, and the effective-learning-rate summary against NumPy. The rest
-also runs in the main suite (``make test``), where tests/test_aliases.py has the parity rows.
+``flax.nnx`` against dense optax, and the effective-learning-rate summary against NumPy. In the main
+suite (``make test``) only the README example runs here; the other checks are main-suite tests.
 """
 
 from __future__ import annotations
@@ -24,8 +24,13 @@ import adaptive_tx as atx
 from tests.cases import DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# `make test-min` sets it; in the main suite the parity rows are tests/test_aliases.py's own.
+# `make test-min` sets it. In the main suite, the tests below that repeat a main-suite test run
+# there instead (the same checks at the current versions): they are marked `min_versions_only`.
 MIN_VERSIONS = os.environ.get("ATX_MIN_VERSIONS") == "1"
+
+
+def min_versions_only(covered_by: str):
+    return pytest.mark.skipif(not MIN_VERSIONS, reason=f"in the main suite: {covered_by}")
 
 
 def _readme_example() -> str:
@@ -43,7 +48,7 @@ def test_readme_example_runs_and_lowers_the_loss():
     assert float(loss_fn(model)) < 0.5 * float(loss_fn(start))
 
 
-@pytest.mark.skipif(not MIN_VERSIONS, reason="the same rows run in tests/test_aliases.py")
+@min_versions_only("tests/test_aliases.py::test_matches_optax_over_100_steps")
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_alias_matches_optax(row):
     name, kwargs = row
@@ -67,6 +72,7 @@ def _loss(model, tokens, labels):
     return optax.softmax_cross_entropy_with_integer_labels(model(tokens), labels).mean()
 
 
+@min_versions_only("tests/test_sparse.py::test_nnx_optimizer_with_row_sparse_grads_equals_dense_adagrad")
 def test_row_sparse_adagrad_in_nnx_optimizer_equals_dense_optax():
     """Row-sparse Adagrad is the dense result (untouched rows have zero gradients)."""
     tokens = jax.random.randint(jax.random.key(0), (6, 4), 0, 12)  # rows 12..19 never touched
@@ -85,6 +91,7 @@ def test_row_sparse_adagrad_in_nnx_optimizer_equals_dense_optax():
     assert max_rel_diff(ours, nnx.state(_Bag(nnx.Embed, nnx.Rngs(1)), nnx.Param)) > 1e-3
 
 
+@min_versions_only("tests/test_diagnostics.py::test_summary_matches_numpy_under_jit")
 def test_effective_learning_rate_summary_matches_numpy():
     """Adagrad's rate η/√(G + ε) from the summed squares, summarized per leaf."""
     params, grads = make_params(), gradient_stream(5)
