@@ -75,6 +75,18 @@ def test_no_decay_on_biases_equals_torch_param_groups(page):
     assert max_rel_diff(ours, _torch(one_group, params, grads)) > 2e-5
 
 
+def test_each_groups_rate_is_read_from_its_inner_state(page):
+    """The page's last sentence: a group's effective learning rate, from its inner state."""
+    params, grads = _params_and_grads(steps=1)
+    tx = page["tx_no_decay_on_biases"]
+    _, state = tx.update(grads[0], tx.init(params), params)
+    rates = atx.effective_learning_rate(state.inner_states["decay"].inner_state)
+    # step 1: the first moment d = (1 - b1) g and the update is -lr sign(g), so rate * |d| = lr
+    d = 0.1 * grads[0]["head"]["kernel"].astype(np.float64)
+    np.testing.assert_allclose(rates["head"]["kernel"] * np.abs(d), 1e-3, rtol=1e-4)
+    assert isinstance(rates["norm"]["scale"], optax.MaskedNode)
+
+
 def test_embedding_learning_rate_equals_torch_param_groups(page):
     params, grads = _params_and_grads()
 
