@@ -1,12 +1,16 @@
 # make test · make demo · make docs · make bench — each installs what it needs into .venv.
+# make test-min — the declared minimum versions, in .venv-min (CI runs it after make test).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+MIN_VENV := .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: test demo docs bench clean
+.PHONY: test test-min demo docs bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,21 @@ $(DOCS_STAMP): pyproject.toml | $(PY)
 test: $(STAMP)
 	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q
 
+# The fast subset (tests/test_min_versions.py) with exactly pyproject.toml's floors: CPU jax, no
+# torch, keras or matplotlib. The package is installed without resolving its dependencies again.
+$(MIN_STAMP): pyproject.toml .ci/min_requirements.py
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install --quiet --upgrade pip
+	$(PYTHON) .ci/min_requirements.py pyproject.toml > $(MIN_VENV)/requirements-min.txt
+	$(MIN_PY) -m pip install --quiet -r $(MIN_VENV)/requirements-min.txt pytest
+	$(MIN_PY) -m pip install --quiet --no-deps -e .
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_PY) -m pip check
+	ATX_MIN_VERSIONS=1 JAX_PLATFORMS=cpu $(MIN_PY) -m pytest -q tests/test_min_versions.py
+
 # The sparse-feature lab: effective learning rates per coordinate, figures in out/demo/.
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) examples/sparse_feature_demo.py --out out/demo
@@ -44,4 +63,4 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MIN_VENV)

@@ -4,7 +4,7 @@ Each method is one per-coordinate `Rule`; the Optax transformations, and the ali
 them, are derived from it.
 """
 
-from adaptive_tx import sparse
+from adaptive_tx import compat, sparse
 from adaptive_tx.aliases import (
     adafactor,
     adagrad,
@@ -59,7 +59,7 @@ from adaptive_tx.sum_of_squares import (
 )
 from adaptive_tx.weight_decay import AddDecoupledWeightDecayState, add_decoupled_weight_decay
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = (
     "AddDecoupledWeightDecayState",
@@ -90,6 +90,7 @@ __all__ = (
     "add_decoupled_weight_decay",
     "amsgrad",
     "check_restored_state",
+    "compat",
     "dense_transformation",
     "effective_learning_rate",
     "effective_learning_rate_summary",

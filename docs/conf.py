@@ -1,7 +1,8 @@
 """Sphinx configuration of the adaptive_tx documentation (``make docs``).
 
 The API reference is autodoc on the package in this checkout (Google-style docstrings through
-napoleon, math through MathJax); the guides are Markdown (myst-parser). The effective-learning-rate
+napoleon, math through MathJax, served from the site itself so that the math renders offline);
+the guides are Markdown (myst-parser). The effective-learning-rate
 guide shows the figures of ``make demo``: they are generated here, at build time, into
 ``docs/_generated/demo`` (gitignored), by running ``examples/sparse_feature_demo.py`` (about 15 s)
 when they are missing or older than the script or the library.
@@ -33,7 +34,11 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "myst_parser",
+    # MathJax 3 from the sphinx-mathjax-offline package, copied into _static/mathjax of the
+    # output: the math renders without a network (no CDN).
+    "sphinx-mathjax-offline",
 ]
+mathjax_path = "mathjax/tex-chtml.js"  # relative: _static/mathjax/ of the built site
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"

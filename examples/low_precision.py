@@ -9,7 +9,7 @@ and minibatches per seed) with Adam whose state is kept in
 * the same with nearest rounding (bitsandbytes' choice),
 * bfloat16 rounded to nearest,
 
-with float32 parameters, and then the all-bfloat16 setting the seeds warn about -- parameters and
+with float32 parameters, and then the all-bfloat16 setting usually warned against -- parameters and
 state in bfloat16 with a small learning rate -- once with round-to-nearest (a step smaller than half
 a bfloat16 unit of the parameter vanishes, so training stalls) and once with stochastic rounding of
 the state and of the parameter update (small steps survive on average). Prints, per setting, the

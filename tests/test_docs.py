@@ -3,6 +3,7 @@ Sphinx build (``make docs``) is warning-free."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import math
@@ -57,6 +58,37 @@ def public_names():
         module = importlib.import_module(module_name)
         for name in module.__all__:
             yield f"{module_name}.{name}", getattr(module, name)
+
+
+# Words about how the project was made, not about the library: its pages and docstrings speak to a
+# reader who knows only the library.
+ORIGIN_WORDS = re.compile(
+    r"\bseeds?'|\bthe seeds\b|\bthe issue\b|\bissue's\b|\bissue #?\d|\btargets? of the issue\b"
+    r"|\bthe brief\b|\bsessions?\b|\bthe lead\b",
+    re.IGNORECASE,
+)
+# The user-facing text: the site's pages (RESULTS.md is included by docs/benchmarks.md), the README,
+# and every docstring of the package.
+USER_PAGES = sorted(
+    [*DOCS.glob("*.md"), ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md"], key=str
+)
+PACKAGE_MODULES = sorted((ROOT / "adaptive_tx").rglob("*.py"))
+
+
+def _docstrings(path: pathlib.Path) -> str:
+    tree = ast.parse(path.read_text())
+    nodes = [tree, *ast.walk(tree)]
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return "\n".join(ast.get_docstring(n) or "" for n in nodes if isinstance(n, kinds))
+
+
+@pytest.mark.parametrize(
+    "path", USER_PAGES + PACKAGE_MODULES, ids=lambda p: p.relative_to(ROOT).as_posix()
+)
+def test_user_text_speaks_of_the_library_not_of_its_making(path):
+    text = path.read_text() if path.suffix == ".md" else _docstrings(path)
+    found = sorted({m.group(0) for m in ORIGIN_WORDS.finditer(text)})
+    assert not found, f"{path.relative_to(ROOT)} says {found}: say what the library does instead"
 
 
 def test_every_api_entry_names_an_existing_object_once():
@@ -156,7 +188,8 @@ def test_sphinx_build_is_warning_free(tmp_path):
     warnings = tmp_path / "warnings.txt"
     out = tmp_path / "html"
     args = ["-W", "--keep-going", "-b", "html", "-q", "-w", str(warnings), str(DOCS), str(out)]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=path)
     command = [sys.executable, "-m", "sphinx", *args]
     build = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     report = warnings.read_text() if warnings.exists() else ""
@@ -165,6 +198,11 @@ def test_sphinx_build_is_warning_free(tmp_path):
         assert f'src="_images/{figure}"' in (out / "effective_learning_rate.html").read_text()
     api = (out / "api" / "optimizers.html").read_text()
     assert 'id="adaptive_tx.adam"' in api and "math notranslate" in api
+    # The math renders offline: MathJax is served from the site, not from a CDN.
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', api)
+    assert "../_static/mathjax/tex-chtml.js" in scripts, scripts
+    assert not [src for src in scripts if "://" in src], scripts
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 500_000
     # The row-sparse guide includes its table from benchmarks/RESULTS.md, numbers and all.
     results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     table = results.split("sparse_rows_cpu_table:begin -->")[1].split("sparse_rows_cpu_table:end")[

@@ -88,6 +88,7 @@ RAISES = {
     ),
     "guard-limit-zero": lambda: atx.skip_nonfinite(atx.adam(0.1), max_consecutive_errors=0),
     "guard-limit-float": lambda: atx.skip_nonfinite(atx.adam(0.1), max_consecutive_errors=1.5),
+    "torch-positional-params": lambda: atx.compat.torch.AdamW(PARAMS, lr=1e-3),
     "extra-gradient-leaf": lambda: _adam_update({**PARAMS, "extra": jnp.zeros(1)}),
     "gradient-shape": lambda: _adam_update({"w": jnp.zeros((3, 2)), "b": jnp.zeros(3)}),
     "weight-decay-no-params": lambda: atx.adamw(0.1).update(PARAMS, atx.adamw(0.1).init(PARAMS)),

@@ -38,3 +38,91 @@ def test_quantiles_band_per_layer():
     assert [line.get_label() for line in ax.lines] == ["b (median)", "emb (median)", "w (median)"]
     medians = ax.lines[2].get_ydata()
     assert np.all(np.diff(medians) <= 0)  # Adagrad's rates only shrink
+
+
+def test_import_leaves_the_backend_and_pyplot_alone(monkeypatch):
+    """A notebook's or a GUI's backend stays; the figures do not go through pyplot."""
+    import importlib
+
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        importlib.reload(plots)
+        assert matplotlib.get_backend() == "svg"
+        fig = plots.rate_bars({"sgd": [0.1, 0.2]})
+        assert fig.canvas.manager is None  # not registered with pyplot (no plt.close needed)
+    finally:
+        matplotlib.use(previous)
+
+
+def _nested_rates():
+    params = {"layers": {"kernel": np.ones((2, 2), np.float32), "bias": np.ones(1, np.float32)}}
+    grads = {"layers": {"kernel": np.array([[1.0, 0.1], [2.0, 0.0]], np.float32),
+                        "bias": np.array([0.5], np.float32)}}
+    rates = {}
+    for name in ("adagrad", "rmsprop"):
+        tx = getattr(atx, name)(0.1)
+        _, state = tx.update(grads, tx.init(params))
+        rates[name] = atx.effective_learning_rate(state)
+    return rates
+
+
+def test_rate_bars_takes_trees_shaped_like_the_parameters(tmp_path):
+    rates = _nested_rates()
+    fig = plots.rate_bars(rates)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["layers/bias", "layers/kernel[0]", "layers/kernel[1]", "layers/kernel[2]",
+                      "layers/kernel[3]"]
+    heights = [p.get_height() for p in ax.patches]
+    expected = [np.concatenate([np.ravel(r["layers"]["bias"]), np.ravel(r["layers"]["kernel"])])
+                for r in rates.values()]
+    np.testing.assert_allclose(heights, np.concatenate(expected), rtol=1e-6)
+    fig.savefig(tmp_path / "bars.png")
+    try:
+        plots.rate_bars({"a": [1.0, 2.0], "b": [1.0]})
+    except ValueError as error:
+        assert "every optimizer needs as many rates" in str(error)
+    else:
+        raise AssertionError("rate_bars accepted rates of different sizes")
+
+
+def _overlaps(fig, ax):
+    """Pairs of visible x tick labels of ``ax`` whose boxes overlap, once drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    low, high = ax.get_xlim()
+    boxes = [
+        t.get_window_extent()
+        for tick, t in zip(ax.xaxis.get_major_ticks() + ax.xaxis.get_minor_ticks(),
+                           ax.get_xticklabels() + ax.get_xticklabels(minor=True))
+        if t.get_text() and low <= tick.get_loc() <= high
+    ]
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)], boxes
+
+
+def test_histogram_of_a_one_coordinate_leaf_has_readable_ticks(tmp_path):
+    fig = plots.rate_histograms({"scale": np.array([3e-3]), "w": np.logspace(-4, -1, 30)})
+    for ax in fig.axes:
+        overlapping, boxes = _overlaps(fig, ax)
+        assert len(boxes) >= 2 and not overlapping, ax.get_title()
+    fig.savefig(tmp_path / "hist.png")
+
+
+def test_without_matplotlib_the_error_names_the_plot_extra(monkeypatch):
+    import importlib
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delitem(sys.modules, "adaptive_tx.plots")
+    try:
+        importlib.import_module("adaptive_tx.plots")
+    except ModuleNotFoundError as error:
+        assert "pip install 'adaptive_tx[plot]'" in str(error) and error.name == "matplotlib"
+    else:
+        raise AssertionError("adaptive_tx.plots imported without matplotlib")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate, sparse
-from adaptive_tx.compat._common import check_pair, is_off, real_params_only
+from adaptive_tx.compat._common import check_pair, is_off, no_params_argument, real_params_only
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -85,6 +85,7 @@ def _chain(
     return real_params_only(optax.chain(*parts), f"compat.torch.{name}", _COMPLEX_HINT)
 
 
+@no_params_argument
 def Adagrad(
     lr: optax.ScalarOrSchedule = 1e-2,
     lr_decay: float = 0,
@@ -147,6 +148,7 @@ def Adagrad(
     return _chain("Adagrad", scaling, rate, weight_decay, maximize=maximize)
 
 
+@no_params_argument
 def RMSprop(
     lr: optax.ScalarOrSchedule = 1e-2,
     alpha: float = 0.99,
@@ -204,6 +206,7 @@ def RMSprop(
     return _chain("RMSprop", scaling, lr, weight_decay, maximize=maximize, momentum=momentum)
 
 
+@no_params_argument
 def Adam(
     lr: optax.ScalarOrSchedule = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -267,6 +270,7 @@ def Adam(
     )
 
 
+@no_params_argument
 def AdamW(
     lr: optax.ScalarOrSchedule = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -323,6 +327,7 @@ def AdamW(
     )
 
 
+@no_params_argument
 def Adamax(
     lr: optax.ScalarOrSchedule = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -372,6 +377,7 @@ def Adamax(
     return _chain("Adamax", scaling, lr, weight_decay, maximize=maximize)
 
 
+@no_params_argument
 def NAdam(
     lr: optax.ScalarOrSchedule = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -432,6 +438,7 @@ def NAdam(
     )
 
 
+@no_params_argument
 def RAdam(
     lr: optax.ScalarOrSchedule = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -506,6 +513,7 @@ def _require_row_sparse() -> optax.GradientTransformation:
     return optax.stateless(check)
 
 
+@no_params_argument
 def SparseAdam(
     lr: optax.ScalarOrSchedule = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
