@@ -68,8 +68,8 @@ def _chain(
     momentum: Any = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """maximize → coupled L2 → scaling → decoupled decay → momentum → learning rate, as torch."""
-    _validate.check_non_negative("lr", lr)
-    _validate.check_non_negative("weight_decay", weight_decay)
+    lr = _validate.check_learning_rate(lr, "lr")
+    weight_decay = _validate.check_non_negative("weight_decay", weight_decay)
     # Negated with sparse.map_values: a RowSparse gradient's values flip, its indices stay.
     parts = (
         [optax.stateless(lambda u, p=None: sparse.map_values(jnp.negative, u))] if maximize else []
@@ -135,8 +135,8 @@ def Adagrad(
       Array([0.86464], dtype=float32)
     """
     del foreach, differentiable, fused
-    _validate.check_non_negative("lr_decay", lr_decay)
-    _validate.check_non_negative("lr", lr)
+    lr_decay = _validate.check_non_negative("lr_decay", lr_decay)
+    lr = _validate.check_learning_rate(lr, "lr")
     rate = lr
     if not is_off(lr_decay):
 
@@ -198,8 +198,8 @@ def RMSprop(
       Array([0.99], dtype=float32)
     """
     del capturable, foreach, differentiable
-    _validate.check_unit_interval("alpha", alpha)
-    _validate.check_non_negative("momentum", momentum)
+    alpha = _validate.check_unit_interval("alpha", alpha)
+    momentum = _validate.check_non_negative("momentum", momentum)
     scaling = scale_by_ema_of_squares(decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered)
     return _chain("RMSprop", scaling, lr, weight_decay, maximize=maximize, momentum=momentum)
 
@@ -260,7 +260,7 @@ def Adam(
     del foreach, capturable, differentiable, fused
     b1, b2 = check_pair("betas", betas)
     scaling = scale_by_bias_corrected_moments(
-        b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, amsgrad_raw_max=True
+        b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, amsgrad_raw_max=True, exact_scalars=True
     )
     return _chain(
         "Adam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
@@ -423,9 +423,9 @@ def NAdam(
     """
     del foreach, capturable, differentiable
     b1, b2 = check_pair("betas", betas)
-    _validate.check_non_negative("momentum_decay", momentum_decay)
+    momentum_decay = _validate.check_non_negative("momentum_decay", momentum_decay, allow_inf=True)
     scaling = scale_by_bias_corrected_moments(
-        b1=b1, b2=b2, eps=eps, nesterov=True, momentum_decay=momentum_decay
+        b1=b1, b2=b2, eps=eps, nesterov=True, momentum_decay=momentum_decay, exact_scalars=True
     )
     return _chain(
         "NAdam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
@@ -481,7 +481,13 @@ def RAdam(
     del foreach, capturable, differentiable
     b1, b2 = check_pair("betas", betas)
     scaling = scale_by_rectified_moments(
-        b1=b1, b2=b2, eps=eps, threshold=5.0, eps_hat=True, strict_threshold=True
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        threshold=5.0,
+        eps_hat=True,
+        strict_threshold=True,
+        exact_scalars=True,
     )
     return _chain(
         "RAdam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
@@ -548,11 +554,13 @@ def SparseAdam(
       >>> table = jnp.ones((3, 2))
       >>> g = sparse.RowSparse(jnp.array([2]), jnp.array([[3.0, -0.5]]), num_rows=3)
       >>> updates, _ = tx.update(g, tx.init(table), table)
-      >>> sparse.apply_updates(table, updates)  # only row 2 moves, by lr
-      Array([[1. , 1. ],
-             [1. , 1. ],
-             [0.9, 1.1]], dtype=float32)
+      >>> sparse.apply_updates(table, updates)  # only row 2 moves, by lr (torch: 1.0999999 too)
+      Array([[1.       , 1.       ],
+             [1.       , 1.       ],
+             [0.9      , 1.0999999]], dtype=float32)
     """
     b1, b2 = check_pair("betas", betas)
-    scaling = scale_by_bias_corrected_moments(b1=b1, b2=b2, eps=eps, eps_hat=True)
+    scaling = scale_by_bias_corrected_moments(
+        b1=b1, b2=b2, eps=eps, eps_hat=True, exact_scalars=True
+    )
     return optax.chain(_require_row_sparse(), _chain("SparseAdam", scaling, lr, maximize=maximize))
