@@ -101,12 +101,16 @@ class InfNormMomentsHyperparams(NamedTuple):
       b1, b2, eps: :math:`\\beta_1, \\beta_2, \\epsilon`.
       eps_in_max: 1.0 to add ε to :math:`|g_t|` inside the maximum (optax, torch), 0.0 to add it to
         :math:`u_t` in the denominator (keras).
+      exact_scalars, one_minus_b1: as in `BiasCorrectedMomentsHyperparams` (torch's float64
+        :math:`1-\\beta_1^t`).
     """
 
     b1: Any
     b2: Any
     eps: Any
     eps_in_max: Any = True
+    exact_scalars: Any = False
+    one_minus_b1: Any = None
 
 
 class ScaleByInfNormMomentsState(NamedTuple):
@@ -536,7 +540,7 @@ def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
       >>> rule.accumulate(jnp.array([-2.0]), (jnp.zeros(1), jnp.ones(1)), jnp.int32(1))
       (Array([-0.2], dtype=float32), Array([2.], dtype=float32))
     """
-    b1, b2, eps, eps_in_max = hyperparams
+    b1, b2, eps, eps_in_max, exact, one_minus_b1 = hyperparams
     eps_max, eps_denominator = jnp.where(eps_in_max, eps, 0.0), jnp.where(eps_in_max, 0.0, eps)
 
     def accumulate(g, stats, t):
@@ -547,7 +551,9 @@ def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
         initial=(0.0, 0.0),
         accumulate=accumulate,
         direction=_first_moment_direction(b1, nesterov=False),
-        scale=lambda stats, t: 1 / bias_correction(b1, t) / (stats[1] + eps_denominator),
+        scale=lambda stats, t: (
+            1 / _correction(b1, one_minus_b1, exact, t) / (stats[1] + eps_denominator)
+        ),
     )
 
 
@@ -559,6 +565,7 @@ def scale_by_inf_norm_moments(
     nu_dtype: Any = None,
     *,
     eps_in_max: bool = True,
+    exact_scalars: bool = False,
 ) -> optax.GradientTransformation:
     r"""Scale by a bias-corrected first moment over an exponentially weighted infinity norm (Adamax).
 
@@ -583,6 +590,8 @@ def scale_by_inf_norm_moments(
         :math:`u_t` in the denominator (keras).
       mu_dtype, nu_dtype: storage of :math:`m_t` and :math:`u_t`, see
         `scale_by_bias_corrected_moments`.
+      exact_scalars: torch's float64 :math:`1-\beta_1^t` rather than optax's float32 one (see
+        `scale_by_bias_corrected_moments`).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByInfNormMomentsState`.
@@ -596,7 +605,7 @@ def scale_by_inf_norm_moments(
       Array([ 1., -1.], dtype=float32)
     """
     b1, b2, eps, _ = _check_moment_args(b1, b2, eps)
-    hyperparams = InfNormMomentsHyperparams(b1, b2, eps, eps_in_max)
+    hyperparams = InfNormMomentsHyperparams(b1, b2, eps, eps_in_max, exact_scalars, 1 - b1)
     rule = inf_norm_moments_rule(hyperparams)
     storages = moment_storages(mu_dtype, nu_dtype)
     return dense_transformation(rule, ScaleByInfNormMomentsState, storages, hyperparams)

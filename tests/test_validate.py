@@ -139,7 +139,12 @@ BAD_AT_THE_EDGES = [
     (atx.adamw, dict(learning_rate=0.1, weight_decay=INF), "weight_decay", "must be finite"),
     (atx.adam, dict(learning_rate=0.1, eps=INF), "eps", "must be finite"),
     (atx.rmsprop, dict(learning_rate=0.1, eps=INF), "eps", "must be finite"),
-    (atx.adagrad, dict(learning_rate=0.1, initial_accumulator_value=INF), "initial", "finite"),
+    (
+        atx.adagrad,
+        dict(learning_rate=0.1, initial_accumulator_value=INF),
+        "initial_accumulator_value",
+        "must be finite",
+    ),
     (atx.radam, dict(learning_rate=0.1, threshold=NAN), "threshold", "finite number"),
     (atx.radam, dict(learning_rate=0.1, threshold=INF), "threshold", "never use"),
     (atx.radam, dict(learning_rate=0.1, threshold=-5.0), "threshold", "must be >= 4"),

@@ -9,11 +9,15 @@ Each factory returns an ``optax.chain`` of this library's primitives that reprod
    [maximize: optax.scale(-1)] → [coupled L2: optax.add_decayed_weights(λ)] → adaptive scaling
    → [decoupled: add_decoupled_weight_decay(λ)] → [RMSprop momentum: optax.trace] → learning rate
 
-The parameters are needed by ``update`` when ``weight_decay`` is set. ``lr`` is a number, or an
-optax schedule of the step count (0, 1, 2, ...) in place of a torch LR scheduler. ``foreach``,
-``fused``, ``capturable`` and ``differentiable`` choose torch kernels and do not change the math:
-they are accepted and ignored. torch views complex parameters as pairs of reals; these presets
-reject them (wrap a preset in ``optax.contrib.split_real_and_imaginary`` for torch's behaviour).
+torch computes the scalars derived from the betas (the bias corrections :math:`1-\beta^t`,
+RAdam's :math:`\rho_t`) in Python float64; the presets compute them as float64 would give them,
+rounded once to float32 (``exact_scalars=True``), where optax rounds β to float32 first (1.4e-3 off
+at β2 = 0.99999). The parameters are needed by ``update`` when ``weight_decay`` is set. ``lr`` is
+a number, or an optax schedule of the step count (0, 1, 2, ...) in place of a torch LR scheduler.
+``foreach``, ``fused``, ``capturable`` and ``differentiable`` choose torch kernels and do not
+change the math: they are accepted and ignored. torch views complex parameters as pairs of reals;
+these presets reject them (wrap a preset in ``optax.contrib.split_real_and_imaginary`` for torch's
+behaviour).
 
 ``SparseAdam`` runs on `adaptive_tx.sparse.RowSparse` gradients (lazy: only the rows present in
 the gradient update their moments and parameters), as torch's runs on sparse COO gradients. Every
@@ -368,7 +372,7 @@ def Adamax(
     """
     del foreach, differentiable, capturable
     b1, b2 = check_pair("betas", betas)
-    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps)
+    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps, exact_scalars=True)
     return _chain("Adamax", scaling, lr, weight_decay, maximize=maximize)
 
 
