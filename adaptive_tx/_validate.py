@@ -1,15 +1,21 @@
 """Checks shared by every constructor and every update: one place for the wording of errors.
 
-Hyperparameters are checked at construction when they are concrete numbers. Under
-`optax.inject_hyperparams` inside `jax.jit` they arrive as tracers; those are left alone (their
-values were checked when the injected state was built from concrete numbers).
+Hyperparameters are checked at construction when they are concrete numbers, as the arithmetic
+will see them: a β that rounds to 1 in float32 is refused like β = 1, and an infinite learning
+rate, ε or weight decay like a negative one. Under `optax.inject_hyperparams` they arrive as
+arrays: concrete ones (an eager ``init``) are checked the same way; traced ones (inside
+`jax.jit`) cannot raise, so each check *returns* the value with NaN in place of an out-of-range
+one: every update of that step is then NaN, which `adaptive_tx.skip_nonfinite` skips and counts
+(and which, unguarded, shows in the parameters instead of training on silently).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -23,29 +29,68 @@ def _concrete(value: Any) -> float | None:
     return float(array)
 
 
-def check_non_negative(name: str, value: Any) -> None:
-    """Raises ValueError unless `value` is >= 0 (tracers and schedules pass)."""
+def _guard_traced(value: Any, in_range: Any) -> Any:
+    """`value`, or NaN where a traced `value` is out of range (`in_range(value)` False).
+
+    Inside `jax.jit` a check cannot raise; a NaN hyperparameter makes every update of the step NaN,
+    which `adaptive_tx.skip_nonfinite` skips and counts. Concrete values and schedules pass as
+    they are (they were checked, or are checked where they are evaluated).
+    """
+    if not isinstance(value, jax.core.Tracer) or not jnp.issubdtype(value.dtype, jnp.inexact):
+        return value
+    return jnp.where(in_range(value), value, jnp.nan).astype(value.dtype)
+
+
+def _check_finite(name: str, value: Any, number: float) -> None:
+    if math.isinf(number):
+        raise ValueError(
+            f"{name} must be finite, got {name}={value!r} (an infinite {name} freezes or destroys "
+            "every coordinate it touches)"
+        )
+
+
+def check_non_negative(name: str, value: Any, allow_inf: bool = False) -> Any:
+    """Raises ValueError unless `value` is >= 0 and (unless `allow_inf`) finite.
+
+    Returns `value` (a traced one with NaN if it is out of range, see the module docstring).
+    """
     number = _concrete(value)
     if number is not None and not number >= 0.0:  # also catches NaN
         raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
+    if number is not None and not allow_inf:
+        _check_finite(name, value, number)
+    if allow_inf:
+        return _guard_traced(value, lambda x: x >= 0)
+    return _guard_traced(value, lambda x: (x >= 0) & jnp.isfinite(x))
 
 
-def check_positive(name: str, value: Any) -> None:
-    """Raises ValueError unless `value` is > 0 (tracers and schedules pass)."""
+def check_positive(name: str, value: Any) -> Any:
+    """Raises ValueError unless `value` is finite and > 0 (tracers and schedules pass, guarded)."""
     number = _concrete(value)
     if number is not None and not number > 0.0:
         raise ValueError(f"{name} must be > 0, got {name}={value!r}")
+    if number is not None:
+        _check_finite(name, value, number)
+    return _guard_traced(value, lambda x: (x > 0) & jnp.isfinite(x))
 
 
-def check_non_positive(name: str, value: Any) -> None:
-    """Raises ValueError unless `value` is <= 0 (tracers and schedules pass)."""
+def check_non_positive(name: str, value: Any) -> Any:
+    """Raises ValueError unless `value` is finite and <= 0 (tracers and schedules pass, guarded)."""
     number = _concrete(value)
     if number is not None and not number <= 0.0:  # also catches NaN
         raise ValueError(f"{name} must be <= 0, got {name}={value!r}")
+    if number is not None:
+        _check_finite(name, value, number)
+    return _guard_traced(value, lambda x: (x <= 0) & jnp.isfinite(x))
 
 
-def check_unit_interval(name: str, value: Any) -> None:
-    """Raises ValueError unless 0 <= `value` < 1 (a decay rate; tracers pass)."""
+def check_unit_interval(name: str, value: Any) -> Any:
+    """Raises ValueError unless 0 <= `value` < 1 as the arithmetic sees it (a decay rate).
+
+    The arithmetic is float32 (float64 under x64): a β that rounds to 1.0 there (``1 - 1e-9``) is
+    refused like 1.0, since :math:`1-\\beta^t` would be 0. Returns `value` (a traced one with NaN
+    if it is out of range, see the module docstring).
+    """
     number = _concrete(value)
     if number is not None and not 0.0 <= number < 1.0:
         hint = ""
@@ -56,13 +101,57 @@ def check_unit_interval(name: str, value: Any) -> None:
                 "params' dtype unless given hyperparam_dtype=jnp.float32)"
             )
         raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}{hint}")
+    arithmetic = jnp.result_type(float)
+    if number is not None and np.asarray(number, arithmetic) >= 1:
+        raise ValueError(
+            f"{name} must be below 1 as {np.dtype(arithmetic).name} sees it, got {name}={value!r}, "
+            f"which rounds to 1.0 (the largest {np.dtype(arithmetic).name} below 1 is "
+            f"{float(np.nextafter(np.asarray(1, arithmetic), 0))!r})"
+        )
+    return _guard_traced(value, lambda x: (x >= 0) & (x < 1))
 
 
-def check_learning_rate(value: Any) -> None:
-    """Raises ValueError for a negative constant learning rate (schedules are callables, they pass)."""
+def check_rectification_threshold(threshold: Any, b2: Any) -> Any:
+    """Raises ValueError unless RAdam's `threshold` is finite and leaves :math:`r_t` real.
+
+    :math:`r_t` is the root of :math:`(\\rho_t-4)(\\rho_t-2)/\\ldots`, negative for
+    :math:`2 < \\rho_t < 4`; :math:`\\rho_t` grows from 1 to :math:`\\rho_\\infty = 2/(1-\\beta_2)-1`,
+    so a threshold below 4 rectifies those steps (NaN) unless :math:`\\rho_\\infty \\le 2`.
+    Returns `threshold` (a traced one with NaN if it is not finite).
+    """
+    number = _concrete(threshold)
+    if number is not None and not math.isfinite(number):
+        hint = "" if math.isnan(number) else (
+            " (it would never use the adaptive step: for that, use optax.sgd with momentum)"
+        )
+        raise ValueError(f"threshold must be a finite number, got threshold={threshold!r}{hint}")
+    b2_number = _concrete(b2)
+    if number is not None and number < 4 and b2_number is not None:
+        rho_inf = 2 / (1 - b2_number) - 1
+        if rho_inf > 2:
+            raise ValueError(
+                f"threshold must be >= 4, got threshold={threshold!r}: rho_t grows from 1 to "
+                f"rho_inf={rho_inf:.6g}, and r_t is the root of a negative number (NaN) for "
+                "2 < rho_t < 4 (the paper, optax and torch use 5)"
+            )
+    return _guard_traced(threshold, jnp.isfinite)
+
+
+def check_flag_needs(name: str, flag: Any, needed: str, value: Any) -> None:
+    """Raises ValueError when option `name` is set but `needed` (its value `value`) is off."""
+    if flag and value is None:
+        raise ValueError(
+            f"{name}={flag!r} needs {needed}: without it there is no momentum and {name} would be "
+            f"ignored (set {needed}, e.g. {needed}=0.9, or drop {name})"
+        )
+
+
+def check_learning_rate(value: Any, name: str = "learning_rate") -> Any:
+    """Raises ValueError for a negative or infinite constant learning rate (schedules are
+    callables, they pass). Returns `value` (a traced one with NaN if it is out of range)."""
     if value is None:
-        raise ValueError("learning_rate must be a non-negative number or a schedule, got None")
-    check_non_negative("learning_rate", value)
+        raise ValueError(f"{name} must be a non-negative number or a schedule, got None")
+    return check_non_negative(name, value)
 
 
 def check_state_dtype(dtype: Any, name: str = "state dtype") -> Any:

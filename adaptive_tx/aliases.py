@@ -41,8 +41,9 @@ def _chain(scaling, learning_rate, weight_decay=None, mask=None, momentum=None, 
     if weight_decay is not None:
         parts.append(add_decoupled_weight_decay(weight_decay, mask))
     parts.append(scale_by_learning_rate(learning_rate))
+    _validate.check_flag_needs("nesterov", nesterov, "momentum", momentum)
     if momentum is not None:
-        _validate.check_unit_interval("momentum", momentum)
+        momentum = _validate.check_unit_interval("momentum", momentum)
         # optax.trace on dense leaves; lazy momentum on the touched rows of row-sparse ones.
         parts.append(sparse.trace(decay=momentum, nesterov=nesterov))
     return optax.chain(*parts)
@@ -107,7 +108,7 @@ def rmsprop(
       decay, eps, initial_scale, eps_in_sqrt, centered, bias_correction, mu_dtype, nu_dtype: see
         `scale_by_ema_of_squares`.
       momentum: the momentum decay in [0, 1), or None for no momentum.
-      nesterov: Nesterov momentum (only with ``momentum``).
+      nesterov: Nesterov momentum (only with ``momentum``: without, it raises).
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -510,7 +511,7 @@ def adafactor(
         ``epsilon``).
       decay_offset: the step the decay schedule starts from (for fine-tuning).
       multiply_by_parameter_scale: scale each step by the parameter's block RMS.
-      clipping_threshold: clip each leaf's update to this RMS (>= 1), or None.
+      clipping_threshold: clip each leaf's update to this RMS (> 0; 1 in the paper), or None.
       momentum: the decay of an (unbiased-free) EMA of the steps, or None for no momentum.
       dtype_momentum: the dtype of the momentum buffer.
       weight_decay_rate: decay added to the step after the learning rate, or None.
@@ -523,6 +524,8 @@ def adafactor(
       >>> updates  # the first step moves each coordinate by the learning rate
       Array([-0.1,  0.1], dtype=float32)
     """
+    if clipping_threshold is not None:
+        clipping_threshold = _validate.check_positive("clipping_threshold", clipping_threshold)
     parts = [
         scale_by_factored_ema_of_squares(
             factored, decay_rate, decay_offset, min_dim_size_to_factor, eps
@@ -535,7 +538,7 @@ def adafactor(
     if multiply_by_parameter_scale:
         parts.append(optax.scale_by_param_block_rms())
     if momentum is not None:
-        _validate.check_unit_interval("momentum", momentum)
+        momentum = _validate.check_unit_interval("momentum", momentum)
         parts.append(optax.ema(momentum, debias=False, accumulator_dtype=dtype_momentum))
     if weight_decay_rate is not None:
         parts.append(add_decoupled_weight_decay(weight_decay_rate, weight_decay_mask))

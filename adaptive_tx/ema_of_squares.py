@@ -87,15 +87,26 @@ def ema_of_squares_rule(hyperparams: EmaOfSquaresHyperparams, centered: bool) ->
     decay, eps_root, eps = hyperparams.decay, hyperparams.eps_root, hyperparams.eps
     power, offset = hyperparams.decay_power, hyperparams.decay_offset
 
-    def accumulate(g, stats, t):
+    def scheduled_rate(t):
         steps = (t - jnp.asarray(offset, jnp.float32)).astype(jnp.float32)
-        rate = jnp.where(power > 0, 1 - steps ** -jnp.asarray(power, jnp.float32), decay)
+        return 1 - steps ** -jnp.asarray(power, jnp.float32)
+
+    def rate(t):
+        # A constant decay is used as given (a Python float stays float64 until `ema` has
+        # computed 1 - decay, as optax, torch and keras compute it); only a stored schedule
+        # flag (an array) selects with jnp.where.
+        if isinstance(power, (int, float)):
+            return scheduled_rate(t) if power > 0 else decay
+        return jnp.where(power > 0, scheduled_rate(t), decay)
+
+    def accumulate(g, stats, t):
+        rate_t = rate(t)
         g2 = abs_sq(g) + hyperparams.eps_grad_sq
         if centered:
             nu, mu = stats
-            return ema(nu, g2, rate), ema(mu, g, rate)
+            return ema(nu, g2, rate_t), ema(mu, g, rate_t)
         (nu,) = stats
-        return (ema(nu, g2, rate),)
+        return (ema(nu, g2, rate_t),)
 
     def scale(stats, t):
         # Divide (not multiply by the inverse) as optax does: with `centered` the variance is a
@@ -171,9 +182,9 @@ def scale_by_ema_of_squares(
       >>> updates  # 2 / sqrt(0.25 * 2**2 + 1e-8)
       Array([2., 0.], dtype=float32)
     """
-    _validate.check_unit_interval("decay", decay)
-    _validate.check_non_negative("eps", eps)
-    _validate.check_non_negative("initial_scale", initial_scale)
+    decay = _validate.check_unit_interval("decay", decay)
+    eps = _validate.check_non_negative("eps", eps)
+    initial_scale = _validate.check_non_negative("initial_scale", initial_scale)
     hyperparams = EmaOfSquaresHyperparams(
         decay=decay,
         initial_scale=initial_scale,

@@ -64,7 +64,7 @@ def scale_by_learning_rate(
       >>> updates, state.learning_rate
       (Array([-0.75], dtype=float32), Array(0.75, dtype=float32))
     """
-    _validate.check_learning_rate(learning_rate)
+    learning_rate = _validate.check_learning_rate(learning_rate)
     sign = -1 if flip_sign else 1
 
     def rate(count):

@@ -8,7 +8,6 @@ direction is the raw first moment and the effective learning rate is
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -16,13 +15,15 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate
-from adaptive_tx.rule import (
-    Rule,
-    abs_sq,
-    bias_correction,
-    dense_transformation,
-    ema,
-    state_scale,
+from adaptive_tx.rule import Rule, abs_sq, dense_transformation, ema, state_scale
+from adaptive_tx.scalars import (
+    _constant_momentum,
+    _correction,
+    _first_moment_correction,
+    _momentum_schedule_term,
+    _select,
+    momentum_product,  # noqa: F401 (public here too: adaptive_tx.moments.momentum_product)
+    rectification_rho,
 )
 from adaptive_tx.state_precision import moment_storages
 
@@ -39,8 +40,12 @@ class BiasCorrectedMomentsHyperparams(NamedTuple):
         :math:`\\sqrt{\\hat v_t}` (optax, torch).
       amsgrad_raw_max: 1.0 for the AMSGrad maximum of the raw :math:`v_t` (torch, keras), 0.0 for
         the maximum of :math:`\\hat v_t` (optax).
-      momentum_decay: :math:`\\psi` of NAdam's momentum schedule (torch, keras); ``inf`` for
-        optax's constant :math:`\\mu_t = \\beta_1`.
+      momentum_decay: :math:`\\psi` of NAdam's momentum schedule (torch, keras); None for
+        optax's constant :math:`\\mu_t = \\beta_1` (stored as -1: a state holds finite numbers only).
+      exact_scalars: 1.0 to compute the bias corrections :math:`1-\\beta^t` as float64 gives them
+        (torch), from :math:`1-\\beta`; 0.0 from β rounded to float32 (optax, keras).
+      one_minus_b1, one_minus_b2: :math:`1-\\beta_1, 1-\\beta_2`, computed in float64 from the
+        constructor's β (None: from ``b1``, ``b2``).
     """
 
     b1: Any
@@ -51,7 +56,10 @@ class BiasCorrectedMomentsHyperparams(NamedTuple):
     bias_correction_nu: Any = True
     eps_hat: Any = False
     amsgrad_raw_max: Any = False
-    momentum_decay: Any = float("inf")
+    momentum_decay: Any = None
+    exact_scalars: Any = False
+    one_minus_b1: Any = None
+    one_minus_b2: Any = None
 
 
 class ScaleByBiasCorrectedMomentsState(NamedTuple):
@@ -92,12 +100,16 @@ class InfNormMomentsHyperparams(NamedTuple):
       b1, b2, eps: :math:`\\beta_1, \\beta_2, \\epsilon`.
       eps_in_max: 1.0 to add ε to :math:`|g_t|` inside the maximum (optax, torch), 0.0 to add it to
         :math:`u_t` in the denominator (keras).
+      exact_scalars, one_minus_b1: as in `BiasCorrectedMomentsHyperparams` (torch's float64
+        :math:`1-\\beta_1^t`).
     """
 
     b1: Any
     b2: Any
     eps: Any
     eps_in_max: Any = True
+    exact_scalars: Any = False
+    one_minus_b1: Any = None
 
 
 class ScaleByInfNormMomentsState(NamedTuple):
@@ -142,6 +154,9 @@ class RectifiedMomentsHyperparams(NamedTuple):
         constructor (None: from ``b2``). Kept because it amplifies the rounding of β2 by
         :math:`1/(1-\\beta_2)`: recomputed from the stored float32 β2 it would be 1.3e-4 off for
         β2 = 0.999, and the rebuilt scale would not be the one the update used.
+      exact_scalars: 1.0 for torch's float64 bias corrections and :math:`\\rho_t`
+        (`rectification_rho`), 0.0 for optax's float32 arithmetic.
+      one_minus_b1, one_minus_b2: as in `BiasCorrectedMomentsHyperparams`.
     """
 
     b1: Any
@@ -152,6 +167,9 @@ class RectifiedMomentsHyperparams(NamedTuple):
     eps_hat: Any = False
     strict_threshold: Any = False
     rho_inf: Any = None
+    exact_scalars: Any = False
+    one_minus_b1: Any = None
+    one_minus_b2: Any = None
 
 
 class ScaleByRectifiedMomentsState(NamedTuple):
@@ -183,77 +201,13 @@ class ScaleByRectifiedMomentsState(NamedTuple):
         )
 
 
-def _inv_correction(decay: Any, t: jax.Array, enabled: Any = True) -> jax.Array:
-    """:math:`1/(1-\\beta^t)`, or 1 where the correction is disabled."""
-    return jnp.where(enabled, 1 / bias_correction(decay, t), 1.0)
-
-
-_LOG_SERIES_TERMS = 64  # 2^-64: the series for the momentum product is exact in float64
-
-
-def _constant_momentum(momentum_decay: Any) -> bool:
-    """Whether ψ is the Python ∞ of a constant momentum: the series below is then exactly 0, and
-    skipping it keeps optax's arithmetic (and graph) for Adam and optax's NAdam."""
-    return isinstance(momentum_decay, float) and math.isinf(momentum_decay)
-
-
-def _momentum_schedule_term(momentum_decay: Any, t: jax.Array) -> Any:
-    """:math:`\\tfrac12\\, 0.96^{t\\psi}` (0 for ψ = ∞), so that μ_t = β1 (1 - term)."""
-    if _constant_momentum(momentum_decay):
-        return 0.0
-    dtype = jnp.result_type(float)
-    return 0.5 * jnp.asarray(0.96, dtype) ** (jnp.asarray(t, dtype) * momentum_decay)
-
-
-def momentum_product(b1: Any, momentum_decay: Any, t: jax.Array) -> jax.Array:
-    r"""NAdam's momentum product :math:`\Pi_t = \prod_{i=1}^t \mu_i`, in closed form.
-
-    With Dozat's schedule :math:`\mu_i = \beta_1 (1 - \tfrac12 q^i)`, :math:`q = 0.96^\psi`
-    (torch's ``momentum_decay`` ψ; keras 3 uses ψ = 1; ψ = ∞ is optax's constant
-    :math:`\mu_i = \beta_1`), expanding :math:`\log(1 - x) = -\sum_k x^k/k` for
-    :math:`x = q^i/2 \le 1/2` and summing the geometric series over :math:`i` gives
-
-    .. math::
-
-       \Pi_t = \beta_1^t \exp\Big(-\sum_{k \ge 1} \frac{2^{-k}}{k}\,
-                q^k \frac{1 - q^{kt}}{1 - q^k}\Big),
-
-    64 terms (a relative error below :math:`2^{-64}`) whatever :math:`t`: no running product in the
-    state and no loop over the steps, so the rule stays a function of the step alone. It is
-    :math:`1 - ` the first moment's bias correction: :math:`\beta_1^t` for a constant momentum.
-
-    Reference: Dozat, "Incorporating Nesterov Momentum into Adam", 2016,
-    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ
-
-    Example:
-      >>> momentum_product(0.9, 0.004, jnp.int32(2))  # 0.9 (1 - 0.96**0.004/2) 0.9 (1 - 0.96**0.008/2)
-      Array(0.2026, dtype=float32)
-      >>> momentum_product(0.9, float("inf"), jnp.int32(2))  # constant momentum: 0.9 ** 2
-      Array(0.81, dtype=float32)
-    """
-    dtype = jnp.result_type(float)
-    if _constant_momentum(momentum_decay):
-        return jnp.asarray(b1, dtype) ** t
-    k = jnp.arange(1, _LOG_SERIES_TERMS + 1, dtype=dtype)
-    log_q = jnp.asarray(momentum_decay, dtype) * jnp.log(jnp.asarray(0.96, dtype))
-    steps = jnp.asarray(t, dtype)
-    # sum_{i=1}^t q^(i k), written with expm1 to keep its precision when q is close to 1.
-    geometric = jnp.where(
-        log_q == 0,
-        steps,
-        jnp.exp(k * log_q) * jnp.expm1(k * steps * log_q) / jnp.expm1(k * log_q),
-    )
-    log_schedule = -jnp.sum(0.5**k / k * geometric)
-    return jnp.asarray(b1, dtype) ** t * jnp.exp(log_schedule)
-
-
-def _first_moment_correction(b1: Any, momentum_decay: Any, t: jax.Array) -> jax.Array:
-    """:math:`1 - \\Pi_t`: :math:`1-\\beta_1^t`, or NAdam's with a momentum schedule."""
-    return 1 - momentum_product(b1, momentum_decay, t)
-
-
 def _first_moment_direction(
-    b1: Any, nesterov: bool, debias: Any = True, momentum_decay: Any = float("inf")
+    b1: Any,
+    nesterov: bool,
+    debias: Any = True,
+    momentum_decay: Any = None,
+    exact: Any = False,
+    one_minus_b1: Any = None,
 ):
     r"""The direction of the Adam family: :math:`m_t`, or NAdam's look-ahead.
 
@@ -264,18 +218,22 @@ def _first_moment_direction(
     With the scale holding :math:`1/(1-\Pi_t)`, the direction is
     :math:`\mu_{t+1} \frac{1-\Pi_t}{1-\Pi_{t+1}} m_t + (1-\mu_t) g_t`.
     """
+    if one_minus_b1 is None:
+        one_minus_b1 = 1 - b1
 
     def direction(g, stats, t):
         mu = stats[0]
         if not nesterov:
             return mu
         next_t = optax.safe_increment(t)
-        ratio = _first_moment_correction(b1, momentum_decay, t) * (
-            1 / _first_moment_correction(b1, momentum_decay, next_t)
-        )
+
+        def correction(step):
+            return _first_moment_correction(b1, momentum_decay, step, exact, one_minus_b1)
+
+        ratio = correction(t) * (1 / correction(next_t))
         mu_next = b1 * (1 - _momentum_schedule_term(momentum_decay, next_t))
         # 1 - mu_t, written so that it is exactly (1 - b1) for a constant momentum.
-        one_minus_mu = (1 - b1) + b1 * _momentum_schedule_term(momentum_decay, t)
+        one_minus_mu = one_minus_b1 + b1 * _momentum_schedule_term(momentum_decay, t)
         return (mu_next * jnp.where(debias, ratio, 1.0)) * mu + one_minus_mu * g
 
     return direction
@@ -298,41 +256,51 @@ def bias_corrected_moments_rule(
     h = hyperparams
     b1, b2, eps, eps_root = h.b1, h.b2, h.eps, h.eps_root
 
+    def nu_correction(t):
+        inverse = lambda: 1 / _correction(b2, h.one_minus_b2, h.exact_scalars, t)  # noqa: E731
+        return _select(h.bias_correction_nu, inverse, lambda: 1.0)
+
     def accumulate(g, stats, t):
         mu, nu = ema(stats[0], g, b1), ema(stats[1], abs_sq(g), b2)
         if not amsgrad:
             return mu, nu
-        corrected = nu * jnp.where(
-            h.amsgrad_raw_max, 1.0, _inv_correction(b2, t, h.bias_correction_nu)
-        )
+        corrected = nu * jnp.where(h.amsgrad_raw_max, 1.0, nu_correction(t))
         return mu, nu, jnp.maximum(stats[2], corrected)
 
     def scale(stats, t):
-        nu_correction = _inv_correction(b2, t, h.bias_correction_nu)
+        correction = nu_correction(t)
         if amsgrad:
-            v = stats[2] * jnp.where(h.amsgrad_raw_max, nu_correction, 1.0)
+            v = stats[2] * jnp.where(h.amsgrad_raw_max, correction, 1.0)
         else:
-            v = stats[1] * nu_correction
+            v = stats[1] * correction
         # eps-hat: eps added to sqrt(v_t) before the correction is eps / sqrt(1 - b2^t) after it.
-        eps_t = eps * jnp.where(h.eps_hat, jnp.sqrt(nu_correction), 1.0)
-        mu_correction = _first_moment_correction(b1, h.momentum_decay, t)
+        eps_t = eps * jnp.where(h.eps_hat, jnp.sqrt(correction), 1.0)
+        mu_correction = _first_moment_correction(
+            b1, h.momentum_decay, t, h.exact_scalars, h.one_minus_b1
+        )
         return jnp.where(h.bias_correction_mu, 1 / mu_correction, 1.0) / (
             jnp.sqrt(v + eps_root) + eps_t
         )
 
+    direction = _first_moment_direction(
+        b1, nesterov, h.bias_correction_mu, h.momentum_decay, h.exact_scalars, h.one_minus_b1
+    )
     return Rule(
         initial=(0.0, 0.0, 0.0) if amsgrad else (0.0, 0.0),
         accumulate=accumulate,
-        direction=_first_moment_direction(b1, nesterov, h.bias_correction_mu, h.momentum_decay),
+        direction=direction,
         scale=scale,
     )
 
 
 def _check_moment_args(b1, b2, eps, eps_root=0.0):
-    _validate.check_unit_interval("b1", b1)
-    _validate.check_unit_interval("b2", b2)
-    _validate.check_non_negative("eps", eps)
-    _validate.check_non_negative("eps_root", eps_root)
+    """The arguments as the arithmetic will use them (traced ones guarded, see `_validate`)."""
+    return (
+        _validate.check_unit_interval("b1", b1),
+        _validate.check_unit_interval("b2", b2),
+        _validate.check_non_negative("eps", eps),
+        _validate.check_non_negative("eps_root", eps_root),
+    )
 
 
 def scale_by_bias_corrected_moments(
@@ -350,6 +318,7 @@ def scale_by_bias_corrected_moments(
     eps_hat: bool = False,
     amsgrad_raw_max: bool = False,
     momentum_decay: float | None = None,
+    exact_scalars: bool = False,
 ) -> optax.GradientTransformation:
     r"""Scale by bias-corrected first and second moments (Adam; NAdam; AMSGrad).
 
@@ -369,7 +338,9 @@ def scale_by_bias_corrected_moments(
     :math:`\max_{\tau \le t} \hat v_\tau` (optax), or with ``amsgrad_raw_max`` by
     :math:`\max_{\tau \le t} v_\tau / (1-\beta_2^t)` (torch, keras). ``eps_hat`` adds ε to the
     uncorrected root, :math:`u_t = \hat m_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon)`, which is
-    Kingma & Ba's "ε-hat" form that keras uses. The bias corrections are float32 scalars.
+    Kingma & Ba's "ε-hat" form that keras uses. The bias corrections are float32 scalars, from β
+    rounded to float32 as optax computes them, or (``exact_scalars``) torch's float64 values
+    rounded once.
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2014,
     https://arxiv.org/abs/1412.6980 ; Dozat, "Incorporating Nesterov Momentum into Adam", 2016,
@@ -398,6 +369,9 @@ def scale_by_bias_corrected_moments(
         (torch, keras), rather than the maximum of :math:`\hat v_t` (optax).
       momentum_decay: ψ >= 0 of NAdam's momentum schedule (torch: 0.004; keras 3: 1), only with
         ``nesterov``; None for optax's constant :math:`\mu_t = \beta_1`.
+      exact_scalars: compute :math:`1-\beta^t` as float64 gives it, from the exact
+        :math:`1-\beta` (torch; `adaptive_tx.rule.exact_bias_correction`), rather than from β
+        rounded to float32 (optax, keras): at β2 = 0.99999 the two differ by 1.4e-3 at t = 1.
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByBiasCorrectedMomentsState`.
@@ -410,9 +384,11 @@ def scale_by_bias_corrected_moments(
       >>> updates  # the first Adam step is the sign of the gradient
       Array([ 1., -1.], dtype=float32)
     """
-    _check_moment_args(b1, b2, eps, eps_root)
+    b1, b2, eps, eps_root = _check_moment_args(b1, b2, eps, eps_root)
     if momentum_decay is not None:
-        _validate.check_non_negative("momentum_decay", momentum_decay)
+        momentum_decay = _validate.check_non_negative(
+            "momentum_decay", momentum_decay, allow_inf=True
+        )
         if not nesterov:
             raise ValueError(
                 f"momentum_decay={momentum_decay!r} is NAdam's momentum schedule: it needs "
@@ -427,12 +403,18 @@ def scale_by_bias_corrected_moments(
         bias_correction_nu,
         eps_hat=eps_hat,
         amsgrad_raw_max=amsgrad_raw_max,
-        momentum_decay=float("inf") if momentum_decay is None else momentum_decay,
+        momentum_decay=momentum_decay,
+        exact_scalars=exact_scalars,
+        one_minus_b1=1 - b1,
+        one_minus_b2=1 - b2,
     )
     rule = bias_corrected_moments_rule(hyperparams, nesterov, amsgrad)
     mu, nu = moment_storages(mu_dtype, nu_dtype)
     storages = (mu, nu, nu) if amsgrad else (mu, nu)
-    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, storages, hyperparams)
+    # The state's copy is for reading (`per_coordinate_scale`): finite, a constant momentum as -1.
+    constant = _constant_momentum(momentum_decay)
+    stored = hyperparams._replace(momentum_decay=-1.0 if constant else momentum_decay)
+    return dense_transformation(rule, ScaleByBiasCorrectedMomentsState, storages, stored)
 
 
 def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
@@ -443,7 +425,7 @@ def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
       >>> rule.accumulate(jnp.array([-2.0]), (jnp.zeros(1), jnp.ones(1)), jnp.int32(1))
       (Array([-0.2], dtype=float32), Array([2.], dtype=float32))
     """
-    b1, b2, eps, eps_in_max = hyperparams
+    b1, b2, eps, eps_in_max, exact, one_minus_b1 = hyperparams
     eps_max, eps_denominator = jnp.where(eps_in_max, eps, 0.0), jnp.where(eps_in_max, 0.0, eps)
 
     def accumulate(g, stats, t):
@@ -454,7 +436,9 @@ def inf_norm_moments_rule(hyperparams: InfNormMomentsHyperparams) -> Rule:
         initial=(0.0, 0.0),
         accumulate=accumulate,
         direction=_first_moment_direction(b1, nesterov=False),
-        scale=lambda stats, t: _inv_correction(b1, t) / (stats[1] + eps_denominator),
+        scale=lambda stats, t: (
+            1 / _correction(b1, one_minus_b1, exact, t) / (stats[1] + eps_denominator)
+        ),
     )
 
 
@@ -466,6 +450,7 @@ def scale_by_inf_norm_moments(
     nu_dtype: Any = None,
     *,
     eps_in_max: bool = True,
+    exact_scalars: bool = False,
 ) -> optax.GradientTransformation:
     r"""Scale by a bias-corrected first moment over an exponentially weighted infinity norm (Adamax).
 
@@ -490,6 +475,8 @@ def scale_by_inf_norm_moments(
         :math:`u_t` in the denominator (keras).
       mu_dtype, nu_dtype: storage of :math:`m_t` and :math:`u_t`, see
         `scale_by_bias_corrected_moments`.
+      exact_scalars: torch's float64 :math:`1-\beta_1^t` rather than optax's float32 one (see
+        `scale_by_bias_corrected_moments`).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByInfNormMomentsState`.
@@ -502,8 +489,8 @@ def scale_by_inf_norm_moments(
       >>> updates
       Array([ 1., -1.], dtype=float32)
     """
-    _check_moment_args(b1, b2, eps)
-    hyperparams = InfNormMomentsHyperparams(b1, b2, eps, eps_in_max)
+    b1, b2, eps, _ = _check_moment_args(b1, b2, eps)
+    hyperparams = InfNormMomentsHyperparams(b1, b2, eps, eps_in_max, exact_scalars, 1 - b1)
     rule = inf_norm_moments_rule(hyperparams)
     storages = moment_storages(mu_dtype, nu_dtype)
     return dense_transformation(rule, ScaleByInfNormMomentsState, storages, hyperparams)
@@ -520,18 +507,36 @@ def rectified_moments_rule(hyperparams: RectifiedMomentsHyperparams, nesterov: b
       >>> rule.scale((jnp.ones(1), jnp.ones(1)), jnp.int32(1))  # rho_1 < 5: plain SGD with momentum
       Array([10.], dtype=float32)
     """
-    b1, b2, eps, eps_root, threshold, eps_hat, strict, rho_inf = hyperparams
-    adam_hyperparams = BiasCorrectedMomentsHyperparams(b1, b2, eps, eps_root, eps_hat=eps_hat)
+    h = hyperparams
+    b1, b2, threshold = h.b1, h.b2, h.threshold
+    adam_hyperparams = BiasCorrectedMomentsHyperparams(
+        b1,
+        b2,
+        h.eps,
+        h.eps_root,
+        eps_hat=h.eps_hat,
+        exact_scalars=h.exact_scalars,
+        one_minus_b1=h.one_minus_b1,
+        one_minus_b2=h.one_minus_b2,
+    )
     adam = bias_corrected_moments_rule(adam_hyperparams, nesterov, amsgrad=False)
-    if rho_inf is None:
-        rho_inf = 2 / (1 - b2) - 1
+    rho_inf = 2 / (1 - b2) - 1 if h.rho_inf is None else h.rho_inf
+    one_minus_b2 = 1 - b2 if h.one_minus_b2 is None else h.one_minus_b2
+
+    def optax_rho(t):
+        # optax's arithmetic, in its order: b2^t from b2 rounded to float32.
+        b2t = jnp.asarray(b2, jnp.result_type(float)) ** t
+        return rho_inf - 2 * t * b2t / (1 - b2t)
 
     def scale(stats, t):
-        bc2 = bias_correction(b2, t)
-        rho = rho_inf - 2 * t * (1 - bc2) / bc2
-        r = jnp.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        rectify = jnp.where(strict, rho > threshold, rho >= threshold)
-        return jnp.where(rectify, r * adam.scale(stats, t), _inv_correction(b1, t))
+        rho = _select(h.exact_scalars, lambda: rectification_rho(one_minus_b2, t), lambda: optax_rho(t))
+        rectify = jnp.where(h.strict_threshold, rho > threshold, rho >= threshold)
+        # r_t is real where rho_t >= 4 (rectified for a threshold >= 4); the max keeps the branch
+        # not taken (rho_t < 4) from computing the root of a negative number.
+        ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+        r = jnp.sqrt(jnp.maximum(ratio, 0))
+        first = _first_moment_correction(b1, None, t, h.exact_scalars, h.one_minus_b1)
+        return jnp.where(rectify, r * adam.scale(stats, t), 1 / first)
 
     return adam._replace(scale=scale)
 
@@ -548,6 +553,7 @@ def scale_by_rectified_moments(
     *,
     eps_hat: bool = False,
     strict_threshold: bool = False,
+    exact_scalars: bool = False,
 ) -> optax.GradientTransformation:
     r"""Scale by rectified bias-corrected moments (RAdam).
 
@@ -582,6 +588,9 @@ def scale_by_rectified_moments(
       strict_threshold: rectify where :math:`\rho_t >` threshold (torch) rather than :math:`\ge`.
       mu_dtype, nu_dtype: storage of :math:`m_t` and :math:`v_t`, see
         `scale_by_bias_corrected_moments`.
+      exact_scalars: torch's float64 bias corrections and :math:`\rho_t`
+        (`rectification_rho`) rather than optax's float32 arithmetic, whose :math:`\rho_t`
+        loses every digit to cancellation at β2 >= 0.9999 (see ``docs/conventions.md``).
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByRectifiedMomentsState`.
@@ -594,9 +603,20 @@ def scale_by_rectified_moments(
       >>> updates.round(4)  # the first steps are momentum SGD: the bias-corrected gradient itself
       Array([ 0.5, -3. ], dtype=float32)
     """
-    _check_moment_args(b1, b2, eps, eps_root)
+    b1, b2, eps, eps_root = _check_moment_args(b1, b2, eps, eps_root)
+    threshold = _validate.check_rectification_threshold(threshold, b2)
     hyperparams = RectifiedMomentsHyperparams(
-        b1, b2, eps, eps_root, threshold, eps_hat, strict_threshold, rho_inf=2 / (1 - b2) - 1
+        b1,
+        b2,
+        eps,
+        eps_root,
+        threshold,
+        eps_hat,
+        strict_threshold,
+        rho_inf=2 / (1 - b2) - 1,
+        exact_scalars=exact_scalars,
+        one_minus_b1=1 - b1,
+        one_minus_b2=1 - b2,
     )
     rule = rectified_moments_rule(hyperparams, nesterov)
     storages = moment_storages(mu_dtype, nu_dtype)

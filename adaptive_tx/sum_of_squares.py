@@ -132,8 +132,10 @@ def scale_by_sum_of_squares(
       >>> updates.round(4), state.sum_of_squares
       (Array([1., 0.], dtype=float32), Array([9., 0.], dtype=float32))
     """
-    _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
-    _validate.check_non_negative("eps", eps)
+    initial_accumulator_value = _validate.check_non_negative(
+        "initial_accumulator_value", initial_accumulator_value
+    )
+    eps = _validate.check_non_negative("eps", eps)
     hyperparams = _hyperparams(initial_accumulator_value, eps, eps_in_sqrt)
     storages = (storage(nu_dtype, "nu_dtype", nonnegative=True),)
     rule = sum_of_squares_rule(hyperparams)
@@ -214,8 +216,10 @@ def scale_by_rowwise_sum_of_squares(
       Array([[1.3416, 0.4472],
              [0.    , 0.    ]], dtype=float32)
     """
-    _validate.check_non_negative("initial_accumulator_value", initial_accumulator_value)
-    _validate.check_non_negative("eps", eps)
+    initial_accumulator_value = _validate.check_non_negative(
+        "initial_accumulator_value", initial_accumulator_value
+    )
+    eps = _validate.check_non_negative("eps", eps)
     hyperparams = _hyperparams(initial_accumulator_value, eps, eps_in_sqrt)
     rule = sum_of_squares_rule(hyperparams, reduce=sparse.row_mean)
     return dense_transformation(

@@ -79,9 +79,9 @@ def add_decoupled_weight_decay(
       >>> updates['w']  # -0.5 * 0.1 * 2
       Array([-0.1], dtype=float32)
     """
-    _validate.check_non_negative("weight_decay", weight_decay)
+    weight_decay = _validate.check_non_negative("weight_decay", weight_decay)
     if learning_rate is not None:
-        _validate.check_learning_rate(learning_rate)
+        learning_rate = _validate.check_learning_rate(learning_rate)
 
     def value(hyperparameter, count):
         return hyperparameter(count) if callable(hyperparameter) else hyperparameter

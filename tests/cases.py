@@ -124,6 +124,27 @@ def run(tx, params, grads):
     return iterates, state, len(traces)
 
 
+def trajectories(txs, params, grads) -> list:
+    """Every iterate of each transformation of `txs` over `grads`, all in one jitted program.
+
+    One compilation for many settings (a ``lax.scan`` over the steps per transformation), for grids
+    where compiling one step per setting would cost more than running it. Returns, per
+    transformation, a tree of the parameters with a leading step axis.
+    """
+    stream = jax.tree.map(lambda *gs: np.stack(gs), *grads)
+
+    def one(tx):
+        def step(carry, g):
+            params, state = carry
+            updates, state = tx.update(g, state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, state), params
+
+        return jax.lax.scan(step, (params, tx.init(params)), stream)[1]
+
+    return jax.jit(lambda: [one(tx) for tx in txs])()
+
+
 def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
     """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero.
 

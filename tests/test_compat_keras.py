@@ -122,20 +122,35 @@ def problem_for(name):
 
 def run_keras(name, kwargs, params, grads):
     """Every iterate of keras.optimizers.<name> over the stream (stateless_apply in a scan)."""
-    if kwargs.get("learning_rate") is SCHEDULE:
-        kwargs = kwargs | dict(learning_rate=keras_schedule())
-    optimizer = getattr(keras.optimizers, name)(**kwargs)
+    return run_keras_many([(name, kwargs)], params, grads)[0]
+
+
+def run_keras_many(rows, params, grads):
+    """run_keras for each (name, kwargs) of `rows`, all in one jitted program (one compilation)."""
     keys = list(params)
-    optimizer.build([keras.Variable(params[k]) for k in keys])
-
-    def step(carry, g):
-        values, optimizer_values = optimizer.stateless_apply(carry[1], list(g), carry[0])
-        return (values, optimizer_values), values
-
     stream = [jnp.stack([g[k] for g in grads]) for k in keys]
-    start = ([jnp.asarray(params[k]) for k in keys], [v.value for v in optimizer.variables])
-    _, iterates = jax.jit(lambda start, stream: jax.lax.scan(step, start, stream))(start, stream)
-    return {k: np.asarray(x) for k, x in zip(keys, iterates)}
+    runs = []
+    for name, kwargs in rows:
+        if kwargs.get("learning_rate") is SCHEDULE:
+            kwargs = kwargs | dict(learning_rate=keras_schedule())
+        optimizer = getattr(keras.optimizers, name)(**kwargs)
+        optimizer.build([keras.Variable(params[k]) for k in keys])
+        start = ([jnp.asarray(params[k]) for k in keys], [v.value for v in optimizer.variables])
+        runs.append((optimizer, start))
+
+    def scan_all(starts, stream):
+        outputs = []
+        for (optimizer, _), start in zip(runs, starts):
+
+            def step(carry, g, optimizer=optimizer):
+                values, optimizer_values = optimizer.stateless_apply(carry[1], list(g), carry[0])
+                return (values, optimizer_values), values
+
+            outputs.append(jax.lax.scan(step, start, stream)[1])
+        return outputs
+
+    iterates = jax.jit(scan_all)([start for _, start in runs], stream)
+    return [{k: np.asarray(x) for k, x in zip(keys, run)} for run in iterates]
 
 
 @functools.cache

@@ -86,6 +86,16 @@ RAISES = {
     "injected-b1": lambda: optax.inject_hyperparams(atx.adam)(learning_rate=0.1, b1=1.5).init(
         PARAMS
     ),
+    "b2-rounds-to-one": lambda: atx.adam(0.1, b2=1 - 1e-9),
+    "lr-inf": lambda: atx.adam(float("inf")),
+    "weight-decay-inf": lambda: atx.adamw(0.1, weight_decay=float("inf")),
+    "eps-inf": lambda: atx.adam(0.1, eps=float("inf")),
+    "accumulator-inf": lambda: atx.adagrad(0.1, initial_accumulator_value=float("inf")),
+    "threshold-nan": lambda: atx.radam(0.1, threshold=float("nan")),
+    "threshold-inf": lambda: atx.radam(0.1, threshold=float("inf")),
+    "threshold-below-four": lambda: atx.radam(0.1, threshold=-5.0),
+    "clipping-threshold-zero": lambda: atx.adafactor(clipping_threshold=0.0),
+    "nesterov-without-momentum": lambda: atx.rmsprop(0.1, nesterov=True),
     "guard-limit-zero": lambda: atx.skip_nonfinite(atx.adam(0.1), max_consecutive_errors=0),
     "guard-limit-float": lambda: atx.skip_nonfinite(atx.adam(0.1), max_consecutive_errors=1.5),
     "torch-positional-params": lambda: atx.compat.torch.AdamW(PARAMS, lr=1e-3),

@@ -260,14 +260,15 @@ def test_centered_first_step_variance_is_not_nan(problem):
     """Centered RMSProp with bias correction and eps outside the root: the first step's variance
     is g^2 - g^2 = 0, which float32 leaves a few ulps either side of 0. Below 0 its root was NaN
     (in optax too, where its rounding lands there); above, sqrt(ulp(g^2)) ~ 3.5e-4 |g| next to eps
-    = 0.1 moves the step by up to ~3.5e-3 |g| relative, so the float32 trajectory is held to 5e-4
-    of the float64 one (measured: this library 2.1e-4, optax 8.5e-4), not to TOL."""
+    = 0.1 moves the step by up to ~3.5e-3 |g| relative, so the float32 trajectory is held to 1e-3
+    of the float64 one (measured: this library 7.7e-4, optax 8.5e-4: both weigh g by 1 - rho from
+    the exact rho and correct by 1 - rho^t from rho rounded to float32), not to TOL."""
     import adaptive_tx as atx
 
     kwargs = dict(centered=True, bias_correction=True, eps_in_sqrt=False, eps=0.1)
     actual = _run_jax(atx.rmsprop(learning_rate=LR, **kwargs), problem)
     assert np.all(np.isfinite(actual))
-    _assert_close(actual, _reference("rmsprop", kwargs, problem), tol=5e-4)
+    _assert_close(actual, _reference("rmsprop", kwargs, problem), tol=1e-3)
 
 
 @rows

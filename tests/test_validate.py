@@ -127,3 +127,65 @@ def test_non_floating_parameters_are_named(dtype):
     params = {"w": jnp.zeros(2), "step": jnp.zeros((), dtype)}
     with pytest.raises(TypeError, match=r"\['step'\] has dtype"):
         atx.adam(0.1).init(params)
+
+
+# Values the arithmetic cannot use, accepted before: (factory, kwargs, the argument, text).
+INF, NAN = float("inf"), float("nan")
+BAD_AT_THE_EDGES = [
+    (atx.adam, dict(learning_rate=0.1, b2=1 - 1e-9), "b2", "rounds to 1.0"),
+    (atx.adam, dict(learning_rate=0.1, b1=np.float64(1 - 1e-10)), "b1", "rounds to 1.0"),
+    (atx.rmsprop, dict(learning_rate=0.1, decay=1 - 1e-9), "decay", "rounds to 1.0"),
+    (atx.adam, dict(learning_rate=INF), "learning_rate", "must be finite"),
+    (atx.adamw, dict(learning_rate=0.1, weight_decay=INF), "weight_decay", "must be finite"),
+    (atx.adam, dict(learning_rate=0.1, eps=INF), "eps", "must be finite"),
+    (atx.rmsprop, dict(learning_rate=0.1, eps=INF), "eps", "must be finite"),
+    (
+        atx.adagrad,
+        dict(learning_rate=0.1, initial_accumulator_value=INF),
+        "initial_accumulator_value",
+        "must be finite",
+    ),
+    (atx.radam, dict(learning_rate=0.1, threshold=NAN), "threshold", "finite number"),
+    (atx.radam, dict(learning_rate=0.1, threshold=INF), "threshold", "never use"),
+    (atx.radam, dict(learning_rate=0.1, threshold=-5.0), "threshold", "must be >= 4"),
+    (atx.radam, dict(learning_rate=0.1, threshold=3.0, b2=0.9), "threshold", "2 < rho_t < 4"),
+    (atx.adafactor, dict(clipping_threshold=0.0), "clipping_threshold", "must be > 0"),
+    (atx.adafactor, dict(clipping_threshold=-1.0), "clipping_threshold", "must be > 0"),
+    (atx.adafactor, dict(clipping_threshold=INF), "clipping_threshold", "must be finite"),
+    (atx.rmsprop, dict(learning_rate=0.1, nesterov=True), "nesterov", "needs momentum"),
+]
+
+
+@pytest.mark.parametrize(
+    "factory,kwargs,argument,text",
+    BAD_AT_THE_EDGES,
+    ids=[f"{f.__name__}-{a}={k.get(a)}" for f, k, a, _ in BAD_AT_THE_EDGES],
+)
+def test_values_the_arithmetic_cannot_use_are_refused(factory, kwargs, argument, text):
+    with pytest.raises(ValueError, match=argument) as error:
+        factory(**kwargs)
+    assert text in str(error.value)
+
+
+def test_values_at_the_edge_of_what_the_arithmetic_can_use_are_accepted():
+    atx.adam(0.1, b2=float(np.nextafter(np.float32(1), np.float32(0))))  # the largest below 1
+    atx.radam(0.1, b2=0.0, threshold=1.0)  # rho_t = rho_inf = 1: r_t = 1, real
+    atx.radam(0.1, threshold=4.0)
+    atx.adafactor(clipping_threshold=0.5)
+    atx.rmsprop(0.1, momentum=0.9, nesterov=True)
+
+
+def test_traced_out_of_range_hyperparameter_is_skipped_and_counted():
+    """Inside jit a check cannot raise: an injected b1 = 1.5 becomes NaN, every update is NaN,
+    and skip_nonfinite skips each step (parameters untouched) and counts it."""
+    params = {"w": jnp.ones(2)}
+    unguarded = optax.inject_hyperparams(atx.adam)(learning_rate=0.1, b1=1.5)
+    updates, _ = jax.jit(unguarded.update)(params, jax.jit(unguarded.init)(params), params)
+    assert np.all(np.isnan(updates["w"]))
+    guarded = atx.skip_nonfinite(unguarded)
+    state = jax.jit(guarded.init)(params)
+    step = jax.jit(guarded.update)
+    for _ in range(3):
+        updates, state = step(params, state, params)
+        np.testing.assert_array_equal(updates["w"], 0.0)
+    assert int(state.skipped) == 3

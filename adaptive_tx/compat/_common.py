@@ -78,9 +78,8 @@ def check_pair(name: str, pair: object) -> tuple[Any, Any]:
     """
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {name}={pair!r}")
-    for i, beta in enumerate(pair):
-        _validate.check_unit_interval(f"{name}[{i}]", beta)
-    return pair[0], pair[1]
+    first, second = (_validate.check_unit_interval(f"{name}[{i}]", b) for i, b in enumerate(pair))
+    return first, second
 
 
 def real_params_only(

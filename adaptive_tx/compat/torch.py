@@ -9,11 +9,15 @@ Each factory returns an ``optax.chain`` of this library's primitives that reprod
    [maximize: optax.scale(-1)] → [coupled L2: optax.add_decayed_weights(λ)] → adaptive scaling
    → [decoupled: add_decoupled_weight_decay(λ)] → [RMSprop momentum: optax.trace] → learning rate
 
-The parameters are needed by ``update`` when ``weight_decay`` is set. ``lr`` is a number, or an
-optax schedule of the step count (0, 1, 2, ...) in place of a torch LR scheduler. ``foreach``,
-``fused``, ``capturable`` and ``differentiable`` choose torch kernels and do not change the math:
-they are accepted and ignored. torch views complex parameters as pairs of reals; these presets
-reject them (wrap a preset in ``optax.contrib.split_real_and_imaginary`` for torch's behaviour).
+torch computes the scalars derived from the betas (the bias corrections :math:`1-\beta^t`,
+RAdam's :math:`\rho_t`) in Python float64; the presets compute them as float64 would give them,
+rounded once to float32 (``exact_scalars=True``), where optax rounds β to float32 first (1.4e-3 off
+at β2 = 0.99999). The parameters are needed by ``update`` when ``weight_decay`` is set. ``lr`` is
+a number, or an optax schedule of the step count (0, 1, 2, ...) in place of a torch LR scheduler.
+``foreach``, ``fused``, ``capturable`` and ``differentiable`` choose torch kernels and do not
+change the math: they are accepted and ignored. torch views complex parameters as pairs of reals;
+these presets reject them (wrap a preset in ``optax.contrib.split_real_and_imaginary`` for torch's
+behaviour).
 
 ``SparseAdam`` runs on `adaptive_tx.sparse.RowSparse` gradients (lazy: only the rows present in
 the gradient update their moments and parameters), as torch's runs on sparse COO gradients. Every
@@ -68,8 +72,8 @@ def _chain(
     momentum: Any = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """maximize → coupled L2 → scaling → decoupled decay → momentum → learning rate, as torch."""
-    _validate.check_non_negative("lr", lr)
-    _validate.check_non_negative("weight_decay", weight_decay)
+    lr = _validate.check_learning_rate(lr, "lr")
+    weight_decay = _validate.check_non_negative("weight_decay", weight_decay)
     # Negated with sparse.map_values: a RowSparse gradient's values flip, its indices stay.
     parts = (
         [optax.stateless(lambda u, p=None: sparse.map_values(jnp.negative, u))] if maximize else []
@@ -136,8 +140,8 @@ def Adagrad(
       Array([0.86464], dtype=float32)
     """
     del foreach, differentiable, fused
-    _validate.check_non_negative("lr_decay", lr_decay)
-    _validate.check_non_negative("lr", lr)
+    lr_decay = _validate.check_non_negative("lr_decay", lr_decay)
+    lr = _validate.check_learning_rate(lr, "lr")
     rate = lr
     if not is_off(lr_decay):
 
@@ -200,8 +204,8 @@ def RMSprop(
       Array([0.99], dtype=float32)
     """
     del capturable, foreach, differentiable
-    _validate.check_unit_interval("alpha", alpha)
-    _validate.check_non_negative("momentum", momentum)
+    alpha = _validate.check_unit_interval("alpha", alpha)
+    momentum = _validate.check_non_negative("momentum", momentum)
     scaling = scale_by_ema_of_squares(decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered)
     return _chain("RMSprop", scaling, lr, weight_decay, maximize=maximize, momentum=momentum)
 
@@ -263,7 +267,7 @@ def Adam(
     del foreach, capturable, differentiable, fused
     b1, b2 = check_pair("betas", betas)
     scaling = scale_by_bias_corrected_moments(
-        b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, amsgrad_raw_max=True
+        b1=b1, b2=b2, eps=eps, amsgrad=amsgrad, amsgrad_raw_max=True, exact_scalars=True
     )
     return _chain(
         "Adam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
@@ -373,7 +377,7 @@ def Adamax(
     """
     del foreach, differentiable, capturable
     b1, b2 = check_pair("betas", betas)
-    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps)
+    scaling = scale_by_inf_norm_moments(b1=b1, b2=b2, eps=eps, exact_scalars=True)
     return _chain("Adamax", scaling, lr, weight_decay, maximize=maximize)
 
 
@@ -429,9 +433,9 @@ def NAdam(
     """
     del foreach, capturable, differentiable
     b1, b2 = check_pair("betas", betas)
-    _validate.check_non_negative("momentum_decay", momentum_decay)
+    momentum_decay = _validate.check_non_negative("momentum_decay", momentum_decay, allow_inf=True)
     scaling = scale_by_bias_corrected_moments(
-        b1=b1, b2=b2, eps=eps, nesterov=True, momentum_decay=momentum_decay
+        b1=b1, b2=b2, eps=eps, nesterov=True, momentum_decay=momentum_decay, exact_scalars=True
     )
     return _chain(
         "NAdam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
@@ -488,7 +492,13 @@ def RAdam(
     del foreach, capturable, differentiable
     b1, b2 = check_pair("betas", betas)
     scaling = scale_by_rectified_moments(
-        b1=b1, b2=b2, eps=eps, threshold=5.0, eps_hat=True, strict_threshold=True
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        threshold=5.0,
+        eps_hat=True,
+        strict_threshold=True,
+        exact_scalars=True,
     )
     return _chain(
         "RAdam", scaling, lr, weight_decay, decoupled=decoupled_weight_decay, maximize=maximize
@@ -556,11 +566,13 @@ def SparseAdam(
       >>> table = jnp.ones((3, 2))
       >>> g = sparse.RowSparse(jnp.array([2]), jnp.array([[3.0, -0.5]]), num_rows=3)
       >>> updates, _ = tx.update(g, tx.init(table), table)
-      >>> sparse.apply_updates(table, updates)  # only row 2 moves, by lr
-      Array([[1. , 1. ],
-             [1. , 1. ],
-             [0.9, 1.1]], dtype=float32)
+      >>> sparse.apply_updates(table, updates)  # only row 2 moves, by lr (torch: 1.0999999 too)
+      Array([[1.       , 1.       ],
+             [1.       , 1.       ],
+             [0.9      , 1.0999999]], dtype=float32)
     """
     b1, b2 = check_pair("betas", betas)
-    scaling = scale_by_bias_corrected_moments(b1=b1, b2=b2, eps=eps, eps_hat=True)
+    scaling = scale_by_bias_corrected_moments(
+        b1=b1, b2=b2, eps=eps, eps_hat=True, exact_scalars=True
+    )
     return optax.chain(_require_row_sparse(), _chain("SparseAdam", scaling, lr, maximize=maximize))
