@@ -63,6 +63,10 @@ def _adam_rows(indices, num_rows=10):
     return tx.update(g, tx.init(table), table)
 
 
+def _rates_of_groups(groups, labels):
+    return atx.effective_learning_rate(optax.multi_transform(groups, labels).init(PARAMS))
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -94,6 +98,14 @@ RAISES = {
     "row-index-negative": lambda: _adam_rows([3, -1, 4]),
     "row-table-size": lambda: _adam_rows([0], num_rows=11),
     "row-float-indices": lambda: atx.RowSparse(jnp.array([0.5]), jnp.ones((1, 3)), 10),
+    "rate-no-adaptive-state": lambda: atx.effective_learning_rate(optax.sgd(0.1).init(PARAMS)),
+    "rate-group-two-primitives": lambda: _rates_of_groups(
+        {"a": optax.chain(atx.scale_by_sum_of_squares(), atx.adam(0.1)), "b": atx.adam(0.1)},
+        {"w": "a", "b": "b"},
+    ),
+    "rate-frozen-group-no-params": lambda: _rates_of_groups(
+        {"a": atx.adam(0.1), "f": optax.set_to_zero()}, {"w": "a", "b": "f"}
+    ),
 }
 
 
