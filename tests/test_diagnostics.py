@@ -2,6 +2,8 @@
 
 import importlib.util
 import inspect
+import pathlib
+import re
 import sys
 
 import jax
@@ -396,3 +398,10 @@ def test_diagnostics_imports_without_flax(monkeypatch):
     tx = atx.adagrad(0.5, initial_accumulator_value=0.0, eps=0.0)
     _, state = jax.jit(tx.update)(jnp.array([2.0]), tx.init(jnp.zeros(1)))
     np.testing.assert_allclose(jax.jit(module.effective_learning_rate)(state), [0.25])
+
+
+def test_docs_speak_of_the_library_alone():
+    """The guide and the module docstring are written for a reader who knows only the library."""
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "effective_learning_rate.md")
+    for text in (page.read_text(), atx.diagnostics.__doc__):
+        assert not re.search(r"\bseeds\b|\bseeds'|\bthe issue\b|Targets of the issue", text)
