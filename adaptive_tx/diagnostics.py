@@ -227,11 +227,8 @@ def effective_learning_rate(opt_state: optax.OptState, params: Any = None) -> op
       (Array([0.025], dtype=float32), Array([nan], dtype=float32))
     """
     state = _unwrap(opt_state)
-    groups = [
-        node
-        for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.MultiTransformState))
-        if isinstance(node, optax.MultiTransformState)
-    ]
+    is_groups = lambda x: isinstance(x, optax.MultiTransformState)  # noqa: E731
+    groups = [node for node in jax.tree.leaves(state, is_leaf=is_groups) if is_groups(node)]
     if not groups:
         return _rate_of(state, "the state")
     inside = sum(len(_parts(group)[0]) + len(_parts(group)[1]) for group in groups)

@@ -106,7 +106,9 @@ def measure(leaves: int, rounds: int) -> dict:
 
     interleaved_times({name: timed(name) for name in CONTENDERS}, rounds=rounds, warmup=0)
     a, b = updates["skip_nonfinite"], updates["apply_if_finite"]
-    worst = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    worst = max(
+        float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
     assert worst <= 1e-6, f"the guards' updates differ by {worst}"
     row = {"leaves": leaves}
     for name in CONTENDERS:

@@ -92,8 +92,8 @@ def _last_step(tx, params, grads):
 def _weight_decay(name, kwargs):
     if name not in ("adamw", "nadamw", "adamaxw"):
         return None
-    return kwargs.get("weight_decay", inspect.signature(getattr(atx, name)).parameters[
-        "weight_decay"].default)
+    default = inspect.signature(getattr(atx, name)).parameters["weight_decay"].default
+    return kwargs.get("weight_decay", default)
 
 
 def _alias_direction(name, kwargs, leaf_grads):
@@ -128,10 +128,10 @@ def test_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
         leaf_grads = [g[leaf] for g in grads]
         expected = -np.asarray(rate, np.float64) * _alias_direction(name, kwargs, leaf_grads)
         if name == "adafactor":
+            clipping = kwargs.get("clipping_threshold", 1.0)
+            min_scale = 1e-3 if kwargs.get("multiply_by_parameter_scale", True) else None
             expected *= ref.adafactor_leaf_factor(
-                leaf_grads[-1], np.asarray(rate), lr, before[leaf],
-                kwargs.get("clipping_threshold", 1.0),
-                1e-3 if kwargs.get("multiply_by_parameter_scale", True) else None,
+                leaf_grads[-1], np.asarray(rate), lr, before[leaf], clipping, min_scale
             )
         momentum = kwargs.get("momentum")
         if momentum:  # a trace after the learning rate
@@ -181,7 +181,8 @@ def test_preset_update_is_minus_rate_times_direction_plus_the_documented_terms(r
         if name in ("Adagrad", "RMSprop", "Adafactor"):
             direction = np.asarray(leaf_grads[-1], np.float64)
         elif name in ("NAdam", "Nadam"):
-            direction = ref.nesterov_direction(leaf_grads, 0.9, 0.004 if framework == "torch" else 1)
+            psi = 0.004 if framework == "torch" else 1
+            direction = ref.nesterov_direction(leaf_grads, 0.9, psi)
         else:
             direction = ref.first_moment(leaf_grads, 0.9)
         expected = -rate * direction

@@ -140,6 +140,8 @@ def adafactor_leaf_factor(grad, rate, lr, param, clipping_threshold=1.0, min_sca
     """Adafactor's per-leaf factor after the rate: min(1, c / RMS(g * rate / lr)) (update clipping;
     1 when c is None) times max(min_scale, RMS(param)) (1 when min_scale is None)."""
     rms = lambda x: np.sqrt(np.mean(np.square(np.asarray(x, np.float64))))
-    clip = 1.0 if clipping_threshold is None else min(1.0, clipping_threshold / rms(grad * rate / lr))
+    clip = 1.0
+    if clipping_threshold is not None:
+        clip = min(1.0, clipping_threshold / rms(grad * rate / lr))
     scale = 1.0 if min_scale is None else max(min_scale, rms(param))
     return clip * scale
