@@ -106,7 +106,16 @@ def _unwrap(opt_state: Any) -> Any:
     nnx = sys.modules.get("flax.nnx")
     if nnx is None:
         return opt_state
-    return jax.tree.map(jnp.asarray, opt_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+    def value(leaf: Any) -> Any:
+        if not isinstance(leaf, nnx.Variable):
+            return leaf
+        # A multi_transform group's placeholder for another group's leaf stays a placeholder
+        # (as an array it would be an empty float array).
+        inner = leaf.get_value()
+        return inner if _is_masked(inner) else jnp.asarray(inner)
+
+    return jax.tree.map(value, opt_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def _parts(state: Any) -> tuple[list, list]:

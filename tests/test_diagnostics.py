@@ -378,6 +378,21 @@ def test_multi_transform_rates_come_from_the_group_that_updates_each_leaf():
     assert [r.shape for r in jax.tree.leaves(rates)] == [(4,), (10, 1), (6, 4)]
 
 
+def test_nnx_optimizer_with_parameter_groups():
+    """flax.nnx stores a group's placeholders for the other groups' leaves as variables too."""
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    labels = lambda params: jax.tree.map(lambda p: "kernel" if p.ndim == 2 else "bias", params)
+    tx = optax.multi_transform({"kernel": atx.adagrad(0.1, eps=0.0), "bias": atx.adam(0.01)}, labels)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    grads = nnx.grad(lambda m: (m(jnp.ones((4, 3))) ** 2).mean())(model)
+    optimizer.update(model, grads)
+    rates = jax.jit(atx.effective_learning_rate)(optimizer.opt_state)
+    kernel_grad = np.asarray(grads["kernel"][...], np.float64)
+    np.testing.assert_allclose(rates["kernel"], 0.1 / np.sqrt(0.1 + kernel_grad**2), rtol=1e-6)
+    expected = ref.effective_rate("adam", [np.asarray(grads["bias"][...])], 0.01)
+    np.testing.assert_allclose(rates["bias"], expected, rtol=1e-5)
+
+
 def test_multi_transform_group_with_two_primitives_is_named():
     tx = optax.multi_transform(
         {"a": optax.chain(atx.scale_by_sum_of_squares(), atx.adam(0.1)), "b": atx.adam(0.1)},
