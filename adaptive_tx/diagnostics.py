@@ -54,10 +54,9 @@ rate, and Adagrad's rates only ever shrink (the "dying learning rate"), which
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
-
-import sys
 
 import jax
 import jax.numpy as jnp
