@@ -23,3 +23,16 @@ def test_sparse_rows_tiny_run():
         assert all(row[name] > 0 for name in sparse_rows.CONTENDERS)
     assert set(results["v_check"]) == {"lazy adam", "rowwise adagrad"}
     assert all(check["ratio"] > 0 for check in results["v_check"].values())
+
+
+def test_guard_compile_tiny_run():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import guard_compile
+    finally:
+        sys.path.pop(0)
+    rows = guard_compile.main(["--tiny"])
+    assert [row["leaves"] for row in rows] == [3, 6]
+    for row in rows:
+        assert all(row[f"{name} compile"] > 0 for name in guard_compile.CONTENDERS)
+        assert row["ratio"] > 0

@@ -1,5 +1,11 @@
 """Effective learning rates against float64 closed forms, for every row of the alias table."""
 
+import importlib.util
+import inspect
+import pathlib
+import re
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,12 +14,12 @@ import pytest
 from flax import nnx
 
 import adaptive_tx as atx
-from tests.cases import ALIASES, DEFAULTS, case_id, gradient_stream, make_params, run
+from adaptive_tx.compat import keras as compat_keras
+from adaptive_tx.compat import torch as compat_torch
+from tests.cases import ALIASES, DEFAULTS, SCHEDULE, case_id, gradient_stream, make_params, run
 from tests.reference import numpy_effective_rates as ref
 
 STEPS = 60
-# Rows whose update is not -rate * d: momentum after the rate, NAdam's look-ahead, weight decay.
-NO_DIRECTION_CHECK = ("momentum", "nesterov", "nadam", "adamw", "nadamw", "adamaxw")
 
 
 def dense_stream(steps: int = STEPS, seed: int = 2) -> list[dict]:
@@ -67,35 +73,140 @@ def test_rate_matches_closed_form(row, stream):
         assert _rel_err(rate, expected) < _tolerance(name, kwargs), leaf
 
 
-@pytest.mark.parametrize(
-    "row",
-    [r for r in ALIASES if not {r[0], *r[1]} & set(NO_DIRECTION_CHECK)],
-    ids=case_id,
-)
-def test_last_update_is_minus_rate_times_direction(row):
-    """The definition: u_T = -eta_eff * d_T, d_T = g_T (Adagrad, RMSProp) or m_T (Adam family)."""
+def _last_step(tx, params, grads):
+    """Runs `tx` over `grads` with one jitted step (one compilation: the step also reads the rate).
+    Returns u_T, the rate read from the state after it, and the parameters and state before it."""
+
+    @jax.jit
+    def step(p, s, g):
+        u, after = tx.update(g, s, p)
+        return optax.apply_updates(p, u), after, u, atx.effective_learning_rate(after)
+
+    state = tx.init(params)
+    for g in grads[:-1]:
+        params, state, _, _ = step(params, state, g)
+    _, _, updates, rates = step(params, state, grads[-1])
+    return updates, rates, params, state
+
+
+def _weight_decay(name, kwargs):
+    if name not in ("adamw", "nadamw", "adamaxw"):
+        return None
+    default = inspect.signature(getattr(atx, name)).parameters["weight_decay"].default
+    return kwargs.get("weight_decay", default)
+
+
+def _alias_direction(name, kwargs, leaf_grads):
+    """d_T in float64 (tests/reference): g_T, m_T or NAdam's look-ahead."""
+    if name in ("adagrad", "rmsprop", "adafactor"):
+        return np.asarray(leaf_grads[-1], np.float64)
+    b1 = kwargs.get("b1", 0.9)
+    if name in ("nadam", "nadamw") or kwargs.get("nesterov"):
+        return ref.nesterov_direction(leaf_grads, b1)
+    return ref.first_moment(leaf_grads, b1)
+
+
+ADAFACTOR_ROWS = [
+    ("adafactor", dict(learning_rate=0.05)),
+    ("adafactor", dict(learning_rate=0.05, multiply_by_parameter_scale=False)),
+    ("adafactor", dict(learning_rate=SCHEDULE, clipping_threshold=None)),
+]
+
+
+@pytest.mark.parametrize("row", ALIASES + ADAFACTOR_ROWS, ids=case_id)
+def test_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
+    """u_T = -rate * d_T for every alias (d_T from the float64 reference), plus exactly what the
+    docstring says is left out: weight decay, a momentum trace, Adafactor's per-leaf factor."""
     name, kwargs = row
     grads = gradient_stream(STEPS)
-    tx = getattr(atx, name)(**kwargs)
-    iterates, state, _ = run(tx, make_params(), grads[:-1])
-    updates, state = jax.jit(tx.update)(grads[-1], state, iterates[-1])
-    rates = jax.jit(atx.effective_learning_rate)(state)
-    for leaf in rates:
+    params = jax.tree.map(lambda p: 10 * p, make_params())  # parameter RMS ~10 (Adafactor)
+    updates, rates, before, state = _last_step(getattr(atx, name)(**kwargs), params, grads)
+    lr = _last_rate(kwargs["learning_rate"], STEPS)
+    mask = kwargs.get("mask", {k: True for k in params})
+    mask = mask(params) if callable(mask) else mask
+    for leaf, rate in rates.items():
         leaf_grads = [g[leaf] for g in grads]
-        if name in ("adagrad", "rmsprop"):
-            direction = np.asarray(leaf_grads[-1], np.float64)
-        else:
-            direction = ref.first_moment(leaf_grads, **_hyper(kwargs))
-        expected = -np.asarray(rates[leaf], np.float64) * direction
+        expected = -np.asarray(rate, np.float64) * _alias_direction(name, kwargs, leaf_grads)
+        if name == "adafactor":
+            clipping = kwargs.get("clipping_threshold", 1.0)
+            min_scale = 1e-3 if kwargs.get("multiply_by_parameter_scale", True) else None
+            expected *= ref.adafactor_leaf_factor(
+                leaf_grads[-1], np.asarray(rate), lr, before[leaf], clipping, min_scale
+            )
+        momentum = kwargs.get("momentum")
+        if momentum:  # a trace after the learning rate
+            trace = np.asarray(optax.tree.get(state, "trace")[leaf], np.float64)
+            nesterov = kwargs.get("nesterov", False)
+            expected = (1 + momentum * nesterov) * expected + momentum ** (1 + nesterov) * trace
+        decay = _weight_decay(name, kwargs)
+        if decay is not None and mask[leaf]:
+            decay = _last_rate(decay, STEPS)
+            expected = expected - lr * decay * np.asarray(before[leaf], np.float64)
         # m_T is a float32 EMA in the library: allow its cancellation error, 1e-5 of the leaf's scale.
         atol = 1e-5 * np.abs(expected).max()
-        np.testing.assert_allclose(updates[leaf], expected, rtol=2e-5, atol=atol)
+        np.testing.assert_allclose(updates[leaf], expected, rtol=2e-5, atol=atol, err_msg=leaf)
 
 
-def test_rate_before_the_first_step_is_the_first_steps_rate():
-    tx = atx.adam(0.1, eps=1e-3)
-    rate = atx.effective_learning_rate(tx.init(jnp.zeros(3)))
-    np.testing.assert_allclose(rate, 0.1 / (1 - 0.9) / 1e-3, rtol=1e-6)
+# (framework, preset, kwargs): d_T, and the momentum trace's place (torch: before the rate).
+PRESET_ROWS = [
+    ("torch", "Adagrad", {}),
+    ("torch", "RMSprop", dict(momentum=0.9)),
+    ("torch", "Adam", {}),
+    ("torch", "AdamW", {}),
+    ("torch", "Adamax", {}),
+    ("torch", "NAdam", {}),
+    ("torch", "RAdam", {}),
+    ("keras", "Adagrad", {}),
+    ("keras", "RMSprop", dict(momentum=0.9)),
+    ("keras", "Adam", {}),
+    ("keras", "AdamW", {}),
+    ("keras", "Adamax", {}),
+    ("keras", "Nadam", {}),
+    ("keras", "Adafactor", {}),
+]
+
+
+@pytest.mark.parametrize("row", PRESET_ROWS, ids=lambda r: f"{r[0]}.{r[1]}({r[2]})")
+def test_preset_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
+    framework, name, kwargs = row
+    preset = getattr({"torch": compat_torch, "keras": compat_keras}[framework], name)
+    tx = preset(**kwargs)
+    grads, params = gradient_stream(STEPS), jax.tree.map(lambda p: 10 * p, make_params())
+    updates, rates, before, state = _last_step(tx, params, grads)
+    signature = inspect.signature(preset).parameters
+    lr = signature["lr" if framework == "torch" else "learning_rate"].default
+    for leaf, rate in rates.items():
+        leaf_grads = [g[leaf] for g in grads]
+        rate = np.asarray(rate, np.float64)
+        if name in ("Adagrad", "RMSprop", "Adafactor"):
+            direction = np.asarray(leaf_grads[-1], np.float64)
+        elif name in ("NAdam", "Nadam"):
+            psi = 0.004 if framework == "torch" else 1
+            direction = ref.nesterov_direction(leaf_grads, 0.9, psi)
+        else:
+            direction = ref.first_moment(leaf_grads, 0.9)
+        expected = -rate * direction
+        if name == "Adafactor":  # keras' relative step min(lr, 1/sqrt(t)) at t = STEPS
+            step_size = min(lr, 1 / np.sqrt(STEPS))
+            expected *= ref.adafactor_leaf_factor(leaf_grads[-1], rate, step_size, before[leaf])
+        if "momentum" in kwargs:
+            trace = np.asarray(optax.tree.get(state, "trace")[leaf], np.float64)
+            mu = kwargs["momentum"]
+            expected += -lr * mu * trace if framework == "torch" else mu * trace
+        if name == "AdamW":
+            decay = signature["weight_decay"].default
+            expected -= lr * decay * np.asarray(before[leaf], np.float64)
+        atol = 1e-5 * np.abs(expected).max()
+        np.testing.assert_allclose(updates[leaf], expected, rtol=2e-5, atol=atol, err_msg=leaf)
+
+
+def test_rate_before_the_first_step_is_the_documented_value():
+    """Before any step: the scale of the initial statistics at t = 1, as the docstring says:
+    eta / (1 - b1) / eps for Adam (1e6 at eta = 1e-3, eps = 1e-8), inf for Adafactor."""
+    rate_of = jax.jit(atx.effective_learning_rate)
+    rate = rate_of(atx.adam(1e-3).init(jnp.zeros(3)))
+    np.testing.assert_allclose(rate, 1e-3 / (1 - 0.9) / 1e-8, rtol=1e-6)
+    assert np.all(np.isinf(rate_of(atx.adafactor(1e-3).init(jnp.zeros(3)))))
 
 
 def test_rate_follows_injected_learning_rate():
@@ -210,3 +321,103 @@ def test_summary_where_errors(where, message):
     state = tx.init({"embed": jnp.zeros((6, 3)), "bias": jnp.zeros(3)})
     with pytest.raises(ValueError, match=message):
         atx.effective_learning_rate_summary(state, 1e-6, where)
+
+
+def test_summary_never_hides_a_nan():
+    """A NaN gradient (no guard) puts NaN into Adam's v: that coordinate's rate is NaN, and the
+    leaf's summary says so in every statistic instead of skipping it."""
+    tx = atx.adam(0.1)
+    params = {"w": jnp.zeros(4), "b": jnp.zeros(2)}
+    grads = {"w": jnp.array([1.0, jnp.nan, 2.0, 3.0]), "b": jnp.ones(2)}
+    _, state = jax.jit(tx.update)(grads, tx.init(params))
+    summarize = jax.jit(atx.effective_learning_rate_summary, static_argnums=1)
+    summary = summarize(state, 1e9)
+    assert all(np.isnan(x) for x in summary["w"])  # fraction_below too, not 0 (or 0.75)
+    assert not any(np.isnan(x) for x in summary["b"])
+    # Coordinates that `where` leaves out do not count: the other three are summarized.
+    seen = {"w": jnp.array([True, False, True, True]), "b": jnp.ones(2, bool)}
+    kept = summarize(state, 1e9, seen)["w"]
+    _assert_summarizes(kept, 1.0 / np.array([1.0, 2.0, 3.0]), 1e9)
+
+
+def _rowwise_adagrad_rate(grads, lr, eps=1e-7):
+    """Float64 reference: one rate per row, lr / sqrt(sum_t mean_row(g_t^2) + eps), 0 for a row
+    that never had a gradient (as Adagrad's where G = 0)."""
+    total = sum(np.mean(np.asarray(g, np.float64) ** 2, axis=1, keepdims=True) for g in grads)
+    return np.where(total > 0, lr / np.sqrt(total + eps), 0.0)
+
+
+def test_multi_transform_rates_come_from_the_group_that_updates_each_leaf():
+    """An embedding table with row-wise Adagrad, AdamW for the rest, a frozen bias: one
+    params-shaped tree, each leaf against its group's float64 closed form, NaN for the bias."""
+    labels = {"emb": "table", "w": "rest", "b": "frozen"}
+    groups = {
+        "table": atx.rowwise_adagrad(0.5),
+        "rest": atx.adamw(0.01),
+        "frozen": optax.set_to_zero(),
+    }
+    tx = optax.multi_transform(groups, labels)
+    params, grads = make_params(), gradient_stream(20)
+    _, state, _ = run(tx, params, grads)
+    rates = jax.jit(atx.effective_learning_rate)(state, params)
+    emb_grads = [g["emb"] for g in grads]
+    np.testing.assert_allclose(rates["emb"], _rowwise_adagrad_rate(emb_grads, 0.5), rtol=2e-5)
+    expected_w = ref.effective_rate("adam", [g["w"] for g in grads], 0.01)
+    np.testing.assert_allclose(rates["w"], expected_w, rtol=2e-5)
+    assert rates["b"].shape == params["b"].shape and np.all(np.isnan(rates["b"]))
+    summary = jax.jit(atx.effective_learning_rate_summary)(state, params=params)
+    assert all(np.isnan(x) for x in summary["b"]) and float(summary["w"].min) > 0
+    # Without params the frozen leaf has no shape in the state: a clear error, not a guess.
+    with pytest.raises(ValueError, match="pass params="):
+        jax.jit(atx.effective_learning_rate)(state)
+    # Every leaf in an adaptive group: params are not needed.
+    both = optax.multi_transform(
+        {"table": groups["table"], "rest": groups["rest"]}, {**labels, "b": "rest"}
+    )
+    rates = jax.eval_shape(atx.effective_learning_rate, both.init(params))
+    assert [r.shape for r in jax.tree.leaves(rates)] == [(4,), (10, 1), (6, 4)]
+
+
+def test_nnx_optimizer_with_parameter_groups():
+    """flax.nnx stores a group's placeholders for the other groups' leaves as variables too."""
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    labels = lambda params: jax.tree.map(lambda p: "kernel" if p.ndim == 2 else "bias", params)
+    tx = optax.multi_transform({"kernel": atx.adagrad(0.1, eps=0.0), "bias": atx.adam(0.01)}, labels)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    grads = nnx.grad(lambda m: (m(jnp.ones((4, 3))) ** 2).mean())(model)
+    optimizer.update(model, grads)
+    rates = jax.jit(atx.effective_learning_rate)(optimizer.opt_state)
+    kernel_grad = np.asarray(grads["kernel"][...], np.float64)
+    np.testing.assert_allclose(rates["kernel"], 0.1 / np.sqrt(0.1 + kernel_grad**2), rtol=1e-6)
+    expected = ref.effective_rate("adam", [np.asarray(grads["bias"][...])], 0.01)
+    np.testing.assert_allclose(rates["bias"], expected, rtol=1e-5)
+
+
+def test_multi_transform_group_with_two_primitives_is_named():
+    tx = optax.multi_transform(
+        {"a": optax.chain(atx.scale_by_sum_of_squares(), atx.adam(0.1)), "b": atx.adam(0.1)},
+        {"w": "a", "v": "b"},
+    )
+    state = tx.init({"w": jnp.zeros(2), "v": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="the multi_transform group 'a' to hold exactly one"):
+        atx.effective_learning_rate(state)
+
+
+def test_diagnostics_imports_without_flax(monkeypatch):
+    """flax is imported only where it is used (nnx states arrive with flax already imported)."""
+    for name in [m for m in sys.modules if m == "flax" or m.startswith("flax.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import flax...` now raises ImportError
+    monkeypatch.setitem(sys.modules, "flax", None)
+    spec = importlib.util.find_spec("adaptive_tx.diagnostics")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tx = atx.adagrad(0.5, initial_accumulator_value=0.0, eps=0.0)
+    _, state = jax.jit(tx.update)(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+    np.testing.assert_allclose(jax.jit(module.effective_learning_rate)(state), [0.25])
+
+
+def test_docs_speak_of_the_library_alone():
+    """The guide and the module docstring are written for a reader who knows only the library."""
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "effective_learning_rate.md")
+    for text in (page.read_text(), atx.diagnostics.__doc__):
+        assert not re.search(r"\bseeds\b|\bseeds'|\bthe issue\b|Targets of the issue", text)

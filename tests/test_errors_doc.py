@@ -70,6 +70,11 @@ def _rows_through(tx):
     return tx.update(g, tx.init(table), table)
 
 
+def _rates_of_groups(groups, labels):
+    state = optax.multi_transform(groups, labels).init(PARAMS)
+    return jax.jit(atx.effective_learning_rate)(state)  # raises while tracing: nothing compiled
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -127,6 +132,14 @@ RAISES = {
     "row-dense-sum-negative": lambda: jnp.ones((10, 3))
     + atx.RowSparse([1, -1], jnp.ones((2, 3)), 10),
     "multi-steps-k": lambda: atx.sparse.multi_steps(atx.adam(0.1), every_k=0),
+    "rate-no-adaptive-state": lambda: atx.effective_learning_rate(optax.sgd(0.1).init(PARAMS)),
+    "rate-group-two-primitives": lambda: _rates_of_groups(
+        {"a": optax.chain(atx.scale_by_sum_of_squares(), atx.adam(0.1)), "b": atx.adam(0.1)},
+        {"w": "a", "b": "b"},
+    ),
+    "rate-frozen-group-no-params": lambda: _rates_of_groups(
+        {"a": atx.adam(0.1), "f": optax.set_to_zero()}, {"w": "a", "b": "f"}
+    ),
 }
 
 

@@ -75,10 +75,28 @@ def test_bad_steps_leave_params_and_inner_state_untouched(row):
     _assert_bitwise_equal(state.inner_state, clean_state.inner_state)
     assert (int(state.skipped), int(state.consecutive_skipped), bool(state.halted)) == (4, 0, False)
     assert int(clean_state.skipped) == 0
-    # And the guard does not change a clean run: the unguarded alias (XLA may fuse the final
-    # addition differently, so this is a 1-ulp comparison, not a bitwise one).
+    # And the guard does not change a clean run: the unguarded alias. Not bitwise: the guarded
+    # program reads the new state for its check, so XLA fuses (and rounds) the inner step
+    # differently; 20 steps of 1-ulp differences stay below 1e-5 (measured: 6e-6, RMSProp).
     plain_iterates, _, _ = run(_alias(row), params, clean)
-    assert max_rel_diff(clean_iterates[-1], plain_iterates[-1]) <= 1e-6
+    assert max_rel_diff(clean_iterates[-1], plain_iterates[-1]) <= 1e-5
+
+
+def test_one_branch_and_few_reductions_however_many_leaves():
+    """Compile time follows the program's size: the guard is one lax.cond on the global flag (no
+    select per leaf, which XLA fused with the flag's reductions over every leaf: compile time grew
+    quadratically, 174 s at 100 leaves), and its flag reduces four arrays at a time. The times
+    against optax.apply_if_finite are in benchmarks/guard_compile.py."""
+    leaves = 60
+    params = {f"p{i}": jnp.zeros((4, 3)) for i in range(leaves)}
+    tx = atx.skip_nonfinite(atx.adam(0.1))
+    jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params), params).jaxpr
+    names = [eqn.primitive.name for eqn in jaxpr.eqns]
+    assert names.count("cond") == 1
+    per_leaf = [e for e in jaxpr.eqns if e.primitive.name == "select_n" and e.outvars[0].aval.ndim]
+    assert not per_leaf
+    # gradients, updates, mu and nu: 4 arrays per leaf, one reduction per 4 (+ the scalars).
+    assert names.count("reduce_and") <= leaves + 4
 
 
 def test_counters_count_the_streak_and_reset_on_a_good_step():

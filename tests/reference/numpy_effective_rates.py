@@ -118,3 +118,30 @@ def effective_rate(name, grads, lr, **hyper):
 def first_moment(grads, b1=0.9, **unused):
     """m_T, the direction the Adam family's rate multiplies."""
     return _ema_series([np.asarray(g, np.float64) for g in grads], b1)
+
+
+def nesterov_direction(grads, b1=0.9, momentum_decay=None, **unused):
+    """NAdam's look-ahead direction d_T that its rate multiplies (Dozat 2016):
+    mu_{T+1} (1 - Pi_T) / (1 - Pi_{T+1}) m_T + (1 - mu_T) g_T, with mu_t = b1 (1 - 0.96^(t psi) / 2)
+    (torch: psi = 0.004, keras: 1) or mu_t = b1 (optax, momentum_decay None) and Pi_t their product.
+    """
+    grads = [np.asarray(g, np.float64) for g in grads]
+    t = len(grads)
+
+    def mu(i):
+        return b1 if momentum_decay is None else b1 * (1 - 0.5 * 0.96 ** (i * momentum_decay))
+
+    product = np.prod([mu(i) for i in range(1, t + 1)])
+    ratio = (1 - product) / (1 - product * mu(t + 1))
+    return mu(t + 1) * ratio * first_moment(grads, b1) + (1 - mu(t)) * grads[-1]
+
+
+def adafactor_leaf_factor(grad, rate, lr, param, clipping_threshold=1.0, min_scale=1e-3):
+    """Adafactor's per-leaf factor after the rate: min(1, c / RMS(g * rate / lr)) (update clipping;
+    1 when c is None) times max(min_scale, RMS(param)) (1 when min_scale is None)."""
+    rms = lambda x: np.sqrt(np.mean(np.square(np.asarray(x, np.float64))))
+    clip = 1.0
+    if clipping_threshold is not None:
+        clip = min(1.0, clipping_threshold / rms(grad * rate / lr))
+    scale = 1.0 if min_scale is None else max(min_scale, rms(param))
+    return clip * scale
