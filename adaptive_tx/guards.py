@@ -16,8 +16,8 @@ To check when row-sparse and quantized states land:
   erase them); an out-of-range index is finite, so the guard cannot see it (validate it there).
 * quantized states: integer codes are not tested; only their floating scales are. If decoding can
   give Inf/NaN from finite codes and scales, the guard misses it (test the decoded values).
-* a state may hold infinite floats on purpose (NAdam's ``momentum_decay = inf``, a running minimum
-  starting at +inf): the state check only rejects coordinates that *become* NaN or Inf.
+* a state may hold infinite floats on purpose (a running minimum starting at +inf, in a
+  transformation of another library): the state check only rejects coordinates that *become* NaN or Inf.
 """
 
 from __future__ import annotations
@@ -112,14 +112,14 @@ def all_finite(*trees: Any) -> jax.Array:
 def stays_finite(old: Any, new: Any) -> jax.Array:
     """A bool scalar: True when no floating leaf of `new` is non-finite where `old` was finite.
 
-    A state may hold infinite constants on purpose (NAdam's ``momentum_decay = inf`` is optax's
-    constant momentum); only coordinates that *become* NaN or Inf make a step bad.
+    A state may hold infinite values on purpose (a running minimum that starts at +inf; no state
+    of this library does); only coordinates that *become* NaN or Inf make a step bad.
 
     Example:
-      >>> old = {'m': jnp.array([1.0, 2.0]), 'psi': jnp.array(jnp.inf)}
-      >>> stays_finite(old, {'m': jnp.array([3.0, 4.0]), 'psi': jnp.array(jnp.inf)})
+      >>> old = {'m': jnp.array([1.0, 2.0]), 'best': jnp.array(jnp.inf)}
+      >>> stays_finite(old, {'m': jnp.array([3.0, 4.0]), 'best': jnp.array(jnp.inf)})
       Array(True, dtype=bool)
-      >>> stays_finite(old, {'m': jnp.array([3.0, jnp.nan]), 'psi': jnp.array(jnp.inf)})
+      >>> stays_finite(old, {'m': jnp.array([3.0, jnp.nan]), 'best': jnp.array(jnp.inf)})
       Array(False, dtype=bool)
     """
     return _all_true(_stays_finite_flags(old, new))
@@ -147,7 +147,7 @@ def skip_nonfinite(
     With :math:`(u'_t, s'_t) = \mathrm{inner.update}(g_t, s_{t-1})` and
     :math:`\mathrm{ok}_t` = "every floating leaf of :math:`g_t` and :math:`u'_t` is finite, and no
     coordinate of :math:`s'_t` is NaN or Inf where :math:`s_{t-1}` was finite" (a state may hold an
-    infinite constant on purpose, e.g. NAdam's ``momentum_decay = inf``):
+    infinite value on purpose, e.g. a running minimum that starts at +inf):
 
     .. math::
 

@@ -281,6 +281,25 @@ def test_rmsprop_momentum_is_lazy_on_rows(nesterov):
     assert max_rel_diff(ours[-1]["emb"], params["emb"]) > 1e-2
 
 
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: atx.compat.torch.RMSprop(lr=0.01, momentum=0.9),
+        lambda: atx.compat.keras.RMSprop(learning_rate=0.01, momentum=0.9),
+    ],
+    ids=["torch", "keras"],
+)
+def test_presets_rmsprop_momentum_is_lazy_on_rows(make):
+    """The presets' momentum is lazy on rows too: their dense arithmetic (checked against torch
+    and keras in their own modules) with the untouched rows held back."""
+    row_sparse, dense, touched = sparse_stream(12)
+    params = make_params()
+    ours, _, _ = run(make(), params, row_sparse)
+    theirs = lazy_reference(make(), params, dense, touched)
+    assert max_rel_diff(ours, theirs) <= 3e-5
+    assert max_rel_diff(ours[-1]["emb"], params["emb"]) > 1e-3
+
 @pytest.mark.parametrize("apply", ["radd", "optax_apply_updates"])
 def test_negative_index_in_a_dense_sum_raises(apply):
     table, g = jnp.zeros((4, 2)), atx.RowSparse([1, -1], jnp.ones((2, 2)), 4)

@@ -7,7 +7,7 @@ optimizer of the same name step for step (checked against keras with ``KERAS_BAC
 .. code-block:: text
 
    [clipnorm | clipvalue | global_clipnorm] → adaptive scaling → learning rate
-   → [RMSprop momentum: optax.trace] → [weight_decay: θ ← θ - η λ θ]
+   → [RMSprop momentum: sparse.trace] → [weight_decay: θ ← θ - η λ θ]
 
 Keras clips each gradient first (``clipnorm``: each variable's gradient to that L2 norm;
 ``global_clipnorm``: all of them together; ``clipvalue``: elementwise), and applies
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adaptive_tx import _validate
+from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import is_off, real_params_only
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
@@ -204,7 +204,7 @@ def _chain(
     parts = _clipping(clipnorm, clipvalue, global_clipnorm)
     step = [scaling, scale_by_learning_rate(learning_rate if step_size is None else step_size)]
     if not is_off(momentum):
-        step.append(optax.trace(decay=momentum))
+        step.append(sparse.trace(decay=momentum))  # optax.trace; lazy on row-sparse leaves
     if weight_decay is None:
         parts += step
     else:

@@ -7,7 +7,7 @@ Each factory returns an ``optax.chain`` of this library's primitives that reprod
 .. code-block:: text
 
    [maximize: optax.scale(-1)] → [coupled L2: optax.add_decayed_weights(λ)] → adaptive scaling
-   → [decoupled: add_decoupled_weight_decay(λ)] → [RMSprop momentum: optax.trace] → learning rate
+   → [decoupled: add_decoupled_weight_decay(λ)] → [RMSprop momentum: sparse.trace] → learning rate
 
 torch computes the scalars derived from the betas (the bias corrections :math:`1-\beta^t`,
 RAdam's :math:`\rho_t`) in Python float64; the presets compute them as float64 would give them,
@@ -84,7 +84,7 @@ def _chain(
     if decoupled and not is_off(weight_decay):
         parts.append(add_decoupled_weight_decay(weight_decay))
     if not is_off(momentum):
-        parts.append(optax.trace(decay=momentum))
+        parts.append(sparse.trace(decay=momentum))  # optax.trace; lazy on row-sparse leaves
     parts.append(scale_by_learning_rate(lr))
     return real_params_only(optax.chain(*parts), f"compat.torch.{name}", _COMPLEX_HINT)
 
