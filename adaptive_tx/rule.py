@@ -228,7 +228,8 @@ def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
     """What a statistic's storage is initialised like: the parameter, or its `stat_shape`."""
     if stat_shape is None:
         return param
-    return jnp.zeros(stat_shape(jnp.shape(param)), jnp.result_type(param))
+    shape = stat_shape(jnp.shape(param))
+    return state_precision.full_like(param, 0, jnp.result_type(param), shape)
 
 
 def dense_transformation(

@@ -78,6 +78,117 @@ _TABLES = {True: dynamic_map(True), False: dynamic_map(False)}
 _MIDPOINTS = {signed: (t[1:] + t[:-1]) / 2 for signed, t in _TABLES.items()}
 
 
+PLACEHOLDER_SHAPE = (1,)
+"""The shape of an array a storage keeps but does not use for a leaf (the 8-bit scales of a leaf
+kept whole, the column means of an unfactored one), as optax does: a checkpointer refuses
+zero-size arrays, and a (1,) array gathered by row index reads and writes back its one value."""
+
+
+def placeholder(dtype: Any = jnp.float32) -> jax.Array:
+    """The (1,)-shaped zero a storage keeps where a leaf does not use one of its arrays.
+
+    Example:
+      >>> placeholder()
+      Array([0.], dtype=float32)
+    """
+    return jnp.zeros(PLACEHOLDER_SHAPE, dtype)
+
+
+def stat_spec(
+    param_shape: tuple[int, ...], spec: Any, shape: tuple[int, ...], axis_size: Any
+) -> tuple[Any, ...]:
+    """The partition spec of an array of `shape` kept for a parameter sharded by `spec`.
+
+    The one rule of the state's layout: an axis of the parameter's size keeps the parameter's
+    mesh axes; an axis averaged away (size 1) is replicated; a block axis (8-bit scales along the
+    last axis, ``ceil(n / 256)`` blocks) keeps the parameter's mesh axes when every shard holds
+    whole blocks (``n`` a multiple of 256 times the number of shards), else it is replicated. An
+    array of another rank (a placeholder) is replicated.
+
+    Args:
+      param_shape: the parameter's shape.
+      spec: the parameter's partition spec (a tuple of mesh axis names, None or tuples of names).
+      shape: the shape of the array kept for the parameter.
+      axis_size: ``names -> int``, the number of shards a spec entry splits an axis into.
+
+    Example:
+      >>> stat_spec((64, 1024), ('x', 'y'), (64, 4), {'x': 2, 'y': 4}.get)
+      ('x', 'y')
+      >>> stat_spec((64, 1000), ('x', 'y'), (64, 4), {'x': 2, 'y': 4}.get)
+      ('x', None)
+    """
+    if len(shape) != len(param_shape):
+        return (None,) * len(shape)
+    spec = tuple(spec) + (None,) * (len(param_shape) - len(tuple(spec)))
+    kept = []
+    for size, param_size, names in zip(shape, param_shape, spec):
+        if names is None or size == 1:
+            kept.append(None)
+        elif size == param_size:
+            kept.append(names)
+        else:  # a block axis: sharded where every shard holds whole blocks
+            kept.append(names if param_size % (BLOCK_SIZE * axis_size(names)) == 0 else None)
+    return tuple(kept)
+
+
+def _explicit_sharding(x: Any) -> Any:
+    """The sharding in `x`'s type if its mesh has explicit axes (``jax.set_mesh``), else None."""
+    try:
+        sharding = jax.typeof(x).sharding
+    except (TypeError, AttributeError):
+        return None
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty:
+        return None
+    explicit = any(kind == jax.sharding.AxisType.Explicit for kind in mesh.axis_types)
+    return sharding if explicit else None
+
+
+def full_like(param: Any, value: Any, dtype: Any, shape: tuple[int, ...] | None = None):
+    """An array of `shape` (default: the parameter's) filled with `value`, laid out like `param`.
+
+    Under explicit mesh axes (``jax.set_mesh``) the sharding is part of an array's type and
+    ``update`` must return the state with the types ``init`` gave it (a ``lax.fori_loop`` over
+    steps requires it): every array a storage keeps is built here, sharded as `stat_spec` says,
+    which is the sharding the step's arithmetic gives it.
+
+    Example:
+      >>> full_like(jnp.zeros((2, 3)), 1.0, jnp.bfloat16, shape=(2, 1))
+      Array([[1],
+             [1]], dtype=bfloat16)
+    """
+    shape = tuple(jnp.shape(param)) if shape is None else tuple(shape)
+    if shape == tuple(jnp.shape(param)):
+        return jnp.full_like(param, value, dtype)
+    sharding = _explicit_sharding(param)
+    if sharding is None:
+        return jnp.full(shape, value, dtype)
+    spec = stat_spec(jnp.shape(param), sharding.spec, shape, lambda n: _mesh_size(sharding, n))
+    target = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+    return jax.lax.full(shape, value, dtype, sharding=target)
+
+
+def _mesh_size(sharding: Any, names: Any) -> int:
+    names = names if isinstance(names, tuple) else (names,)
+    return math.prod(sharding.mesh.shape[name] for name in names)
+
+
+def keep_layout(x: jax.Array, previous: jax.Array) -> jax.Array:
+    """`x` with the sharding of `previous` under explicit mesh axes (a no-op where they agree).
+
+    A storage's ``encode`` returns its arrays through here, so that the state ``update`` returns
+    has the types the state it received had, whatever sharding the arithmetic propagated.
+
+    Example:
+      >>> keep_layout(jnp.ones(2), jnp.zeros(2))
+      Array([1., 1.], dtype=float32)
+    """
+    want = _explicit_sharding(previous)
+    if want is None or jax.typeof(x).sharding.spec == want.spec:
+        return x
+    return jax.sharding.reshard(x, want)
+
+
 def compute_dtype(dtype: Any) -> jnp.dtype:
     """The dtype a rule computes in: float32 for lower precisions, else the dtype itself.
 
@@ -124,7 +235,7 @@ def join(leaves: list[Any], treedef: Any, container: type | None) -> Any:
 
     Example:
       >>> treedef = jax.tree.structure({'a': 0, 'b': 0})
-      >>> stored = [QuantizedArray(jnp.zeros(2), jnp.zeros(0)) for _ in range(2)]
+      >>> stored = [QuantizedArray(jnp.zeros(2), placeholder()) for _ in range(2)]
       >>> jax.tree.map(jnp.shape, join(stored, treedef, QuantizedArray).codes)
       {'a': (2,), 'b': (2,)}
     """
@@ -192,11 +303,17 @@ class Cast(NamedTuple):
     container = None
 
     def init(self, param: jax.Array, value: Any) -> jax.Array:
-        return jnp.full_like(param, value, dtype=self.dtype)
+        return full_like(param, value, self.dtype)
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         del key
-        return x.astype(previous.dtype)
+        if jnp.iscomplexobj(x) and not jnp.iscomplexobj(previous):
+            raise TypeError(
+                f"Cast({np.dtype(previous.dtype).name}) keeps a real dtype, but this statistic of "
+                f"a complex parameter is complex (a first moment); use None or a complex dtype "
+                "for it (mu_dtype=None)"
+            )
+        return keep_layout(x.astype(previous.dtype), previous)
 
 
 def round_stochastic_bfloat16(x: jax.Array, key: jax.Array) -> jax.Array:
@@ -242,12 +359,12 @@ class StochasticRounding(NamedTuple):
 
     def init(self, param: jax.Array, value: Any) -> jax.Array:
         _check_real("StochasticRounding", param)
-        return jnp.full(param.shape, value, jnp.bfloat16)
+        return full_like(param, value, jnp.bfloat16)
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         if key is None:
-            return x.astype(jnp.bfloat16)
-        return round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed))
+            return keep_layout(x.astype(jnp.bfloat16), previous)
+        return keep_layout(round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed)), previous)
 
 
 class QuantizedArray(NamedTuple):
@@ -256,9 +373,11 @@ class QuantizedArray(NamedTuple):
     Attributes:
       codes: the parameter's shape; int8 indexes the signed dynamic map (``code + 128``), uint8 the
         unsigned one. A leaf kept whole (smaller than ``Int8Blockwise.min_size``) holds its
-        float32 values here, and an empty ``scales``.
+        float32 values here, and a (1,) placeholder in ``scales``.
       scales: float32, ``shape[:-1] + (ceil(shape[-1] / 256),)``: each block's absolute maximum.
-        Blocks run along the last axis, so the codes shard exactly like the parameter.
+        Blocks run along the last axis, so the codes shard exactly like the parameter, and a
+        table's row (axis 0) holds its own blocks: a row's codes and scales are gathered and
+        scattered together.
 
     Example:
       >>> stored = quantize_blockwise(jnp.array([0.5, -1.0, 0.25]), signed=True)
@@ -281,16 +400,63 @@ class QuantizedArray(NamedTuple):
             return self.codes.astype(jnp.float32)
         signed = self.codes.dtype == jnp.int8
         index = self.codes.astype(jnp.int32) + (128 if signed else 0)
-        values = jnp.asarray(_TABLES[signed])[index]
+        values = lookup(_TABLES[signed], index)
         rows = values.reshape(values.shape or (1,))
-        scale = jnp.repeat(self.scales, BLOCK_SIZE, axis=-1)[..., : rows.shape[-1]]
-        return (rows * scale).reshape(self.codes.shape)
+        blocks = self.scales.shape + (BLOCK_SIZE,)
+        scale = jnp.broadcast_to(self.scales[..., None], blocks)
+        scale = scale.reshape(blocks[:-2] + (blocks[-2] * BLOCK_SIZE,))
+        scale = scale[..., : rows.shape[-1]]
+        return (rows * keep_layout(scale, rows)).reshape(self.codes.shape)
 
 
 def _scales_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """One scale per block of 256 along the last axis (a 0-d statistic is one block)."""
     rows = shape or (1,)
     return rows[:-1] + (math.ceil(rows[-1] / BLOCK_SIZE),)
+
+
+def lookup(table: np.ndarray, index: jax.Array) -> jax.Array:
+    """``table[index]``: a small constant table read at every entry of `index`, sharded like it.
+
+    Example:
+      >>> lookup(np.array([10.0, 20.0]), jnp.array([[1, 0]]))
+      Array([[20., 10.]], dtype=float32)
+    """
+    sharding = _explicit_sharding(index)
+    return jnp.asarray(table).at[index].get(out_sharding=sharding)
+
+
+def count_below(table: np.ndarray, x: jax.Array) -> jax.Array:
+    """How many entries of the sorted `table` are below each `x` (``jnp.searchsorted``, side left).
+
+    A branch-free binary search: one gather from the small table per halving, elementwise in `x`,
+    so it keeps `x`'s sharding (``jnp.searchsorted`` cannot run on arrays sharded over explicit
+    mesh axes). NaN counts as above every entry, as in ``jnp.searchsorted``.
+
+    Example:
+      >>> count_below(np.array([0.0, 1.0, 2.0]), jnp.array([-1.0, 0.5, 1.0, 5.0, jnp.nan]))
+      Array([0, 1, 1, 3, 3], dtype=int32)
+    """
+    size = table.shape[0]
+    index = jnp.zeros_like(x, jnp.int32)
+    step = 1 << (size.bit_length() - 1)
+    while step:
+        probe = jnp.minimum(index + step, size)
+        index = jnp.where(lookup(table, probe - 1) < x, probe, index)
+        step >>= 1
+    return jnp.where(jnp.isnan(x), size, index)
+
+
+def _whole_blocks_per_shard(rows: jax.Array) -> jax.Array:
+    """`rows`, its last axis replicated if its shards do not hold whole blocks (explicit axes)."""
+    sharding = _explicit_sharding(rows)
+    if sharding is None:
+        return rows
+    spec = tuple(sharding.spec) + (None,) * (rows.ndim - len(sharding.spec))
+    names = spec[-1]
+    if names is None or rows.shape[-1] % (BLOCK_SIZE * _mesh_size(sharding, names)) == 0:
+        return rows
+    return jax.sharding.reshard(rows, jax.sharding.PartitionSpec(*spec[:-1], None))
 
 
 def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None) -> QuantizedArray:
@@ -317,16 +483,17 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
     rows = x.reshape(x.shape or (1,))
     n = rows.shape[-1]
     num_blocks = math.ceil(n / BLOCK_SIZE)
+    rows = _whole_blocks_per_shard(rows)
     pad = [(0, 0)] * (rows.ndim - 1) + [(0, num_blocks * BLOCK_SIZE - n)]
     blocks = jnp.pad(rows, pad).reshape(rows.shape[:-1] + (num_blocks, BLOCK_SIZE))
     scales = jnp.max(jnp.abs(blocks), axis=-1)
     normalized = blocks / jnp.where(scales > 0, scales, 1.0)[..., None]
     if key is None:
-        index = jnp.searchsorted(jnp.asarray(_MIDPOINTS[signed]), normalized)
+        index = count_below(_MIDPOINTS[signed], normalized)
     else:
-        table = jnp.asarray(_TABLES[signed])
-        upper = jnp.clip(jnp.searchsorted(table, normalized), 1, table.size - 1)
-        low, high = table[upper - 1], table[upper]
+        table = _TABLES[signed]
+        upper = jnp.clip(count_below(table, normalized), 1, table.size - 1)
+        low, high = lookup(table, upper - 1), lookup(table, upper)
         up = jax.random.uniform(key, normalized.shape) * (high - low) < normalized - low
         index = jnp.where(up, upper, upper - 1)
     if not signed:  # a positive second moment never decodes to 0 (the zero-point problem)
@@ -378,21 +545,22 @@ class Int8Blockwise(NamedTuple):
 
     def init(self, param: jax.Array, value: Any) -> QuantizedArray:
         _check_real("Int8Blockwise", param)
-        if param.size < self.min_size:
-            return QuantizedArray(jnp.full(param.shape, value, jnp.float32), jnp.zeros((0,)))
+        if math.prod(param.shape) < self.min_size:
+            return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
         # Every block of a constant array holds the same code and scale: those of one value.
-        one = quantize_blockwise(
-            jnp.full((1,), value, jnp.float32), signed=self.signed is not False
-        )
+        one = quantize_blockwise(jnp.full((1,), value, jnp.float32), self.signed is not False)
+        code, scale = one.codes[0], one.scales[0]
         return QuantizedArray(
-            jnp.full(param.shape, one.codes[0]), jnp.full(_scales_shape(param.shape), one.scales[0])
+            full_like(param, code, code.dtype),
+            full_like(param, scale, jnp.float32, _scales_shape(param.shape)),
         )
 
     def encode(self, x: jax.Array, previous: QuantizedArray, key: Any) -> QuantizedArray:
         if jnp.issubdtype(previous.codes.dtype, jnp.floating):
-            return QuantizedArray(x.astype(jnp.float32), previous.scales)
+            return QuantizedArray(keep_layout(x.astype(jnp.float32), previous.codes), previous.scales)
         key = key if self.stochastic else None
-        return quantize_blockwise(x, signed=previous.codes.dtype == jnp.int8, key=key)
+        stored = quantize_blockwise(x, signed=previous.codes.dtype == jnp.int8, key=key)
+        return QuantizedArray(*map(keep_layout, stored, previous))
 
 
 def storage(spec: Any, name: str = "state dtype", *, nonnegative: bool = False) -> Any:
