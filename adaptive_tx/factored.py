@@ -159,6 +159,12 @@ class Factored(NamedTuple):
         row, col = (_kept(param.shape, axis) for axis in reversed(dims))
         return FactoredArray(full_like(param, value, dtype, row), full_like(param, value, dtype, col))
 
+    def row_conflict(self, stored: FactoredArray) -> str | None:
+        """Why a leaf's rows cannot be updated alone: a factored leaf's means span its rows."""
+        if not stored.factored:
+            return None
+        return "keeps means shared by the rows of this factored leaf"
+
     def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
         del key
         dtype = previous.row.dtype
@@ -208,6 +214,12 @@ class BlockMean(NamedTuple):
         for axis in self._axes(len(shape)):
             shape = _kept(shape, axis)
         return full_like(param, value, jnp.float32, shape)
+
+    def row_conflict(self, stored: jax.Array) -> str | None:
+        """Why a leaf's rows cannot be updated alone: a block spans its rows (axis 0 averaged)."""
+        if stored.ndim == 0 or 0 not in self._axes(stored.ndim):
+            return None
+        return "keeps one mean over the rows (axis 0) of each block of this leaf"
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         del key

@@ -330,11 +330,10 @@ def dense_transformation(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
             if sparse.is_row_sparse(g):
-                if per_block:
-                    raise TypeError(
-                        f"{where}: row-sparse leaf {index} cannot update factored or per-block "
-                        "statistics row by row; use a dense gradient or an elementwise storage"
-                    )
+                path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(
+                    updates, is_leaf=sparse.is_row_sparse)[0][index][0])
+                for storage, stored in zip(storages, stats):
+                    state_precision.check_row_sparse(where, path, storage, stored)
                 update, new_stats = sparse.apply_rows(step, g, tuple(stats))
             else:
                 update, new_stats = step(g, tuple(stats))

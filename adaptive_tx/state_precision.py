@@ -264,6 +264,39 @@ def check_matches(
     )
 
 
+def check_row_sparse(where: str, leaf: Any, storage: Any, stored: Any) -> None:
+    """Raises a TypeError naming the storage if it cannot update `leaf`'s rows one by one.
+
+    A row-sparse step gathers each array a storage keeps for the leaf at the touched rows (axis
+    0), runs the rule on them and scatters them back. That is exact where every array has the
+    leaf's rows along axis 0 (elementwise storages; 8-bit blocks, which run along the last axis
+    of a table, so that a row holds its own blocks; per-row means) or is a placeholder the
+    storage does not read. A storage's ``row_conflict(stored)`` says why it is not (a block
+    spanning rows: 8-bit blocks of a 1-d leaf, factored column means, a mean over axis 0), or
+    None; a storage without it is trusted if it does not estimate (``reads_stored``).
+
+    Example:
+      >>> check_row_sparse("Adam", "['emb']", Int8Blockwise(min_size=0), Int8Blockwise(
+      ...     min_size=0).init(jnp.zeros(4096), 0.0))
+      Traceback (most recent call last):
+      ...
+      TypeError: Adam: row-sparse leaf ['emb'] cannot update factored or per-block statistics row by row: Int8Blockwise(min_size=0, signed=None, stochastic=True) keeps one scale per 256 consecutive entries of this 1-d leaf, so a step on some rows would rescale others; keep this leaf's statistic elementwise (a float dtype, 'bfloat16_sr', or Int8Blockwise(min_size=...) above the leaf's size, e.g. with optax.multi_transform) or make its gradient dense (prepare_rows(lazy=False))
+    """
+    conflict = getattr(storage, "row_conflict", None)
+    if conflict is not None:
+        reason = conflict(stored)
+    else:
+        reason = "estimates its statistic over blocks" if storage.reads_stored else None
+    if reason:
+        raise TypeError(
+            f"{where}: row-sparse leaf {leaf} cannot update factored or per-block statistics "
+            f"row by row: {storage} {reason}, so a step on some rows would rescale others; keep "
+            "this leaf's statistic elementwise (a float dtype, 'bfloat16_sr', or "
+            "Int8Blockwise(min_size=...) above the leaf's size, e.g. with optax.multi_transform) "
+            "or make its gradient dense (prepare_rows(lazy=False))"
+        )
+
+
 def decode(stored: Any) -> jax.Array:
     """A stored statistic as the rule sees it: a float32 (or wider) array.
 
@@ -554,6 +587,12 @@ class Int8Blockwise(NamedTuple):
             full_like(param, code, code.dtype),
             full_like(param, scale, jnp.float32, _scales_shape(param.shape)),
         )
+
+    def row_conflict(self, stored: QuantizedArray) -> str | None:
+        """Why a leaf's rows cannot be updated alone: blocks of a quantized 1-d leaf span rows."""
+        if jnp.issubdtype(stored.codes.dtype, jnp.floating) or stored.codes.ndim >= 2:
+            return None
+        return f"keeps one scale per {BLOCK_SIZE} consecutive entries of this 1-d leaf"
 
     def encode(self, x: jax.Array, previous: QuantizedArray, key: Any) -> QuantizedArray:
         if jnp.issubdtype(previous.codes.dtype, jnp.floating):
