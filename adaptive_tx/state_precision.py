@@ -536,6 +536,9 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
     return QuantizedArray(codes.reshape(x.shape), scales.reshape(_scales_shape(x.shape)))
 
 
+_quantize_one = jax.jit(quantize_blockwise, static_argnums=1)  # one op in init, not thirty
+
+
 class Int8Blockwise(NamedTuple):
     """Keep a statistic as 8-bit blockwise dynamic quantization (spec ``"int8_blockwise"``).
 
@@ -581,7 +584,7 @@ class Int8Blockwise(NamedTuple):
         if math.prod(param.shape) < self.min_size:
             return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
         # Every block of a constant array holds the same code and scale: those of one value.
-        one = quantize_blockwise(jnp.full((1,), value, jnp.float32), self.signed is not False)
+        one = _quantize_one(jnp.full((1,), value, jnp.float32), self.signed is not False)
         code, scale = one.codes[0], one.scales[0]
         return QuantizedArray(
             full_like(param, code, code.dtype),
