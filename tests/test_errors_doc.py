@@ -63,6 +63,19 @@ def _adam_rows(indices, num_rows=10):
     return tx.update(g, tx.init(table), table)
 
 
+def _row_sparse_with_storage(shape, **storage):
+    params = {"emb": jnp.ones(shape)}
+    tx = atx.adam(0.1, **storage)
+    g = {"emb": atx.RowSparse([5], jnp.ones((1,) + shape[1:]), shape[0])}
+    return tx.update(g, tx.init(params), params)
+
+
+def _complex_with_real_mu_dtype():
+    params = {"z": jnp.ones(3, jnp.complex64)}
+    tx = atx.adam(0.1, mu_dtype=jnp.bfloat16)
+    return tx.update(params, tx.init(params), params)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -94,6 +107,9 @@ RAISES = {
     "row-index-negative": lambda: _adam_rows([3, -1, 4]),
     "row-table-size": lambda: _adam_rows([0], num_rows=11),
     "row-float-indices": lambda: atx.RowSparse(jnp.array([0.5]), jnp.ones((1, 3)), 10),
+    "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
+    "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
+    "complex-real-mu-dtype": _complex_with_real_mu_dtype,
 }
 
 
