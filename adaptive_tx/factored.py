@@ -157,7 +157,7 @@ class Factored(NamedTuple):
         if dims is None:
             return FactoredArray(full_like(param, value, dtype), placeholder(dtype))
         row, col = (_kept(param.shape, axis) for axis in reversed(dims))
-        return FactoredArray(full_like(param, value, dtype, row), full_like(param, value, dtype, col))
+        return FactoredArray(*(full_like(param, value, dtype, shape) for shape in (row, col)))
 
     def row_conflict(self, stored: FactoredArray) -> str | None:
         """Why a leaf's rows cannot be updated alone: a factored leaf's means span its rows."""

@@ -323,6 +323,7 @@ def dense_transformation(
         count = optax.safe_increment(state.count)
         step_key = jax.random.fold_in(jax.random.key(0), count)
         leaves, treedef = jax.tree.flatten(updates, is_leaf=sparse.is_row_sparse)
+        with_paths = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)[0]
         stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
@@ -330,8 +331,7 @@ def dense_transformation(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
             if sparse.is_row_sparse(g):
-                path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(
-                    updates, is_leaf=sparse.is_row_sparse)[0][index][0])
+                path = jax.tree_util.keystr(with_paths[index][0])
                 for storage, stored in zip(storages, stats):
                     state_precision.check_row_sparse(where, path, storage, stored)
                 update, new_stats = sparse.apply_rows(step, g, tuple(stats))

@@ -7,7 +7,8 @@ statistics (moments, 8-bit codes) take the parameter's partition spec; reduced o
 and column means, per-block means) keep it along the axes that survive and are replicated only along
 the axes they averaged away (size 1); 8-bit block scales keep it along the block axis where every
 shard holds whole blocks; placeholders are replicated. This is the layout ``init`` builds under
-explicit mesh axes (`adaptive_tx.state_precision.stat_spec`). Counters and hyperparameters (scalars) are replicated.
+explicit mesh axes (`adaptive_tx._layout.stat_spec`). Counters and hyperparameters (scalars) are
+replicated.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from adaptive_tx import state_precision
+from adaptive_tx import _layout
 
 
 def _axis_size(mesh: jax.sharding.Mesh, names: Any) -> int:
@@ -30,10 +31,10 @@ def _axis_size(mesh: jax.sharding.Mesh, names: Any) -> int:
 
 
 def _like_param(x: Any, sharding: NamedSharding, param: Any) -> NamedSharding:
-    """The sharding of one array kept for a parameter (`state_precision.stat_spec`: the layout
+    """The sharding of one array kept for a parameter (`adaptive_tx._layout.stat_spec`: the layout
     ``init`` gives it under explicit mesh axes)."""
     axis_size = lambda names: _axis_size(sharding.mesh, names)
-    spec = state_precision.stat_spec(tuple(param.shape), sharding.spec, tuple(x.shape), axis_size)
+    spec = _layout.stat_spec(tuple(param.shape), sharding.spec, tuple(x.shape), axis_size)
     return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 

@@ -41,9 +41,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptive_tx import _validate
+from adaptive_tx import _layout, _validate
+from adaptive_tx._layout import (
+    PLACEHOLDER_SHAPE,
+    explicit_sharding,
+    full_like,
+    keep_layout,
+    lookup,
+    mesh_size,
+    placeholder,
+)
 
-BLOCK_SIZE = 256
+BLOCK_SIZE = _layout.BLOCK_SIZE
 """Coordinates per quantization block (Dettmers et al. 2022), along a statistic's last axis."""
 
 SR_BFLOAT16 = "bfloat16_sr"
@@ -76,117 +85,6 @@ def dynamic_map(signed: bool) -> np.ndarray:
 _TABLES = {True: dynamic_map(True), False: dynamic_map(False)}
 # code -> value is a table lookup; value -> code a search among the midpoints (nearest value).
 _MIDPOINTS = {signed: (t[1:] + t[:-1]) / 2 for signed, t in _TABLES.items()}
-
-
-PLACEHOLDER_SHAPE = (1,)
-"""The shape of an array a storage keeps but does not use for a leaf (the 8-bit scales of a leaf
-kept whole, the column means of an unfactored one), as optax does: a checkpointer refuses
-zero-size arrays, and a (1,) array gathered by row index reads and writes back its one value."""
-
-
-def placeholder(dtype: Any = jnp.float32) -> jax.Array:
-    """The (1,)-shaped zero a storage keeps where a leaf does not use one of its arrays.
-
-    Example:
-      >>> placeholder()
-      Array([0.], dtype=float32)
-    """
-    return jnp.zeros(PLACEHOLDER_SHAPE, dtype)
-
-
-def stat_spec(
-    param_shape: tuple[int, ...], spec: Any, shape: tuple[int, ...], axis_size: Any
-) -> tuple[Any, ...]:
-    """The partition spec of an array of `shape` kept for a parameter sharded by `spec`.
-
-    The one rule of the state's layout: an axis of the parameter's size keeps the parameter's
-    mesh axes; an axis averaged away (size 1) is replicated; a block axis (8-bit scales along the
-    last axis, ``ceil(n / 256)`` blocks) keeps the parameter's mesh axes when every shard holds
-    whole blocks (``n`` a multiple of 256 times the number of shards), else it is replicated. An
-    array of another rank (a placeholder) is replicated.
-
-    Args:
-      param_shape: the parameter's shape.
-      spec: the parameter's partition spec (a tuple of mesh axis names, None or tuples of names).
-      shape: the shape of the array kept for the parameter.
-      axis_size: ``names -> int``, the number of shards a spec entry splits an axis into.
-
-    Example:
-      >>> stat_spec((64, 1024), ('x', 'y'), (64, 4), {'x': 2, 'y': 4}.get)
-      ('x', 'y')
-      >>> stat_spec((64, 1000), ('x', 'y'), (64, 4), {'x': 2, 'y': 4}.get)
-      ('x', None)
-    """
-    if len(shape) != len(param_shape):
-        return (None,) * len(shape)
-    spec = tuple(spec) + (None,) * (len(param_shape) - len(tuple(spec)))
-    kept = []
-    for size, param_size, names in zip(shape, param_shape, spec):
-        if names is None or size == 1:
-            kept.append(None)
-        elif size == param_size:
-            kept.append(names)
-        else:  # a block axis: sharded where every shard holds whole blocks
-            kept.append(names if param_size % (BLOCK_SIZE * axis_size(names)) == 0 else None)
-    return tuple(kept)
-
-
-def _explicit_sharding(x: Any) -> Any:
-    """The sharding in `x`'s type if its mesh has explicit axes (``jax.set_mesh``), else None."""
-    try:
-        sharding = jax.typeof(x).sharding
-    except (TypeError, AttributeError):
-        return None
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or mesh.empty:
-        return None
-    explicit = any(kind == jax.sharding.AxisType.Explicit for kind in mesh.axis_types)
-    return sharding if explicit else None
-
-
-def full_like(param: Any, value: Any, dtype: Any, shape: tuple[int, ...] | None = None):
-    """An array of `shape` (default: the parameter's) filled with `value`, laid out like `param`.
-
-    Under explicit mesh axes (``jax.set_mesh``) the sharding is part of an array's type and
-    ``update`` must return the state with the types ``init`` gave it (a ``lax.fori_loop`` over
-    steps requires it): every array a storage keeps is built here, sharded as `stat_spec` says,
-    which is the sharding the step's arithmetic gives it.
-
-    Example:
-      >>> full_like(jnp.zeros((2, 3)), 1.0, jnp.bfloat16, shape=(2, 1))
-      Array([[1],
-             [1]], dtype=bfloat16)
-    """
-    shape = tuple(jnp.shape(param)) if shape is None else tuple(shape)
-    if shape == tuple(jnp.shape(param)):
-        return jnp.full_like(param, value, dtype)
-    sharding = _explicit_sharding(param)
-    if sharding is None:
-        return jnp.full(shape, value, dtype)
-    spec = stat_spec(jnp.shape(param), sharding.spec, shape, lambda n: _mesh_size(sharding, n))
-    target = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
-    return jax.lax.full(shape, value, dtype, sharding=target)
-
-
-def _mesh_size(sharding: Any, names: Any) -> int:
-    names = names if isinstance(names, tuple) else (names,)
-    return math.prod(sharding.mesh.shape[name] for name in names)
-
-
-def keep_layout(x: jax.Array, previous: jax.Array) -> jax.Array:
-    """`x` with the sharding of `previous` under explicit mesh axes (a no-op where they agree).
-
-    A storage's ``encode`` returns its arrays through here, so that the state ``update`` returns
-    has the types the state it received had, whatever sharding the arithmetic propagated.
-
-    Example:
-      >>> keep_layout(jnp.ones(2), jnp.zeros(2))
-      Array([1., 1.], dtype=float32)
-    """
-    want = _explicit_sharding(previous)
-    if want is None or jax.typeof(x).sharding.spec == want.spec:
-        return x
-    return jax.sharding.reshard(x, want)
 
 
 def compute_dtype(dtype: Any) -> jnp.dtype:
@@ -397,7 +295,8 @@ class StochasticRounding(NamedTuple):
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         if key is None:
             return keep_layout(x.astype(jnp.bfloat16), previous)
-        return keep_layout(round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed)), previous)
+        rounded = round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed))
+        return keep_layout(rounded, previous)
 
 
 class QuantizedArray(NamedTuple):
@@ -448,17 +347,6 @@ def _scales_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return rows[:-1] + (math.ceil(rows[-1] / BLOCK_SIZE),)
 
 
-def lookup(table: np.ndarray, index: jax.Array) -> jax.Array:
-    """``table[index]``: a small constant table read at every entry of `index`, sharded like it.
-
-    Example:
-      >>> lookup(np.array([10.0, 20.0]), jnp.array([[1, 0]]))
-      Array([[20., 10.]], dtype=float32)
-    """
-    sharding = _explicit_sharding(index)
-    return jnp.asarray(table).at[index].get(out_sharding=sharding)
-
-
 def count_below(table: np.ndarray, x: jax.Array) -> jax.Array:
     """How many entries of the sorted `table` are below each `x` (``jnp.searchsorted``, side left).
 
@@ -482,12 +370,12 @@ def count_below(table: np.ndarray, x: jax.Array) -> jax.Array:
 
 def _whole_blocks_per_shard(rows: jax.Array) -> jax.Array:
     """`rows`, its last axis replicated if its shards do not hold whole blocks (explicit axes)."""
-    sharding = _explicit_sharding(rows)
+    sharding = explicit_sharding(rows)
     if sharding is None:
         return rows
     spec = tuple(sharding.spec) + (None,) * (rows.ndim - len(sharding.spec))
     names = spec[-1]
-    if names is None or rows.shape[-1] % (BLOCK_SIZE * _mesh_size(sharding, names)) == 0:
+    if names is None or rows.shape[-1] % (BLOCK_SIZE * mesh_size(sharding, names)) == 0:
         return rows
     return jax.sharding.reshard(rows, jax.sharding.PartitionSpec(*spec[:-1], None))
 
@@ -599,7 +487,8 @@ class Int8Blockwise(NamedTuple):
 
     def encode(self, x: jax.Array, previous: QuantizedArray, key: Any) -> QuantizedArray:
         if jnp.issubdtype(previous.codes.dtype, jnp.floating):
-            return QuantizedArray(keep_layout(x.astype(jnp.float32), previous.codes), previous.scales)
+            kept = keep_layout(x.astype(jnp.float32), previous.codes)
+            return QuantizedArray(kept, previous.scales)
         key = key if self.stochastic else None
         stored = quantize_blockwise(x, signed=previous.codes.dtype == jnp.int8, key=key)
         return QuantizedArray(*map(keep_layout, stored, previous))

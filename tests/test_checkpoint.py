@@ -99,7 +99,9 @@ def _stepper(tx):
 
 
 def _leaves(params, state) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves((params, state))]
+    """Every array as NumPy; bfloat16 as its bits (np.savez has no bfloat16)."""
+    as_np = [np.asarray(x) for x in jax.tree.leaves((params, state))]
+    return [x.view(np.uint16) if x.dtype == jnp.bfloat16 else x for x in as_np]
 
 
 def resume(directory: str) -> None:
