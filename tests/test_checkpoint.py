@@ -42,11 +42,12 @@ STATE_CASES = {
     "adamw(int8_blockwise)": lambda: atx.adamw(
         0.01, mu_dtype="int8_blockwise", nu_dtype="int8_blockwise"
     ),
-    "adam(int8 every leaf)": lambda: atx.adam(0.01, mu_dtype=INT8_ALL, nu_dtype=INT8_ALL),
-    "adam(bfloat16)": lambda: atx.adam(0.01, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16),
-    "adam(bfloat16_sr)": lambda: atx.adam(0.01, mu_dtype="bfloat16_sr", nu_dtype="bfloat16_sr"),
-    "adam(nu=Factored())": lambda: atx.adam(0.01, nu_dtype=atx.Factored()),
-    "adam(nu=BlockMean)": lambda: atx.adam(0.01, nu_dtype=atx.BlockMean(axes=(0,))),
+    "adam(int8 every leaf, bfloat16_sr)": lambda: atx.adam(
+        0.01, mu_dtype=INT8_ALL, nu_dtype="bfloat16_sr"
+    ),
+    "adam(bfloat16, BlockMean)": lambda: atx.adam(
+        0.01, mu_dtype=jnp.bfloat16, nu_dtype=atx.BlockMean(axes=(0,))
+    ),
     "adafactor": lambda: atx.adafactor(0.01),
     "adafactor(factored)": lambda: atx.adafactor(0.01, min_dim_size_to_factor=2),
     "keras.Adafactor": lambda: compat_keras.Adafactor(0.01),
