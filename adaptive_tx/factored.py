@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from adaptive_tx import _validate
+from adaptive_tx.state_precision import compute_dtype, full_like, keep_layout, placeholder
 from adaptive_tx.ema_of_squares import (
     EmaOfSquaresHyperparams,
     ScaleByEmaOfSquaresState,
@@ -72,8 +73,8 @@ class FactoredArray(NamedTuple):
     Attributes:
       row: the mean over d1 (the largest axis, or the last; kept with size 1).
       col: the mean over d0 (the second largest axis, or the second to last; kept with size 1).
-        A leaf kept whole (a vector, a small matrix) holds the statistic itself in ``row`` and an
-        empty ``col``.
+        A leaf kept whole (a vector, a small matrix) holds the statistic itself in ``row`` and a
+        (1,) placeholder in ``col`` (as optax's unused factors): `factored` tells them apart.
 
     Example:
       >>> v = jnp.array([[1.0, 2.0], [3.0, 6.0]])  # rank 1: the estimate is exact
@@ -87,16 +88,22 @@ class FactoredArray(NamedTuple):
     col: jax.Array
 
     @property
+    def factored(self) -> bool:
+        """Whether the leaf is factored (row and column means, of the leaf's rank >= 2)."""
+        return self.col.ndim >= 2
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        if self.col.size == 0:
+        if not self.factored:
             return self.row.shape
         return jnp.broadcast_shapes(self.row.shape, self.col.shape)
 
     def widen(self) -> jax.Array:
         r"""The rank-1 estimate :math:`\hat v = (R / \mathrm{mean}(R))\,C` (0 where R is 0)."""
-        row, col = self.row.astype(jnp.float32), self.col.astype(jnp.float32)
-        if col.size == 0:
+        row = self.row.astype(compute_dtype(self.row.dtype))
+        if not self.factored:
             return row
+        col = self.col.astype(row.dtype)
         # `col` has size 1 along d0 (and along the parameter's size-1 axes, where averaging `row`
         # changes nothing): the mean of R per matrix of a stack.
         axes = tuple(axis for axis, size in enumerate(col.shape) if size == 1)
@@ -143,22 +150,29 @@ class Factored(NamedTuple):
     container = FactoredArray
 
     def init(self, param: jax.Array, value: Any) -> FactoredArray:
-        # The means of a constant are that constant.
-        dtype = param.dtype if self.dtype is None else self.dtype
+        # The means of a constant are that constant. A second moment is real: a complex parameter
+        # keeps it in the real dtype of its precision (complex64 -> float32).
+        dtype = jnp.finfo(param.dtype if self.dtype is None else self.dtype).dtype
         dims = factored_dims(param.shape, self.min_dim_size_to_factor, self.last_two_axes)
         if dims is None:
-            return FactoredArray(jnp.full(param.shape, value, dtype), jnp.zeros((0,), dtype))
+            return FactoredArray(full_like(param, value, dtype), placeholder(dtype))
         row, col = (_kept(param.shape, axis) for axis in reversed(dims))
-        return FactoredArray(jnp.full(row, value, dtype), jnp.full(col, value, dtype))
+        return FactoredArray(*(full_like(param, value, dtype, shape) for shape in (row, col)))
+
+    def row_conflict(self, stored: FactoredArray) -> str | None:
+        """Why a leaf's rows cannot be updated alone: a factored leaf's means span its rows."""
+        if not stored.factored:
+            return None
+        return "keeps means shared by the rows of this factored leaf"
 
     def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
         del key
         dtype = previous.row.dtype
+        if not previous.factored:
+            return FactoredArray(keep_layout(x.astype(dtype), previous.row), previous.col)
         dims = factored_dims(x.shape, self.min_dim_size_to_factor, self.last_two_axes)
-        if dims is None:
-            return FactoredArray(x.astype(dtype), previous.col)
-        row, col = (jnp.mean(x, axis=axis, keepdims=True) for axis in reversed(dims))
-        return FactoredArray(row.astype(dtype), col.astype(dtype))
+        means = (jnp.mean(x, axis=axis, keepdims=True) for axis in reversed(dims))
+        return FactoredArray(*(keep_layout(m.astype(dtype), p) for m, p in zip(means, previous)))
 
 
 class BlockMean(NamedTuple):
@@ -196,14 +210,21 @@ class BlockMean(NamedTuple):
         return tuple(sorted({axis % ndim for axis in self.axes if -ndim <= axis < ndim}))
 
     def init(self, param: jax.Array, value: Any) -> jax.Array:
-        shape = param.shape
-        for axis in self._axes(param.ndim):
+        shape = tuple(jnp.shape(param))
+        for axis in self._axes(len(shape)):
             shape = _kept(shape, axis)
-        return jnp.full(shape, value, jnp.float32)
+        return full_like(param, value, jnp.float32, shape)
+
+    def row_conflict(self, stored: jax.Array) -> str | None:
+        """Why a leaf's rows cannot be updated alone: a block spans its rows (axis 0 averaged)."""
+        if stored.ndim == 0 or 0 not in self._axes(stored.ndim):
+            return None
+        return "keeps one mean over the rows (axis 0) of each block of this leaf"
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         del key
-        return jnp.mean(x, axis=self._axes(x.ndim), keepdims=True).astype(previous.dtype)
+        mean = jnp.mean(x, axis=self._axes(x.ndim), keepdims=True)
+        return keep_layout(mean.astype(previous.dtype), previous)
 
 
 def scale_by_factored_ema_of_squares(

@@ -263,7 +263,8 @@ def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
     """What a statistic's storage is initialised like: the parameter, or its `stat_shape`."""
     if stat_shape is None:
         return param
-    return jnp.zeros(stat_shape(jnp.shape(param)), jnp.result_type(param))
+    shape = stat_shape(jnp.shape(param))
+    return state_precision.full_like(param, 0, jnp.result_type(param), shape)
 
 
 def dense_transformation(
@@ -357,6 +358,7 @@ def dense_transformation(
         count = optax.safe_increment(state.count)
         step_key = jax.random.fold_in(jax.random.key(0), count)
         leaves, treedef = jax.tree.flatten(updates, is_leaf=sparse.is_row_sparse)
+        with_paths = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)[0]
         stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
@@ -364,11 +366,9 @@ def dense_transformation(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
             if sparse.is_row_sparse(g):
-                if per_block:
-                    raise TypeError(
-                        f"{where}: row-sparse leaf {index} cannot update factored or per-block "
-                        "statistics row by row; use a dense gradient or an elementwise storage"
-                    )
+                path = jax.tree_util.keystr(with_paths[index][0])
+                for storage, stored in zip(storages, stats):
+                    state_precision.check_row_sparse(where, path, storage, stored)
                 update, new_stats = sparse.apply_rows(step, g, tuple(stats))
             else:
                 update, new_stats = step(g, tuple(stats))

@@ -5,8 +5,10 @@ sharding is replicated, which for Adam means two full copies of the model on eve
 `state_shardings` gives each leaf of a state the sharding of the parameter it belongs to: full-size
 statistics (moments, 8-bit codes) take the parameter's partition spec; reduced ones (factored row
 and column means, per-block means) keep it along the axes that survive and are replicated only along
-the axes they averaged away (size 1); 8-bit block scales keep it along the block axis where the
-number of blocks divides evenly. Counters and hyperparameters (scalars) are replicated.
+the axes they averaged away (size 1); 8-bit block scales keep it along the block axis where every
+shard holds whole blocks; placeholders are replicated. This is the layout ``init`` builds under
+explicit mesh axes (`adaptive_tx._layout.stat_spec`). Counters and hyperparameters (scalars) are
+replicated.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import jax
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from adaptive_tx import _layout
+
 
 def _axis_size(mesh: jax.sharding.Mesh, names: Any) -> int:
     if names is None:
@@ -27,13 +31,11 @@ def _axis_size(mesh: jax.sharding.Mesh, names: Any) -> int:
 
 
 def _like_param(x: Any, sharding: NamedSharding, param: Any) -> NamedSharding:
-    """The sharding of one array kept for a parameter: its spec, minus the axes it lacks."""
-    spec = tuple(sharding.spec) + (None,) * (len(param.shape) - len(sharding.spec))
-    axes = []
-    for size, param_size, names in zip(x.shape, param.shape, spec):
-        divides = size > 1 and size % _axis_size(sharding.mesh, names) == 0
-        axes.append(names if size == param_size or divides else None)
-    return NamedSharding(sharding.mesh, PartitionSpec(*axes))
+    """The sharding of one array kept for a parameter (`adaptive_tx._layout.stat_spec`: the layout
+    ``init`` gives it under explicit mesh axes)."""
+    axis_size = lambda names: _axis_size(sharding.mesh, names)
+    spec = _layout.stat_spec(tuple(param.shape), sharding.spec, tuple(x.shape), axis_size)
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
 def state_shardings(tx: optax.GradientTransformation, params: Any, param_shardings: Any) -> Any:

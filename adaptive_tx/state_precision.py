@@ -41,9 +41,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptive_tx import _validate
+from adaptive_tx import _layout, _validate
+from adaptive_tx._layout import (
+    PLACEHOLDER_SHAPE,
+    explicit_sharding,
+    full_like,
+    keep_layout,
+    lookup,
+    mesh_size,
+    placeholder,
+)
 
-BLOCK_SIZE = 256
+BLOCK_SIZE = _layout.BLOCK_SIZE
 """Coordinates per quantization block (Dettmers et al. 2022), along a statistic's last axis."""
 
 SR_BFLOAT16 = "bfloat16_sr"
@@ -124,7 +133,7 @@ def join(leaves: list[Any], treedef: Any, container: type | None) -> Any:
 
     Example:
       >>> treedef = jax.tree.structure({'a': 0, 'b': 0})
-      >>> stored = [QuantizedArray(jnp.zeros(2), jnp.zeros(0)) for _ in range(2)]
+      >>> stored = [QuantizedArray(jnp.zeros(2), placeholder()) for _ in range(2)]
       >>> jax.tree.map(jnp.shape, join(stored, treedef, QuantizedArray).codes)
       {'a': (2,), 'b': (2,)}
     """
@@ -151,6 +160,39 @@ def check_matches(
     _validate.check_tree_matches(
         where, updates, treedef.unflatten(shapes), per_block=per_block, stat_shape=stat_shape
     )
+
+
+def check_row_sparse(where: str, leaf: Any, storage: Any, stored: Any) -> None:
+    """Raises a TypeError naming the storage if it cannot update `leaf`'s rows one by one.
+
+    A row-sparse step gathers each array a storage keeps for the leaf at the touched rows (axis
+    0), runs the rule on them and scatters them back. That is exact where every array has the
+    leaf's rows along axis 0 (elementwise storages; 8-bit blocks, which run along the last axis
+    of a table, so that a row holds its own blocks; per-row means) or is a placeholder the
+    storage does not read. A storage's ``row_conflict(stored)`` says why it is not (a block
+    spanning rows: 8-bit blocks of a 1-d leaf, factored column means, a mean over axis 0), or
+    None; a storage without it is trusted if it does not estimate (``reads_stored``).
+
+    Example:
+      >>> check_row_sparse("Adam", "['emb']", Int8Blockwise(min_size=0), Int8Blockwise(
+      ...     min_size=0).init(jnp.zeros(4096), 0.0))
+      Traceback (most recent call last):
+      ...
+      TypeError: Adam: row-sparse leaf ['emb'] cannot update factored or per-block statistics row by row: Int8Blockwise(min_size=0, signed=None, stochastic=True) keeps one scale per 256 consecutive entries of this 1-d leaf, so a step on some rows would rescale others; keep this leaf's statistic elementwise (a float dtype, 'bfloat16_sr', or Int8Blockwise(min_size=...) above the leaf's size, e.g. with optax.multi_transform) or make its gradient dense (prepare_rows(lazy=False))
+    """
+    conflict = getattr(storage, "row_conflict", None)
+    if conflict is not None:
+        reason = conflict(stored)
+    else:
+        reason = "estimates its statistic over blocks" if storage.reads_stored else None
+    if reason:
+        raise TypeError(
+            f"{where}: row-sparse leaf {leaf} cannot update factored or per-block statistics "
+            f"row by row: {storage} {reason}, so a step on some rows would rescale others; keep "
+            "this leaf's statistic elementwise (a float dtype, 'bfloat16_sr', or "
+            "Int8Blockwise(min_size=...) above the leaf's size, e.g. with optax.multi_transform) "
+            "or make its gradient dense (prepare_rows(lazy=False))"
+        )
 
 
 def decode(stored: Any) -> jax.Array:
@@ -192,11 +234,17 @@ class Cast(NamedTuple):
     container = None
 
     def init(self, param: jax.Array, value: Any) -> jax.Array:
-        return jnp.full_like(param, value, dtype=self.dtype)
+        return full_like(param, value, self.dtype)
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         del key
-        return x.astype(previous.dtype)
+        if jnp.iscomplexobj(x) and not jnp.iscomplexobj(previous):
+            raise TypeError(
+                f"Cast({np.dtype(previous.dtype).name}) keeps a real dtype, but this statistic of "
+                f"a complex parameter is complex (a first moment); use None or a complex dtype "
+                "for it (mu_dtype=None)"
+            )
+        return keep_layout(x.astype(previous.dtype), previous)
 
 
 def round_stochastic_bfloat16(x: jax.Array, key: jax.Array) -> jax.Array:
@@ -242,12 +290,13 @@ class StochasticRounding(NamedTuple):
 
     def init(self, param: jax.Array, value: Any) -> jax.Array:
         _check_real("StochasticRounding", param)
-        return jnp.full(param.shape, value, jnp.bfloat16)
+        return full_like(param, value, jnp.bfloat16)
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         if key is None:
-            return x.astype(jnp.bfloat16)
-        return round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed))
+            return keep_layout(x.astype(jnp.bfloat16), previous)
+        rounded = round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed))
+        return keep_layout(rounded, previous)
 
 
 class QuantizedArray(NamedTuple):
@@ -256,9 +305,11 @@ class QuantizedArray(NamedTuple):
     Attributes:
       codes: the parameter's shape; int8 indexes the signed dynamic map (``code + 128``), uint8 the
         unsigned one. A leaf kept whole (smaller than ``Int8Blockwise.min_size``) holds its
-        float32 values here, and an empty ``scales``.
+        float32 values here, and a (1,) placeholder in ``scales``.
       scales: float32, ``shape[:-1] + (ceil(shape[-1] / 256),)``: each block's absolute maximum.
-        Blocks run along the last axis, so the codes shard exactly like the parameter.
+        Blocks run along the last axis, so the codes shard exactly like the parameter, and a
+        table's row (axis 0) holds its own blocks: a row's codes and scales are gathered and
+        scattered together.
 
     Example:
       >>> stored = quantize_blockwise(jnp.array([0.5, -1.0, 0.25]), signed=True)
@@ -281,16 +332,52 @@ class QuantizedArray(NamedTuple):
             return self.codes.astype(jnp.float32)
         signed = self.codes.dtype == jnp.int8
         index = self.codes.astype(jnp.int32) + (128 if signed else 0)
-        values = jnp.asarray(_TABLES[signed])[index]
+        values = lookup(_TABLES[signed], index)
         rows = values.reshape(values.shape or (1,))
-        scale = jnp.repeat(self.scales, BLOCK_SIZE, axis=-1)[..., : rows.shape[-1]]
-        return (rows * scale).reshape(self.codes.shape)
+        blocks = self.scales.shape + (BLOCK_SIZE,)
+        scale = jnp.broadcast_to(self.scales[..., None], blocks)
+        scale = scale.reshape(blocks[:-2] + (blocks[-2] * BLOCK_SIZE,))
+        scale = scale[..., : rows.shape[-1]]
+        return (rows * keep_layout(scale, rows)).reshape(self.codes.shape)
 
 
 def _scales_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """One scale per block of 256 along the last axis (a 0-d statistic is one block)."""
     rows = shape or (1,)
     return rows[:-1] + (math.ceil(rows[-1] / BLOCK_SIZE),)
+
+
+def count_below(table: np.ndarray, x: jax.Array) -> jax.Array:
+    """How many entries of the sorted `table` are below each `x` (``jnp.searchsorted``, side left).
+
+    A branch-free binary search: one gather from the small table per halving, elementwise in `x`,
+    so it keeps `x`'s sharding (``jnp.searchsorted`` cannot run on arrays sharded over explicit
+    mesh axes). NaN counts as above every entry, as in ``jnp.searchsorted``.
+
+    Example:
+      >>> count_below(np.array([0.0, 1.0, 2.0]), jnp.array([-1.0, 0.5, 1.0, 5.0, jnp.nan]))
+      Array([0, 1, 1, 3, 3], dtype=int32)
+    """
+    size = table.shape[0]
+    index = jnp.zeros_like(x, jnp.int32)
+    step = 1 << (size.bit_length() - 1)
+    while step:
+        probe = jnp.minimum(index + step, size)
+        index = jnp.where(lookup(table, probe - 1) < x, probe, index)
+        step >>= 1
+    return jnp.where(jnp.isnan(x), size, index)
+
+
+def _whole_blocks_per_shard(rows: jax.Array) -> jax.Array:
+    """`rows`, its last axis replicated if its shards do not hold whole blocks (explicit axes)."""
+    sharding = explicit_sharding(rows)
+    if sharding is None:
+        return rows
+    spec = tuple(sharding.spec) + (None,) * (rows.ndim - len(sharding.spec))
+    names = spec[-1]
+    if names is None or rows.shape[-1] % (BLOCK_SIZE * mesh_size(sharding, names)) == 0:
+        return rows
+    return jax.sharding.reshard(rows, jax.sharding.PartitionSpec(*spec[:-1], None))
 
 
 def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None) -> QuantizedArray:
@@ -317,16 +404,17 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
     rows = x.reshape(x.shape or (1,))
     n = rows.shape[-1]
     num_blocks = math.ceil(n / BLOCK_SIZE)
+    rows = _whole_blocks_per_shard(rows)
     pad = [(0, 0)] * (rows.ndim - 1) + [(0, num_blocks * BLOCK_SIZE - n)]
     blocks = jnp.pad(rows, pad).reshape(rows.shape[:-1] + (num_blocks, BLOCK_SIZE))
     scales = jnp.max(jnp.abs(blocks), axis=-1)
     normalized = blocks / jnp.where(scales > 0, scales, 1.0)[..., None]
     if key is None:
-        index = jnp.searchsorted(jnp.asarray(_MIDPOINTS[signed]), normalized)
+        index = count_below(_MIDPOINTS[signed], normalized)
     else:
-        table = jnp.asarray(_TABLES[signed])
-        upper = jnp.clip(jnp.searchsorted(table, normalized), 1, table.size - 1)
-        low, high = table[upper - 1], table[upper]
+        table = _TABLES[signed]
+        upper = jnp.clip(count_below(table, normalized), 1, table.size - 1)
+        low, high = lookup(table, upper - 1), lookup(table, upper)
         up = jax.random.uniform(key, normalized.shape) * (high - low) < normalized - low
         index = jnp.where(up, upper, upper - 1)
     if not signed:  # a positive second moment never decodes to 0 (the zero-point problem)
@@ -334,6 +422,9 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
     index = index.reshape(rows.shape[:-1] + (num_blocks * BLOCK_SIZE,))[..., :n]
     codes = (index - 128).astype(jnp.int8) if signed else index.astype(jnp.uint8)
     return QuantizedArray(codes.reshape(x.shape), scales.reshape(_scales_shape(x.shape)))
+
+
+_quantize_one = jax.jit(quantize_blockwise, static_argnums=1)  # one op in init, not thirty
 
 
 class Int8Blockwise(NamedTuple):
@@ -378,21 +469,29 @@ class Int8Blockwise(NamedTuple):
 
     def init(self, param: jax.Array, value: Any) -> QuantizedArray:
         _check_real("Int8Blockwise", param)
-        if param.size < self.min_size:
-            return QuantizedArray(jnp.full(param.shape, value, jnp.float32), jnp.zeros((0,)))
+        if math.prod(param.shape) < self.min_size:
+            return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
         # Every block of a constant array holds the same code and scale: those of one value.
-        one = quantize_blockwise(
-            jnp.full((1,), value, jnp.float32), signed=self.signed is not False
-        )
+        one = _quantize_one(jnp.full((1,), value, jnp.float32), self.signed is not False)
+        code, scale = one.codes[0], one.scales[0]
         return QuantizedArray(
-            jnp.full(param.shape, one.codes[0]), jnp.full(_scales_shape(param.shape), one.scales[0])
+            full_like(param, code, code.dtype),
+            full_like(param, scale, jnp.float32, _scales_shape(param.shape)),
         )
+
+    def row_conflict(self, stored: QuantizedArray) -> str | None:
+        """Why a leaf's rows cannot be updated alone: blocks of a quantized 1-d leaf span rows."""
+        if jnp.issubdtype(stored.codes.dtype, jnp.floating) or stored.codes.ndim >= 2:
+            return None
+        return f"keeps one scale per {BLOCK_SIZE} consecutive entries of this 1-d leaf"
 
     def encode(self, x: jax.Array, previous: QuantizedArray, key: Any) -> QuantizedArray:
         if jnp.issubdtype(previous.codes.dtype, jnp.floating):
-            return QuantizedArray(x.astype(jnp.float32), previous.scales)
+            kept = keep_layout(x.astype(jnp.float32), previous.codes)
+            return QuantizedArray(kept, previous.scales)
         key = key if self.stochastic else None
-        return quantize_blockwise(x, signed=previous.codes.dtype == jnp.int8, key=key)
+        stored = quantize_blockwise(x, signed=previous.codes.dtype == jnp.int8, key=key)
+        return QuantizedArray(*map(keep_layout, stored, previous))
 
 
 def storage(spec: Any, name: str = "state dtype", *, nonnegative: bool = False) -> Any:

@@ -13,6 +13,7 @@ import json
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
@@ -20,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 import adaptive_tx as atx
 from adaptive_tx import state_precision
-from tests.cases import max_rel_diff
+from tests.cases import DEFAULTS, case_id, max_rel_diff
 
 STEPS = 5
 # Every parameter but the scalar is split over all 8 devices, so that a copy of a state leaf on
@@ -141,6 +142,119 @@ def run(name):
     }
 
 
+# --- explicit mesh axes: sharding is part of an array's type ------------------------------------
+
+EXPLICIT_STORAGES = {
+    "float32": jnp.float32,
+    "bfloat16": jnp.bfloat16,
+    "bfloat16_sr": "bfloat16_sr",
+    "int8_blockwise": "int8_blockwise",
+    "factored": atx.Factored(min_dim_size_to_factor=2),
+    "block_mean": atx.BlockMean(axes=(0,)),
+}
+# optax's layout (2, 8, 4) split along axis 1; 8-bit leaves (4096 entries) whose blocks fall
+# across shards (m: 32 entries of a row per device), within them (e, b), and a scalar.
+EXPLICIT_PARAMS = {
+    "w": ((2, 8, 4), P(None, "x")),
+    "m": ((16, 256), P(None, "x")),
+    "e": ((64, 64), P("x", None)),
+    "b": ((4096,), P("x")),
+    "s": ((), P()),
+}
+# Built by an eager init too: one alias per storage, and the transformations with their own init.
+EXPLICIT_EAGER = ["adam()|" + name for name in EXPLICIT_STORAGES] + [
+    "rowwise_adagrad",
+    "adafactor",
+    "optax.adafactor",
+]
+# Compiled and run (1-2 s each): storages that reshard, round at random or reduce axes.
+EXPLICIT_RUN = ["adam()|int8_blockwise", "adam()|bfloat16_sr", "adafactor", "rowwise_adagrad"]
+
+
+def _explicit_case(row, storage):
+    spec = EXPLICIT_STORAGES[storage]
+    kwargs = {"nu_dtype": spec}
+    if not isinstance(spec, (atx.Factored, atx.BlockMean)) and row[0] != "adagrad":
+        kwargs["mu_dtype"] = spec  # estimating storages are for non-negative statistics only
+    return lambda: getattr(atx, row[0])(**row[1], **kwargs)
+
+
+def _explicit_cases():
+    cases = {
+        f"{case_id(row)}|{storage}": _explicit_case(row, storage)
+        for row in DEFAULTS
+        for storage in EXPLICIT_STORAGES
+    }
+    cases["rowwise_adagrad"] = lambda: atx.rowwise_adagrad(0.1)
+    cases["adafactor"] = lambda: atx.adafactor(0.1, min_dim_size_to_factor=2)
+    cases["optax.adafactor"] = lambda: optax.adafactor(0.1, min_dim_size_to_factor=2)
+    return cases
+
+
+def _types(tree):
+    def one(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            aval = jax.core.ShapedArray(x.shape, x.dtype, sharding=x.sharding)
+        else:
+            aval = x if isinstance(x, jax.core.ShapedArray) else jax.typeof(x)
+        return str(aval.update(weak_type=False))  # e.g. float32[2,8@x,4]
+
+    return jax.tree.map(one, tree)
+
+
+def explicit():
+    """Under ``jax.set_mesh`` with explicit axes, for every case: the state's types (shape, dtype,
+    sharding) from a jitted ``init`` and from ``update`` (a ``jit(fori_loop(update))`` traced, which
+    raises unless they agree), or the error; for the cases in EXPLICIT_EAGER also from an eager
+    ``init``, and the loop compiled and run for those in EXPLICIT_RUN (compiling is the slow part:
+    the rest is traced only)."""
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,))
+    out, to_run = {}, {}
+    with jax.set_mesh(mesh):
+        params = {
+            k: jax.device_put(np.full(shape, 0.5, np.float32), NamedSharding(mesh, spec))
+            for k, (shape, spec) in EXPLICIT_PARAMS.items()
+        }
+        grads = jax.tree.map(lambda p: p * 0.1 + 0.3, params)
+        for name, factory in _explicit_cases().items():
+            try:
+                tx = factory()
+
+                def loop(state, params, grads, tx=tx):
+                    body = lambda _, s: tx.update(grads, s, params)[1]
+                    return jax.lax.fori_loop(0, 2, body, state)
+
+                state = jax.jit(tx.init).trace(params).out_info
+                if name in EXPLICIT_EAGER:
+                    state = tx.init(params)
+                out[name] = {
+                    "params": _types(params),
+                    "init": _types(state),
+                    "jit_init": _types(jax.jit(tx.init).trace(params).out_info),
+                    "update": _types(jax.jit(loop).trace(state, params, grads).out_info),
+                }
+                if name in EXPLICIT_RUN:
+                    to_run[name] = (loop, state)
+            except Exception as error:  # reported, and the test fails naming the case
+                out[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+
+        @jax.jit
+        def run_all(states, params, grads):
+            return {name: loop(states[name], params, grads) for name, (loop, _) in to_run.items()}
+
+        final = run_all({name: s for name, (_, s) in to_run.items()}, params, grads)
+        for name, state in final.items():
+            out[name]["run"] = _types(state)
+            out[name]["finite"] = all(  # the statistics (hyperparameters may hold inf)
+                bool(np.all(np.isfinite(np.asarray(x, np.float32))))
+                for path, x in jax.tree_util.tree_flatten_with_path(state)[0]
+                if "hyperparams" not in jax.tree_util.keystr(path)
+            )
+    return out
+
+
 if __name__ == "__main__":
     names = sys.argv[1:] or list(OPTIMIZERS)
-    print(json.dumps({name: run(name) for name in names}))
+    result = {name: run(name) for name in names}
+    result["explicit"] = explicit()
+    print(json.dumps(result))

@@ -6,7 +6,8 @@ checkpoint) and an injected-hyperparameters Adam: train 50 steps and save params
 step 100 here; a fresh Python process restores the checkpoint, checks it, trains the same 50 steps
 and writes its result; both must be equal bit for bit. One child process serves all cases.
 
-Row-sparse and quantized states join the table when they exist (one entry in CASES each).
+Beyond the aliases: every storage (bfloat16, "bfloat16_sr", "int8_blockwise", Factored, BlockMean),
+both adafactors, row-wise Adagrad and prepare_rows on row-sparse gradients (STATE_CASES).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import adaptive_tx as atx
+from adaptive_tx.compat import keras as compat_keras
 from tests.cases import DEFAULTS, case_id, gradient_stream, make_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,16 +33,47 @@ STEPS, SAVE_AT = 100, 50
 NAN_STEPS = (20, 70)  # for the guarded case: one bad batch before the checkpoint, one after
 
 
+INT8_ALL = atx.Int8Blockwise(min_size=0)  # the small test leaves quantized too
+# Every storage and every transformation with a state of its own, beyond the aliases' defaults.
+# The model's leaves are all under 4096 coordinates and 128 rows: int8_blockwise keeps them whole
+# (a (1,) placeholder for the scales), Factored() keeps them unfactored (a (1,) placeholder for
+# the column means); a zero-size array there made orbax refuse to save.
+STATE_CASES = {
+    "adamw(int8_blockwise)": lambda: atx.adamw(
+        0.01, mu_dtype="int8_blockwise", nu_dtype="int8_blockwise"
+    ),
+    "adam(int8 every leaf, bfloat16_sr)": lambda: atx.adam(
+        0.01, mu_dtype=INT8_ALL, nu_dtype="bfloat16_sr"
+    ),
+    "adam(bfloat16, BlockMean)": lambda: atx.adam(
+        0.01, mu_dtype=jnp.bfloat16, nu_dtype=atx.BlockMean(axes=(0,))
+    ),
+    "adafactor": lambda: atx.adafactor(0.01),
+    "adafactor(factored)": lambda: atx.adafactor(0.01, min_dim_size_to_factor=2),
+    "keras.Adafactor": lambda: compat_keras.Adafactor(0.01),
+    "rowwise_adagrad": lambda: atx.rowwise_adagrad(0.1),
+    "prepare_rows(adam) on rows": lambda: optax.chain(atx.sparse.prepare_rows(), atx.adam(0.01)),
+    "skip_nonfinite(adam)": lambda: atx.skip_nonfinite(atx.adam(0.01), max_consecutive_errors=3),
+    "inject_hyperparams(adam)": lambda: optax.inject_hyperparams(atx.adam)(
+        learning_rate=0.01, b1=0.8
+    ),
+}
+
+
 def _make(case: str) -> optax.GradientTransformation:
-    if case == "skip_nonfinite(adam)":
-        return atx.skip_nonfinite(atx.adam(0.01), max_consecutive_errors=3)
-    if case == "inject_hyperparams(adam)":
-        return optax.inject_hyperparams(atx.adam)(learning_rate=0.01, b1=0.8)
+    if case in STATE_CASES:
+        return STATE_CASES[case]()
     name, kwargs = next(row for row in DEFAULTS if case_id(row) == case)
     return getattr(atx, name)(**kwargs)
 
 
-CASES = [case_id(row) for row in DEFAULTS] + ["skip_nonfinite(adam)", "inject_hyperparams(adam)"]
+CASES = [case_id(row) for row in DEFAULTS] + list(STATE_CASES)
+
+
+def _as_rows(t: int, g: np.ndarray) -> atx.RowSparse:
+    """Three rows of the table's gradient (one repeated), as a row-sparse leaf."""
+    rows = np.array([t % 10, (t + 3) % 10, (t + 3) % 10])
+    return atx.RowSparse(rows, g[rows], num_rows=g.shape[0])
 
 
 def _grads(case: str) -> list:
@@ -48,20 +81,28 @@ def _grads(case: str) -> list:
     if case.startswith("skip_nonfinite"):
         for t in NAN_STEPS:
             grads[t] = jax.tree.map(lambda g: np.full_like(g, np.nan), grads[t])
+    if case.endswith("on rows"):
+        grads = [{**g, "emb": _as_rows(t, g["emb"])} for t, g in enumerate(grads)]
     return grads
+
+
+def _apply(params, updates):
+    return atx.sparse.apply_updates(params, updates)
 
 
 def _stepper(tx):
     @jax.jit
     def step(params, state, g):
         updates, state = tx.update(g, state, params)
-        return optax.apply_updates(params, updates), state
+        return _apply(params, updates), state
 
     return step
 
 
 def _leaves(params, state) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves((params, state))]
+    """Every array as NumPy; bfloat16 as its bits (np.savez has no bfloat16)."""
+    as_np = [np.asarray(x) for x in jax.tree.leaves((params, state))]
+    return [x.view(np.uint16) if x.dtype == jnp.bfloat16 else x for x in as_np]
 
 
 def resume(directory: str) -> None:

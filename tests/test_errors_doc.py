@@ -75,6 +75,19 @@ def _rates_of_groups(groups, labels):
     return jax.jit(atx.effective_learning_rate)(state)  # raises while tracing: nothing compiled
 
 
+def _row_sparse_with_storage(shape, **storage):
+    params = {"emb": jnp.ones(shape)}
+    tx = atx.adam(0.1, **storage)
+    g = {"emb": atx.RowSparse([5], jnp.ones((1,) + shape[1:]), shape[0])}
+    return tx.update(g, tx.init(params), params)
+
+
+def _complex_with_real_mu_dtype():
+    params = {"z": jnp.ones(3, jnp.complex64)}
+    tx = atx.adam(0.1, mu_dtype=jnp.bfloat16)
+    return tx.update(params, tx.init(params), params)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -140,6 +153,9 @@ RAISES = {
     "rate-frozen-group-no-params": lambda: _rates_of_groups(
         {"a": atx.adam(0.1), "f": optax.set_to_zero()}, {"w": "a", "b": "f"}
     ),
+    "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
+    "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
+    "complex-real-mu-dtype": _complex_with_real_mu_dtype,
 }
 
 

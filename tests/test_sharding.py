@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import adaptive_tx as atx
+from tests import sharded_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 AB = ["a", "b"]  # both mesh axes: split 8 ways
@@ -138,3 +139,37 @@ def test_param_shardings_must_be_named_shardings():
     single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     with pytest.raises(TypeError, match="param_shardings must be a tree of .*NamedSharding"):
         atx.state_shardings(atx.adam(1e-3), params, {"w": single})
+
+
+# --- explicit mesh axes (jax.set_mesh): sharding is part of an array's type ---------------------
+
+
+def _leaf_types(tree):
+    """{path: type string} of a JSON'd tree of type strings."""
+    return {jax.tree_util.keystr(p): t for p, t in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.parametrize("name", sorted(sharded_run._explicit_cases()))
+def test_explicit_axes_state_keeps_the_types_init_gave_it(results, name):
+    """Every alias x storage, row-wise Adagrad and both adafactors: the state from an eager init,
+    a jitted init and update have the same shapes, dtypes and shardings (else a
+    ``jit(fori_loop(update))`` does not trace), and every full-size statistic is sharded like its
+    parameter."""
+    result = results["explicit"][name]
+    assert "error" not in result, result.get("error")
+    assert result["init"] == result["jit_init"] == result["update"]
+    if "run" in result:  # compiled and run two steps
+        assert result["run"] == result["init"] and result["finite"]
+    params = {k[2:-2]: t for k, t in _leaf_types(result["params"]).items()}
+    shapes = {k: t[t.index("[") :] for k, t in params.items()}
+    for path, leaf_type in _leaf_types(result["init"]).items():
+        key = next((k for k in params if f"['{k}']" in path), None)
+        shape = leaf_type[leaf_type.index("[") :]
+        if key and shape.replace("@x", "") == shapes[key].replace("@x", ""):
+            assert shape == shapes[key], (path, leaf_type, params[key])
+
+
+def test_explicit_axes_grid_covers_every_alias_and_storage(results):
+    names = set(results["explicit"])
+    assert len(names) == 10 * 6 + 3 and set(sharded_run.EXPLICIT_RUN) <= names
+    assert all("run" in results["explicit"][n] for n in sharded_run.EXPLICIT_RUN)
