@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from adaptive_tx.learning_rate import ScaleByLearningRateState
+from adaptive_tx.learning_rate import LEARNING_RATE_STATES
 
 
 class RateSummary(NamedTuple):
@@ -64,7 +64,7 @@ class RateSummary(NamedTuple):
 
 
 def _is_part(node: Any) -> bool:
-    return isinstance(node, ScaleByLearningRateState) or hasattr(node, "per_coordinate_scale")
+    return isinstance(node, LEARNING_RATE_STATES) or hasattr(node, "per_coordinate_scale")
 
 
 def _unwrap(opt_state: Any) -> Any:
@@ -109,7 +109,7 @@ def effective_learning_rate(opt_state: optax.OptState) -> optax.Updates:
     """
     parts = jax.tree.leaves(_unwrap(opt_state), is_leaf=_is_part)
     scales = [part for part in parts if hasattr(part, "per_coordinate_scale")]
-    rates = [part for part in parts if isinstance(part, ScaleByLearningRateState)]
+    rates = [part for part in parts if isinstance(part, LEARNING_RATE_STATES)]
     if len(scales) != 1 or len(rates) != 1:
         raise ValueError(
             "effective_learning_rate needs a state with exactly one adaptive primitive and one "
@@ -117,7 +117,7 @@ def effective_learning_rate(opt_state: optax.OptState) -> optax.Updates:
             f"({', '.join(type(s).__name__ for s in scales) or 'none'}) and {len(rates)} "
             "learning-rate states"
         )
-    learning_rate = rates[0].learning_rate
+    learning_rate = rates[0].rate
     return jax.tree.map(lambda s: learning_rate * s, scales[0].per_coordinate_scale())
 
 

@@ -54,8 +54,9 @@ def test_matches_optax_over_100_steps(row):
     name, kwargs = row
     params, grads = make_params(), gradient_stream(100)
     ours, our_state, traces = final(getattr(atx, name)(**kwargs), params, grads)
-    theirs, _, _ = final(getattr(optax, name)(**kwargs), params, grads)
+    theirs, their_state, _ = final(getattr(optax, name)(**kwargs), params, grads)
     assert traces == 1, "the jitted step recompiled across steps"
+    assert_tree_get_agrees(our_state, their_state, name)
     assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
     assert max_rel_diff(ours, theirs) <= 1e-5
     chex.assert_trees_all_equal_shapes(our_state[0][1], params)  # the first statistic tree
@@ -84,7 +85,10 @@ def test_inject_hyperparams_equals_plain(row):
     ours, state, traces = final(
         optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads
     )
-    theirs, _, _ = final(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
+    theirs, their_state, _ = final(
+        optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads
+    )
+    assert_tree_get_agrees(state, their_state, name, inject=True)
     plain, _, _ = final(getattr(atx, name)(**kwargs), params, grads)
     assert traces == 1
     assert max_rel_diff(ours, theirs) <= 1e-5
@@ -162,3 +166,60 @@ def test_flax_nnx_optimizer(row):
     _, theirs = _train_nnx(getattr(optax, name)(**kwargs))
     assert losses[-1] < losses[0]
     assert max_rel_diff(ours, theirs) <= 1e-5
+
+
+def _field_names(state) -> set:
+    """Every NamedTuple field name and dict key in a state."""
+    names, stack = set(), [state]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            names.update(node._fields)
+            stack.extend(node)
+        elif isinstance(node, (tuple, list)):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            names.update(k for k in node if isinstance(k, str))
+            stack.extend(node.values())
+    return names
+
+
+def _is_state(value) -> bool:
+    return isinstance(value, tuple)  # a state or a chain's tuple of states
+
+
+def _tree_get(state, key):
+    try:
+        return optax.tree.get(state, key)
+    except KeyError:
+        return KeyError
+
+
+def assert_tree_get_agrees(ours, theirs, name, inject=False):
+    """optax.tree.get on our state finds, for every name in optax's state, what it finds there:
+    the same value after the same steps. Where optax's has several values of a name, ours has
+    several too, or one equal to each. (Names only ours has are extra, e.g. the adaptive state's
+    ``count`` where optax's adagrad keeps none.)"""
+    for key in sorted(_field_names(theirs) | {"count", "learning_rate"}):
+        expected, got = _tree_get(theirs, key), _tree_get(ours, key)
+        if expected is None or _is_state(expected):
+            continue  # not in optax's state, or a sub-state (whose types differ by design)
+        special = inject and key == "count" and name in ("adagrad", "rmsprop")
+        if special and got is KeyError and expected is not KeyError:
+            # optax's adagrad and rmsprop states keep no step count, so under injection optax
+            # finds the injector's alone; ours also has the adaptive state's (the same number).
+            np.testing.assert_array_equal(
+                [v for _, v in optax.tree.get_all_with_path(ours, key)], expected
+            )
+            continue
+        if expected is KeyError:
+            # optax's state has several values (e.g. two step counts): ours has the same several,
+            # or one that equals each of them.
+            expected = [v for _, v in optax.tree.get_all_with_path(theirs, key)]
+            if got is KeyError or any(_is_state(v) for v in expected):
+                continue
+            for value in expected:
+                chex.assert_trees_all_close(got, value, rtol=1e-5, atol=1e-6)
+        else:
+            assert got is not KeyError, f"optax.tree.get(state, {key!r}) raises on ours"
+            chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
