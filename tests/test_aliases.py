@@ -223,3 +223,69 @@ def assert_tree_get_agrees(ours, theirs, name, inject=False):
         else:
             assert got is not KeyError, f"optax.tree.get(state, {key!r}) raises on ours"
             chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+GRAD_DTYPES = ["int8", "int32", "bool", "bfloat16", "float16", "float32", "complex64"]
+PARAM_DTYPES = ["bfloat16", "float16", "float32", "complex64"]
+# max |ours - reference| / max(|reference|, 1e-3) for an update of this dtype.
+UPDATE_TOL = {"bfloat16": 2e-2, "float16": 2e-3, "float32": 1e-5, "complex64": 1e-5}
+
+
+def _dtype_grid(steps=2):
+    """One tree with a leaf per (gradient dtype, parameter dtype), complex on real left out."""
+    values = np.array([3, -2, 5, 0])
+    params, grads = {}, [{} for _ in range(steps)]
+    for p_dtype in PARAM_DTYPES:
+        for g_dtype in GRAD_DTYPES:
+            if g_dtype == "complex64" and p_dtype != "complex64":
+                continue
+            key = f"{g_dtype}_on_{p_dtype}"
+            params[key] = jnp.asarray([1.0, -2.0, 0.5, 1.5], p_dtype)
+            for t in range(steps):
+                g = values * (t + 1) if g_dtype != "bool" else (values > 0) ^ bool(t)
+                grads[t][key] = jnp.asarray(g).astype(g_dtype)
+    return params, grads
+
+
+def _wide(dtype):
+    return jnp.complex64 if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.float32
+
+
+@pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
+def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
+    """An integer or boolean gradient is used as the numbers it holds (True is 1) and gives a
+    float update; every update has optax's dtype: that of its computation on a state shaped like
+    the parameters, the gradient's dtype promoted with the parameter's (optax is run on the
+    gradient cast to that dtype: on the raw integer gradient its nadam gives inf, and a boolean
+    gradient on float16 parameters NaN). The values equal optax's float32 computation within the
+    precision of the parameter and update dtypes; the state keeps its dtypes."""
+    name, kwargs = row
+    params, grads = _dtype_grid()
+    ours, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    dtypes = {k: jnp.result_type(grads[0][k].dtype, p.dtype) for k, p in params.items()}
+    wide_params = {k: p.astype(_wide(p.dtype)) for k, p in params.items()}
+    s1, s2 = ours.init(params), theirs.init(wide_params)
+    our_update, their_update = jax.jit(ours.update), jax.jit(theirs.update)
+    cast = {k: v.astype(dtypes[k]) for k, v in grads[0].items()}
+    u3, _ = jax.eval_shape(theirs.update, cast, theirs.init(params), params)
+    for g in grads:
+        u1, new_s1 = our_update(g, s1, params)
+        u2, s2 = their_update({k: v.astype(_wide(dtypes[k])) for k, v in g.items()}, s2, wide_params)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_s1, s1)
+        s1 = new_s1
+        for key, dtype in dtypes.items():
+            assert u1[key].dtype == dtype == u3[key].dtype, (key, u1[key].dtype, u3[key].dtype)
+            tol = max(UPDATE_TOL[str(dtype)], UPDATE_TOL[str(params[key].dtype)])
+            err = max_rel_diff(u1[key], u2[key])
+            assert err <= tol, (key, err)
+
+
+@pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
+def test_complex_gradient_on_real_parameters_is_refused(row):
+    """The state of a real parameter is real: a complex gradient would lose its imaginary part
+    (optax's state turns complex instead, changing its dtype under jit)."""
+    name, kwargs = row
+    tx = getattr(atx, name)(**kwargs)
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(TypeError, match="complex gradients to complex parameters"):
+        tx.update({"w": jnp.ones(3, jnp.complex64)}, tx.init(params), params)
