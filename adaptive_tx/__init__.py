@@ -32,6 +32,7 @@ from adaptive_tx.factored import (
     scale_by_factored_ema_of_squares,
 )
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
+from adaptive_tx.interop import from_optax_state
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
     ScaleByScheduledLearningRateState,
@@ -98,6 +99,7 @@ __all__ = (
     "dense_transformation",
     "effective_learning_rate",
     "effective_learning_rate_summary",
+    "from_optax_state",
     "nadam",
     "nadamw",
     "radam",

@@ -137,3 +137,20 @@ def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
         diff = np.where((a == e) | (np.isnan(a) & np.isnan(e)), 0.0, diff)
         worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
     return worst
+
+# adafactor (optax's twin has the same signature); not in ALIASES, whose 100-step parity and
+# row-sparse grids it does not take part in (factored statistics refuse rows). min_dim_size_to_factor
+# is small so that the (6, 4) matrix is factored and the vectors are kept whole.
+FACTORED = [
+    ("adafactor", dict(learning_rate=0.01, min_dim_size_to_factor=4)),
+    (
+        "adafactor",
+        dict(
+            learning_rate=SCHEDULE,
+            min_dim_size_to_factor=4,
+            momentum=0.9,
+            weight_decay_rate=0.01,
+            multiply_by_parameter_scale=False,
+        ),
+    ),
+]
