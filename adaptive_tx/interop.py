@@ -71,6 +71,13 @@ def _count(theirs: Any) -> jax.Array:
 
 def _like(value: Any, template: Any, what: str) -> Any:
     """`value` with `template`'s tree structure, shapes and dtypes, or a ValueError naming what."""
+    leaves = jax.tree.leaves(template, is_leaf=state_precision.is_stored)
+    stored = [t for t in leaves if state_precision.is_stored(t)]
+    if stored:
+        raise ValueError(
+            f"from_optax_state: cannot convert {what} into {type(stored[0]).__name__} storage; "
+            "convert into a plain-dtype state (mu_dtype / nu_dtype None or a float dtype)"
+        )
     if jax.tree.structure(value) != jax.tree.structure(template):
         raise ValueError(
             f"from_optax_state: cannot convert {what}: the optax state's tree "
@@ -78,11 +85,6 @@ def _like(value: Any, template: Any, what: str) -> Any:
         )
 
     def cast(v, t):
-        if state_precision.is_stored(t):
-            raise ValueError(
-                f"from_optax_state: cannot convert {what} into {type(t).__name__} storage; "
-                "convert into a plain-dtype state (mu_dtype / nu_dtype None or a float dtype)"
-            )
         if jnp.shape(v) != jnp.shape(t):
             raise ValueError(
                 f"from_optax_state: cannot convert {what}: shape {jnp.shape(v)} in the optax "
@@ -90,7 +92,7 @@ def _like(value: Any, template: Any, what: str) -> Any:
             )
         return jnp.asarray(v).astype(t.dtype)
 
-    return jax.tree.map(cast, value, template, is_leaf=state_precision.is_stored)
+    return jax.tree.map(cast, value, template)
 
 
 def _factored(theirs: Any, template: FactoredArray) -> FactoredArray:

@@ -247,7 +247,7 @@ def update_dtype(g: jax.Array, stats: Stats) -> jnp.dtype:
     return jnp.result_type(g.dtype, *dtypes)
 
 
-def check_complex_gradient(where: str, index: int, g: Any, stats: Stats) -> None:
+def check_complex_gradient(where: str, leaf: str, g: Any, stats: Stats) -> None:
     """Raises TypeError if a complex gradient leaf meets a statistic kept as a real array.
 
     The statistic would be cast to real and lose its imaginary part (optax's state silently
@@ -258,7 +258,7 @@ def check_complex_gradient(where: str, index: int, g: Any, stats: Stats) -> None
     for s in stats:
         if not state_precision.is_stored(s) and not jnp.iscomplexobj(s):
             raise TypeError(
-                f"{where}: gradient leaf {index} is {jnp.result_type(g)} but its statistics are "
+                f"{where}: gradient leaf {leaf} is {jnp.result_type(g)} but its statistics are "
                 f"real ({jnp.result_type(s)}, from a real parameter): the imaginary part would be "
                 "dropped; give complex gradients to complex parameters only (or pass the real "
                 "part, jnp.real(g))"
@@ -369,7 +369,10 @@ def dense_transformation(
             step = functools.partial(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
-            check_complex_gradient(where, index, getattr(g, "values", g), stats)
+            if jnp.iscomplexobj(getattr(g, "values", g)):
+                path = jax.tree_util.tree_flatten_with_path(updates, is_leaf=sparse.is_row_sparse)
+                leaf = jax.tree_util.keystr(path[0][index][0]) or "<root>"
+                check_complex_gradient(where, leaf, getattr(g, "values", g), stats)
             if sparse.is_row_sparse(g):
                 if per_block:
                     raise TypeError(

@@ -94,6 +94,21 @@ RAISES = {
     "row-index-negative": lambda: _adam_rows([3, -1, 4]),
     "row-table-size": lambda: _adam_rows([0], num_rows=11),
     "row-float-indices": lambda: atx.RowSparse(jnp.array([0.5]), jnp.ones((1, 3)), 10),
+    "complex-gradient-real-params": lambda: _adam_update(
+        {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}
+    ),
+    "optax-state-rowwise": lambda: atx.from_optax_state(
+        atx.rowwise_adagrad(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
+    ),
+    "optax-state-int8": lambda: atx.from_optax_state(
+        atx.adam(0.1, mu_dtype="int8_blockwise"), PARAMS, optax.adam(0.1).init(PARAMS)
+    ),
+    "optax-state-guard": lambda: atx.from_optax_state(
+        atx.skip_nonfinite(atx.adam(0.1)), PARAMS, optax.adam(0.1).init(PARAMS)
+    ),
+    "optax-state-other-optimizer": lambda: atx.from_optax_state(
+        atx.adam(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
+    ),
 }
 
 
