@@ -154,3 +154,19 @@ FACTORED = [
         ),
     ),
 ]
+
+# Learning rates at which every alias converges on the parabola and Rosenbrock problems of
+# optax's alias_test (test_optimization), the rest of each DEFAULTS row unchanged.
+CONVERGENCE_LR = {
+    "adagrad": 1.0,
+    "rmsprop": 5e-3,
+    "adam": 1e-1,
+    "adamw": 1e-1,
+    "nadam": 1e-2,
+    "nadamw": 1e-2,
+    "amsgrad": 1e-1,
+    "adamax": 1e-1,
+    "adamaxw": 1e-1,
+    "radam": 5e-3,
+    "adafactor": 1e-2,
+}
