@@ -16,6 +16,7 @@ import adaptive_tx as atx
 from tests.cases import (
     ALIASES,
     DEFAULTS,
+    FACTORED,
     case_id,
     gradient_stream,
     make_params,
@@ -231,11 +232,11 @@ PARAM_DTYPES = ["bfloat16", "float16", "float32", "complex64"]
 UPDATE_TOL = {"bfloat16": 2e-2, "float16": 2e-3, "float32": 1e-5, "complex64": 1e-5}
 
 
-def _dtype_grid(steps=2):
+def _dtype_grid(steps=2, real_only=False):
     """One tree with a leaf per (gradient dtype, parameter dtype), complex on real left out."""
     values = np.array([3, -2, 5, 0])
     params, grads = {}, [{} for _ in range(steps)]
-    for p_dtype in PARAM_DTYPES:
+    for p_dtype in ("bfloat16", "float32") if real_only else PARAM_DTYPES:
         for g_dtype in GRAD_DTYPES:
             if g_dtype == "complex64" and p_dtype != "complex64":
                 continue
@@ -251,7 +252,7 @@ def _wide(dtype):
     return jnp.complex64 if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.float32
 
 
-@pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
+@pytest.mark.parametrize("row", DEFAULTS + FACTORED[:1], ids=case_id)
 def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     """An integer or boolean gradient is used as the numbers it holds (True is 1) and gives a
     float update; every update has optax's dtype: that of its computation on a state shaped like
@@ -260,7 +261,9 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     gradient on float16 parameters NaN). The values equal optax's float32 computation within the
     precision of the parameter and update dtypes; the state keeps its dtypes."""
     name, kwargs = row
-    params, grads = _dtype_grid()
+    # adafactor: complex parameters are tests/test_factored.py's; its float16 means underflow
+    # eps = 1e-30 to 0, so a zero gradient coordinate gives 0 * inf (as optax's float16 state)
+    params, grads = _dtype_grid(real_only=name == "adafactor")
     ours, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
     dtypes = {k: jnp.result_type(grads[0][k].dtype, p.dtype) for k, p in params.items()}
     wide_params = {k: p.astype(_wide(p.dtype)) for k, p in params.items()}
@@ -289,3 +292,47 @@ def test_complex_gradient_on_real_parameters_is_refused(row):
     params = {"w": jnp.ones(3)}
     with pytest.raises(TypeError, match="complex gradients to complex parameters"):
         tx.update({"w": jnp.ones(3, jnp.complex64)}, tx.init(params), params)
+
+
+def _presets():
+    from adaptive_tx.compat import keras as compat_keras
+    from adaptive_tx.compat import torch as compat_torch
+
+    # (SparseAdam refuses dense gradients: tests/test_compat_torch.py)
+    rows = [
+        (f"torch.{n}", getattr(compat_torch, n), dict(lr=0.01))
+        for n in compat_torch.__all__
+        if n != "SparseAdam"
+    ]
+    rows += [
+        (f"keras.{n}", getattr(compat_keras, n), dict(learning_rate=0.01))
+        for n in compat_keras.__all__
+        if n[0].isupper()
+    ]
+    return rows
+
+
+@pytest.mark.parametrize("preset", _presets(), ids=lambda row: row[0])
+def test_preset_update_dtype_for_every_real_gradient_and_parameter_dtype(preset):
+    """The presets give the aliases' update dtypes (the gradient's promoted with the parameter's)
+    for every real gradient and parameter dtype (they refuse complex parameters), and an integer or
+    boolean gradient moves the parameters as the same numbers in float32 do (whose parity with
+    torch and keras their own tests pin), within the precision of the narrower dtype. (A smaller
+    grid than the aliases': integer, boolean and bfloat16 gradients on bfloat16 and float32.)"""
+    name, factory, kwargs = preset
+    tx = factory(**kwargs)
+    params, (grads, _) = _dtype_grid()
+    kept = [f"{g}_on_{p}" for g in ("int32", "bool", "bfloat16") for p in ("bfloat16", "float32")]
+    params = {k: v for k, v in params.items() if k in kept}
+    grads = {k: v for k, v in grads.items() if k in params}
+    wide = {k: v.astype(jnp.float32) for k, v in params.items()}
+    updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+    expected, _ = jax.jit(tx.update)(
+        {k: v.astype(jnp.float32) for k, v in grads.items()}, tx.init(wide), wide
+    )
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, tx.init(params))
+    for key, p in params.items():
+        dtype = jnp.result_type(grads[key].dtype, p.dtype)
+        assert updates[key].dtype == dtype, (key, updates[key].dtype, dtype)
+        tol = max(UPDATE_TOL[str(dtype)], UPDATE_TOL[str(p.dtype)])
+        assert max_rel_diff(updates[key], expected[key]) <= tol, key
