@@ -213,6 +213,10 @@ def apply_rule(
         storages = (state_precision.Cast(),) * len(stats)
     wide_g = g.astype(compute_dtype(g.dtype))
     new_stats = rule.accumulate(wide_g, widen(stats), t)
+    for new, old in zip(new_stats, stats):
+        if jnp.iscomplexobj(new) and not state_precision.is_stored(old):
+            if not jnp.iscomplexobj(old):
+                raise ComplexToRealError(jnp.result_type(g), jnp.result_type(old))
     stored = tuple(
         storage.encode(new, old, None if key is None else jax.random.fold_in(key, i))
         for i, (storage, new, old) in enumerate(zip(storages, new_stats, stats))
@@ -256,22 +260,20 @@ def _stored_dtype(stat: Any) -> Any:
     return jnp.result_type(*floats) if floats else jnp.float32
 
 
-def check_complex_gradient(where: str, leaf: str, g: Any, stats: Stats) -> None:
-    """Raises TypeError if a complex gradient leaf meets a statistic kept as a real array.
+class ComplexToRealError(TypeError):
+    """A complex statistic (from a complex gradient) would be kept in a real array."""
 
-    The statistic would be cast to real and lose its imaginary part (optax's state silently
-    turns complex instead); a complex gradient belongs to a complex parameter.
-    """
-    if not jnp.iscomplexobj(g):
-        return
-    for s in stats:
-        if not state_precision.is_stored(s) and not jnp.iscomplexobj(s):
-            raise TypeError(
-                f"{where}: gradient leaf {leaf} is {jnp.result_type(g)} but its statistics are "
-                f"real ({jnp.result_type(s)}, from a real parameter): the imaginary part would be "
-                "dropped; give complex gradients to complex parameters only (or pass the real "
-                "part, jnp.real(g))"
-            )
+    def __init__(self, g_dtype: Any, stat_dtype: Any):
+        super().__init__(g_dtype, stat_dtype)
+        self.g_dtype, self.stat_dtype = g_dtype, stat_dtype
+
+    def message(self, where: str, leaf: str) -> str:
+        return (
+            f"{where}: gradient leaf {leaf} is {self.g_dtype} but a complex statistic of it is "
+            f"kept as {self.stat_dtype} (a real parameter's, or a real mu_dtype): the imaginary "
+            "part would be dropped; give complex gradients to complex parameters with complex "
+            "or default state dtypes (or pass the real part, jnp.real(g))"
+        )
 
 
 def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
@@ -378,19 +380,20 @@ def dense_transformation(
             step = functools.partial(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
-            if jnp.iscomplexobj(getattr(g, "values", g)):
+            if sparse.is_row_sparse(g) and per_block:
+                raise TypeError(
+                    f"{where}: row-sparse leaf {index} cannot update factored or per-block "
+                    "statistics row by row; use a dense gradient or an elementwise storage"
+                )
+            try:
+                if sparse.is_row_sparse(g):
+                    update, new_stats = sparse.apply_rows(step, g, tuple(stats))
+                else:
+                    update, new_stats = step(g, tuple(stats))
+            except ComplexToRealError as error:
                 path = jax.tree_util.tree_flatten_with_path(updates, is_leaf=sparse.is_row_sparse)
                 leaf = jax.tree_util.keystr(path[0][index][0]) or "<root>"
-                check_complex_gradient(where, leaf, getattr(g, "values", g), stats)
-            if sparse.is_row_sparse(g):
-                if per_block:
-                    raise TypeError(
-                        f"{where}: row-sparse leaf {index} cannot update factored or per-block "
-                        "statistics row by row; use a dense gradient or an elementwise storage"
-                    )
-                update, new_stats = sparse.apply_rows(step, g, tuple(stats))
-            else:
-                update, new_stats = step(g, tuple(stats))
+                raise TypeError(error.message(where, leaf)) from None
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)

@@ -285,14 +285,37 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
 
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_complex_gradient_on_real_parameters_is_refused(row):
-    """The state of a real parameter is real: a complex gradient would lose its imaginary part
-    (optax's state turns complex instead, changing its dtype under jit)."""
+    """A complex gradient on a real parameter: where optax's state would turn complex (a first
+    moment), the real statistic would lose its imaginary part, so it is refused; where the
+    statistics stay real (|g|^2: adagrad, rmsprop), the update is optax's (complex)."""
     name, kwargs = row
-    tx = getattr(atx, name)(**kwargs)
-    params = {"w": jnp.ones(3)}
-    with pytest.raises(TypeError, match="complex gradients to complex parameters"):
-        tx.update({"w": jnp.ones(3, jnp.complex64)}, tx.init(params), params)
-
+    tx, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    params, g = {"w": jnp.ones(3)}, {"w": jnp.full(3, 1 + 2j, jnp.complex64)}
+    their_state = theirs.init(params)
+    their_updates, new_state = theirs.update(g, their_state, params)
+    turns_complex = any(
+        jnp.iscomplexobj(new) and not jnp.iscomplexobj(old)
+        for old, new in zip(jax.tree.leaves(their_state), jax.tree.leaves(new_state))
+    )
+    if turns_complex:
+        with pytest.raises(TypeError, match="complex gradients to complex parameters"):
+            tx.update(g, tx.init(params), params)
+    else:
+        updates, _ = tx.update(g, tx.init(params), params)
+        assert updates["w"].dtype == their_updates["w"].dtype == jnp.complex64
+        assert max_rel_diff(updates, their_updates) <= 1e-6
+    if name not in ("adagrad", "rmsprop"):  # the Adam family: a first moment
+        # complex parameters with a real first moment are refused too; a real nu_dtype is fine
+        # (the second moment is real)
+        complex_params = {"w": jnp.ones(3, jnp.complex64)}
+        for option, refused in (("mu_dtype", True), ("nu_dtype", False)):
+            tx = getattr(atx, name)(**kwargs, **{option: jnp.float32})
+            if refused:
+                with pytest.raises(TypeError, match="complex gradients to complex parameters"):
+                    tx.update(g, tx.init(complex_params), complex_params)
+            else:
+                updates, _ = tx.update(g, tx.init(complex_params), complex_params)
+                assert jnp.all(jnp.imag(updates["w"]) != 0)
 
 def _presets():
     from adaptive_tx.compat import keras as compat_keras
