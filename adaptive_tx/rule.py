@@ -245,19 +245,20 @@ def update_dtype(g: jax.Array, stats: Stats) -> jnp.dtype:
       >>> update_dtype(jnp.array([3, -2]), (jnp.zeros(2, jnp.bfloat16),))
       dtype(bfloat16)
     """
-    dtypes = [_stored_dtype(s) for s in stats]
+    dtypes = [d for d in (_stored_dtype(s) for s in stats) if d is not None]
     if not dtypes and not jnp.issubdtype(g.dtype, jnp.inexact):
         dtypes = [jnp.float32]
     return jnp.result_type(g.dtype, *dtypes)
 
 
 def _stored_dtype(stat: Any) -> Any:
-    """A statistic's dtype: a plain array's, or a container's float fields' (factored means keep
-    the parameter's dtype; 8-bit codes count with their float32 scales)."""
+    """A statistic's dtype where it is the parameter's: a plain array's, factored means' (kept in
+    the parameter's dtype); None for 8-bit codes, whose dtype says nothing of the parameter."""
     if not state_precision.is_stored(stat):
         return jnp.result_type(stat)
-    floats = [x for x in stat if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    return jnp.result_type(*floats) if floats else jnp.float32
+    if getattr(stat, "_fields", None) == ("row", "col"):  # FactoredArray
+        return jnp.result_type(stat.row)
+    return None
 
 
 class ComplexToRealError(TypeError):
