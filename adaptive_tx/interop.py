@@ -1,4 +1,4 @@
-r"""Moving from optax: an optax optimizer state as the state of the equivalent adaptive_tx optimizer.
+r"""Moving from optax: an optax optimizer state as the state of the adaptive_tx equivalent.
 
 A checkpoint written by an optax training run restores into optax's state classes
 (``ScaleByAdamState``, ``EmptyState``, ...), not into this library's, so ``orbax`` cannot restore

@@ -187,10 +187,10 @@ def apply_rule(
 
     The rule computes in float32 (or wider) on the decoded statistics (`widen`); the update takes
     the gradient's dtype promoted with the statistics' (`update_dtype`: float32 for a bfloat16 or
-    integer gradient on float32 parameters, as in optax) and each new statistic is encoded by its storage
-    (`adaptive_tx.state_precision`; None: kept in the dtype it is stored in). The update reads the
-    new float32 statistics, or, for storages that estimate (``reads_stored``: factored, per block),
-    the statistics as stored.
+    integer gradient on float32 parameters, as in optax) and each new statistic is encoded by its
+    storage (`adaptive_tx.state_precision`; None: kept in the dtype it is stored in). The update
+    reads the new float32 statistics, or, for storages that estimate (``reads_stored``: factored,
+    per block), the statistics as stored.
 
     Args:
       rule: the per-coordinate rule.

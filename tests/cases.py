@@ -139,8 +139,8 @@ def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
     return worst
 
 # adafactor (optax's twin has the same signature); not in ALIASES, whose 100-step parity and
-# row-sparse grids it does not take part in (factored statistics refuse rows). min_dim_size_to_factor
-# is small so that the (6, 4) matrix is factored and the vectors are kept whole.
+# row-sparse grids it does not take part in (factored statistics refuse rows).
+# min_dim_size_to_factor is small so that the (6, 4) matrix is factored, the vectors kept whole.
 FACTORED = [
     ("adafactor", dict(learning_rate=0.01, min_dim_size_to_factor=4)),
     (

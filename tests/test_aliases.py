@@ -273,7 +273,8 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     u3, _ = jax.eval_shape(theirs.update, cast, theirs.init(params), params)
     for g in grads:
         u1, new_s1 = our_update(g, s1, params)
-        u2, s2 = their_update({k: v.astype(_wide(dtypes[k])) for k, v in g.items()}, s2, wide_params)
+        wide_g = {k: v.astype(_wide(dtypes[k])) for k, v in g.items()}
+        u2, s2 = their_update(wide_g, s2, wide_params)
         chex.assert_trees_all_equal_shapes_and_dtypes(new_s1, s1)
         s1 = new_s1
         for key, dtype in dtypes.items():

@@ -3,7 +3,8 @@
 For every row of the table (and adafactor), optax runs SAVE_AT steps, its state is converted to
 the adaptive_tx twin's, and adaptive_tx runs the remaining steps: the parameters equal those of
 optax's uninterrupted run (1e-5). One row per alias and layout of optax's state; the rmsprop,
-adamaxw and adafactor states also go through an orbax checkpoint (restored with optax's own state as the target) before the conversion.
+adamaxw and adafactor states also go through an orbax checkpoint (restored with optax's own state
+as the target) before the conversion.
 """
 
 from __future__ import annotations
@@ -105,9 +106,7 @@ def test_resumes_an_optax_run_under_inject_hyperparams():
     theirs = optax.inject_hyperparams(optax.adamw)(**kwargs)
     step, state = _stepper(theirs), theirs.init(params)
     for g in grads[:SAVE_AT]:
-        params_saved = params
         params, state = step(params, state, g)
-    del params_saved
     saved_params, saved_state = params, state
     for g in grads[SAVE_AT:]:
         params, state = step(params, state, g)
