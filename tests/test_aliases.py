@@ -79,9 +79,23 @@ def test_updates_keep_gradient_dtype(row, dtype):
     assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates))
 
 
+def _numeric_defaults(factory) -> dict:
+    """Every hyperparameter of `factory` with a numeric default: what inject_hyperparams injects
+    when it is passed."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(factory).parameters.values()
+        if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
+    }
+
+
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_inject_hyperparams_equals_plain(row):
+    """Every numeric hyperparameter passed, so injected as an array (optax's test: all
+    hyperparameters injectable): the same updates as optax's twin injected the same way, and the
+    plain alias's within float32 rounding."""
     name, kwargs = row
+    kwargs = {**_numeric_defaults(getattr(optax, name)), **kwargs}
     params, grads = make_params(), gradient_stream(10)
     ours, state, traces = final(
         optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads
@@ -96,6 +110,7 @@ def test_inject_hyperparams_equals_plain(row):
     # Injected hyperparameters are float32 arrays (python floats are rounded later): ~1e-7 per op.
     assert max_rel_diff(ours, plain) <= 1e-4
     assert state.hyperparams["learning_rate"] == np.float32(kwargs["learning_rate"])
+    assert set(kwargs) <= set(state.hyperparams)
 
 
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)

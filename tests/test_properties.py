@@ -295,29 +295,6 @@ def test_converges_on_a_parabola_and_rosenbrock_in_float32_and_complex64(row):
     chex.assert_trees_all_close(params, expected, rtol=3e-2, atol=3e-2)
 
 
-def _numeric_defaults(factory) -> dict:
-    """Every hyperparameter of `factory` with a numeric default: what inject_hyperparams injects
-    when it is passed."""
-    return {
-        p.name: p.default
-        for p in inspect.signature(factory).parameters.values()
-        if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
-    }
-
-
-@pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
-def test_every_numeric_hyperparameter_is_injectable(row):
-    """inject_hyperparams with every numeric hyperparameter passed (so injected as an array):
-    the same updates as optax's twin injected the same way, and each is in the state."""
-    name, kwargs = row
-    kwargs = {**_numeric_defaults(getattr(optax, name)), **kwargs}
-    params, grads = make_params(), gradient_stream(4)
-    ours, state, _ = run(optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads)
-    theirs, _, _ = run(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
-    assert set(kwargs) <= set(state.hyperparams)
-    assert max_rel_diff(ours[-1], theirs[-1]) <= 1e-5
-
-
 @pytest.mark.parametrize("row", ALIASES + FACTORED, ids=case_id)
 def test_state_shapes_and_dtypes_are_the_same_after_init_and_update(row):
     """optax's transform tests: jax.eval_shape of init and of update's state agree (so that a
