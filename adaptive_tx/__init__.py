@@ -32,7 +32,12 @@ from adaptive_tx.factored import (
     scale_by_factored_ema_of_squares,
 )
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
-from adaptive_tx.learning_rate import ScaleByLearningRateState, scale_by_learning_rate
+from adaptive_tx.interop import from_optax_state
+from adaptive_tx.learning_rate import (
+    ScaleByLearningRateState,
+    ScaleByScheduledLearningRateState,
+    scale_by_learning_rate,
+)
 from adaptive_tx.moments import (
     ScaleByBiasCorrectedMomentsState,
     ScaleByInfNormMomentsState,
@@ -78,6 +83,7 @@ __all__ = (
     "ScaleByLearningRateState",
     "ScaleByRectifiedMomentsState",
     "ScaleByRowwiseSumOfSquaresState",
+    "ScaleByScheduledLearningRateState",
     "ScaleBySumOfSquaresState",
     "SkipNonfiniteState",
     "StochasticRounding",
@@ -94,6 +100,7 @@ __all__ = (
     "dense_transformation",
     "effective_learning_rate",
     "effective_learning_rate_summary",
+    "from_optax_state",
     "nadam",
     "nadamw",
     "radam",

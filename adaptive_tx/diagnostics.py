@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx.learning_rate import ScaleByLearningRateState
+from adaptive_tx.learning_rate import LEARNING_RATE_STATES
 
 
 class RateSummary(NamedTuple):
@@ -89,12 +89,12 @@ class RateSummary(NamedTuple):
 
 
 def _is_part(node: Any) -> bool:
-    return isinstance(node, ScaleByLearningRateState) or hasattr(node, "per_coordinate_scale")
+    return isinstance(node, LEARNING_RATE_STATES) or hasattr(node, "per_coordinate_scale")
 
 
-def _applied_rate(part: ScaleByLearningRateState) -> jax.Array:
+def _applied_rate(part: Any) -> jax.Array:
     """The learning rate a `scale_by_learning_rate` state applied at its last step."""
-    return part.learning_rate
+    return part.rate
 
 
 def _unwrap(opt_state: Any) -> Any:
@@ -121,7 +121,7 @@ def _parts(state: Any) -> tuple[list, list]:
     """The adaptive states and the learning-rate states found in `state`."""
     parts = jax.tree.leaves(state, is_leaf=_is_part)
     scales = [part for part in parts if hasattr(part, "per_coordinate_scale")]
-    rates = [part for part in parts if isinstance(part, ScaleByLearningRateState)]
+    rates = [part for part in parts if isinstance(part, LEARNING_RATE_STATES)]
     return scales, rates
 
 

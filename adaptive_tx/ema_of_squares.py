@@ -53,7 +53,8 @@ class ScaleByEmaOfSquaresState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       nu: params-shaped tree, the EMA of squared gradients :math:`\\nu_t`.
       mu: params-shaped tree, the EMA of gradients :math:`\\mu_t` (centered variant only, else None).
-      hyperparams: the `EmaOfSquaresHyperparams` values, packed in one float array.
+      packed_hyperparams: the `EmaOfSquaresHyperparams` values in one float array
+        (not ``hyperparams``: ``optax.inject_hyperparams`` names its own field so).
 
     Example:
       >>> import jax.numpy as jnp
@@ -66,12 +67,12 @@ class ScaleByEmaOfSquaresState(NamedTuple):
     count: jax.Array
     nu: optax.Updates
     mu: optax.Updates | None = None
-    hyperparams: jax.Array | None = None
+    packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`1/(\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)` at the last step."""
         rule = ema_of_squares_rule(
-            EmaOfSquaresHyperparams(*self.hyperparams), centered=self.mu is not None
+            EmaOfSquaresHyperparams(*self.packed_hyperparams), centered=self.mu is not None
         )
         return state_scale(rule, self)
 

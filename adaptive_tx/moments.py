@@ -70,7 +70,8 @@ class ScaleByBiasCorrectedMomentsState(NamedTuple):
       mu: params-shaped tree, the first moment :math:`m_t` (``mu_dtype``).
       nu: params-shaped tree, the second moment :math:`v_t` (``nu_dtype``).
       nu_max: params-shaped tree, the running maximum of :math:`\\hat v_t` (AMSGrad only, else None).
-      hyperparams: the `BiasCorrectedMomentsHyperparams` values, packed in one float array.
+      packed_hyperparams: the `BiasCorrectedMomentsHyperparams` values in one float array
+        (not ``hyperparams``: ``optax.inject_hyperparams`` names its own field so).
 
     Example:
       >>> import jax.numpy as jnp
@@ -84,12 +85,12 @@ class ScaleByBiasCorrectedMomentsState(NamedTuple):
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None = None
-    hyperparams: jax.Array | None = None
+    packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`."""
         amsgrad = self.nu_max is not None
-        hyperparams = BiasCorrectedMomentsHyperparams(*self.hyperparams)
+        hyperparams = BiasCorrectedMomentsHyperparams(*self.packed_hyperparams)
         return state_scale(bias_corrected_moments_rule(hyperparams, False, amsgrad), self)
 
 
@@ -119,7 +120,8 @@ class ScaleByInfNormMomentsState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the exponentially weighted infinity norm :math:`u_t`.
-      hyperparams: the `InfNormMomentsHyperparams` values, packed in one float array.
+      packed_hyperparams: the `InfNormMomentsHyperparams` values in one float array
+        (not ``hyperparams``: ``optax.inject_hyperparams`` names its own field so).
 
     Example:
       >>> import jax.numpy as jnp
@@ -132,12 +134,12 @@ class ScaleByInfNormMomentsState(NamedTuple):
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
-    hyperparams: jax.Array | None = None
+    packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`(1-\beta_1^t)^{-1} / (u_t [+ \epsilon])` at the last step."""
         return state_scale(
-            inf_norm_moments_rule(InfNormMomentsHyperparams(*self.hyperparams)), self
+            inf_norm_moments_rule(InfNormMomentsHyperparams(*self.packed_hyperparams)), self
         )
 
 
@@ -179,7 +181,8 @@ class ScaleByRectifiedMomentsState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       mu: params-shaped tree, the first moment :math:`m_t`.
       nu: params-shaped tree, the second moment :math:`v_t`.
-      hyperparams: the `RectifiedMomentsHyperparams` values, packed in one float array.
+      packed_hyperparams: the `RectifiedMomentsHyperparams` values in one float array
+        (not ``hyperparams``: ``optax.inject_hyperparams`` names its own field so).
 
     Example:
       >>> import jax.numpy as jnp
@@ -192,12 +195,15 @@ class ScaleByRectifiedMomentsState(NamedTuple):
     count: jax.Array
     mu: optax.Updates
     nu: optax.Updates
-    hyperparams: jax.Array | None = None
+    packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale at the last step: :math:`r_t` times Adam's, or :math:`(1-\beta_1^t)^{-1}`."""
         return state_scale(
-            rectified_moments_rule(RectifiedMomentsHyperparams(*self.hyperparams), False), self
+            rectified_moments_rule(
+                RectifiedMomentsHyperparams(*self.packed_hyperparams), False
+            ),
+            self,
         )
 
 

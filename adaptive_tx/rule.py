@@ -188,7 +188,7 @@ def state_scale(rule: Rule, state: Any) -> Any:
     statistics.
 
     Args:
-      rule: the rule the state's transformation applies (rebuilt from ``state.hyperparams``).
+      rule: the rule the state's transformation applies (rebuilt from ``state.packed_hyperparams``).
       state: ``state_type(count, *stats, ...)``.
 
     Returns:
@@ -221,10 +221,11 @@ def apply_rule(
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
 
     The rule computes in float32 (or wider) on the decoded statistics (`widen`); the update takes
-    the gradient's dtype and each new statistic is encoded by its storage
-    (`adaptive_tx.state_precision`; None: kept in the dtype it is stored in). The update reads the
-    new float32 statistics, or, for storages that estimate (``reads_stored``: factored, per block),
-    the statistics as stored.
+    the gradient's dtype promoted with the statistics' (`update_dtype`: float32 for a bfloat16 or
+    integer gradient on float32 parameters, as in optax) and each new statistic is encoded by its
+    storage (`adaptive_tx.state_precision`; None: kept in the dtype it is stored in). The update
+    reads the new float32 statistics, or, for storages that estimate (``reads_stored``: factored,
+    per block), the statistics as stored.
 
     Args:
       rule: the per-coordinate rule.
@@ -247,6 +248,10 @@ def apply_rule(
         storages = (state_precision.Cast(),) * len(stats)
     wide_g = g.astype(compute_dtype(g.dtype))
     new_stats = rule.accumulate(wide_g, widen(stats), t)
+    for new, old in zip(new_stats, stats):
+        if jnp.iscomplexobj(new) and not state_precision.is_stored(old):
+            if not jnp.iscomplexobj(old):
+                raise ComplexToRealError(jnp.result_type(g), jnp.result_type(old))
     stored = tuple(
         storage.encode(new, old, None if key is None else jax.random.fold_in(key, i))
         for i, (storage, new, old) in enumerate(zip(storages, new_stats, stats))
@@ -256,7 +261,55 @@ def apply_rule(
         for storage, new, kept in zip(storages, new_stats, stored)
     )
     update = rule.direction(wide_g, seen, t) * rule.scale(seen, t)
-    return update.astype(g.dtype), stored
+    return update.astype(update_dtype(g, stats)), stored
+
+
+def update_dtype(g: jax.Array, stats: Stats) -> jnp.dtype:
+    """The dtype of the update: the gradient's promoted with the statistics' (as optax's is).
+
+    optax computes the update from its state, which has the parameters' dtype, so its update has
+    the dtype of the gradient promoted with the parameters': float32 for a bfloat16 gradient on
+    float32 parameters, and a float update for an integer or boolean gradient (whose values are
+    used as numbers: ``True`` is 1). Here the statistics stand for the parameters: a statistic
+    kept as a plain array counts with its dtype, one kept in a container (8-bit, factored) with
+    float32, the dtype it decodes to. A rule without statistics keeps a float gradient's dtype.
+
+    Example:
+      >>> update_dtype(jnp.ones(2, jnp.bfloat16), (jnp.zeros(2),))
+      dtype('float32')
+      >>> update_dtype(jnp.array([3, -2]), (jnp.zeros(2, jnp.bfloat16),))
+      dtype(bfloat16)
+    """
+    dtypes = [d for d in (_stored_dtype(s) for s in stats) if d is not None]
+    if not dtypes and not jnp.issubdtype(g.dtype, jnp.inexact):
+        dtypes = [jnp.float32]
+    return jnp.result_type(g.dtype, *dtypes)
+
+
+def _stored_dtype(stat: Any) -> Any:
+    """A statistic's dtype where it is the parameter's: a plain array's, factored means' (kept in
+    the parameter's dtype); None for 8-bit codes, whose dtype says nothing of the parameter."""
+    if not state_precision.is_stored(stat):
+        return jnp.result_type(stat)
+    if getattr(stat, "_fields", None) == ("row", "col"):  # FactoredArray
+        return jnp.result_type(stat.row)
+    return None
+
+
+class ComplexToRealError(TypeError):
+    """A complex statistic (from a complex gradient) would be kept in a real array."""
+
+    def __init__(self, g_dtype: Any, stat_dtype: Any):
+        super().__init__(g_dtype, stat_dtype)
+        self.g_dtype, self.stat_dtype = g_dtype, stat_dtype
+
+    def message(self, where: str, leaf: str) -> str:
+        return (
+            f"{where}: gradient leaf {leaf} is {self.g_dtype} but a complex statistic of it is "
+            f"kept as {self.stat_dtype} (a real parameter's, or a real mu_dtype): the imaginary "
+            "part would be dropped; give complex gradients to complex parameters with complex "
+            "or default state dtypes (or pass the real part, jnp.real(g))"
+        )
 
 
 def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
@@ -277,7 +330,7 @@ def dense_transformation(
 ) -> optax.GradientTransformation:
     r"""The Optax transformation that applies `rule` to every leaf of a pytree.
 
-    The state is ``state_type(count, *stats, hyperparams=...)``: an int32 step counter that
+    The state is ``state_type(count, *stats, packed_hyperparams=...)``: an int32 step counter that
     saturates at its maximum, then one params-shaped tree per statistic of the rule, in the rule's
     order, then (if given) the hyperparameters the rule was built from, packed in one array, so
     that the rule's scale can be recomputed from the state alone (`state_scale`).
@@ -298,7 +351,7 @@ def dense_transformation(
       stat_dtypes: the storage of each statistic: None (the parameter's dtype), a float dtype, or
         any spec `adaptive_tx.state_precision.storage` accepts.
       hyperparams: a `NamedTuple` of the numbers the rule was built from, kept in the state
-        (None: the state has no ``hyperparams`` field).
+        (None: the state has no ``packed_hyperparams`` field).
       stat_shape: the shape of each statistic from the parameter's shape (None: the same shape),
         for rules whose statistics broadcast against the gradient, e.g. one per row
         (`adaptive_tx.sparse.row_shape`).
@@ -334,7 +387,7 @@ def dense_transformation(
     def make_state(count, stats):
         if hyperparams is None:
             return state_type(count, *stats)
-        return state_type(count, *stats, hyperparams=store_hyperparams(hyperparams))
+        return state_type(count, *stats, packed_hyperparams=store_hyperparams(hyperparams))
 
     def init_fn(params):
         _validate.check_floating_params(where, params)
@@ -365,13 +418,17 @@ def dense_transformation(
             step = functools.partial(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
-            if sparse.is_row_sparse(g):
-                path = jax.tree_util.keystr(with_paths[index][0])
-                for storage, stored in zip(storages, stats):
-                    state_precision.check_row_sparse(where, path, storage, stored)
-                update, new_stats = sparse.apply_rows(step, g, tuple(stats))
-            else:
-                update, new_stats = step(g, tuple(stats))
+            try:
+                if sparse.is_row_sparse(g):
+                    path = jax.tree_util.keystr(with_paths[index][0])
+                    for storage, stored in zip(storages, stats):
+                        state_precision.check_row_sparse(where, path, storage, stored)
+                    update, new_stats = sparse.apply_rows(step, g, tuple(stats))
+                else:
+                    update, new_stats = step(g, tuple(stats))
+            except ComplexToRealError as error:
+                leaf = jax.tree_util.keystr(with_paths[index][0]) or "<root>"
+                raise TypeError(error.message(where, leaf)) from None
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
@@ -379,7 +436,7 @@ def dense_transformation(
             state_precision.join([stats[i] for stats in new_stat_leaves], treedef, s.container)
             for i, s in enumerate(storages)
         ]
-        chex.assert_trees_all_equal_shapes_and_dtypes(
+        chex.assert_trees_all_equal_shapes(
             sparse.shape_view(new_updates), sparse.shape_view(updates)
         )
         return new_updates, make_state(count, new_stat_trees)

@@ -34,7 +34,8 @@ class ScaleBySumOfSquaresState(NamedTuple):
     Attributes:
       count: int32 scalar, the number of steps taken (saturating).
       sum_of_squares: params-shaped tree, :math:`G_t` (stored as ``nu_dtype`` says).
-      hyperparams: the `SumOfSquaresHyperparams` values, packed in one float array.
+      packed_hyperparams: the `SumOfSquaresHyperparams` values in one float array
+        (not ``hyperparams``: ``optax.inject_hyperparams`` names its own field so).
 
     Example:
       >>> import jax.numpy as jnp
@@ -46,11 +47,12 @@ class ScaleBySumOfSquaresState(NamedTuple):
 
     count: jax.Array
     sum_of_squares: optax.Updates
-    hyperparams: jax.Array | None = None
+    packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale :math:`1/(\sqrt{G_t + \epsilon_{root}} + \epsilon)` at the last step."""
-        return state_scale(sum_of_squares_rule(SumOfSquaresHyperparams(*self.hyperparams)), self)
+        rule = sum_of_squares_rule(SumOfSquaresHyperparams(*self.packed_hyperparams))
+        return state_scale(rule, self)
 
 
 def _hyperparams(initial_accumulator_value, eps, eps_in_sqrt) -> SumOfSquaresHyperparams:
@@ -149,7 +151,8 @@ class ScaleByRowwiseSumOfSquaresState(NamedTuple):
       count: int32 scalar, the number of steps taken (saturating).
       sum_of_squares: one accumulator per row, :math:`G_{t,r}`: a leaf of shape (V, D) has one of
         shape (V, 1) (`sparse.row_shape`), in the parameters' dtype.
-      hyperparams: the `SumOfSquaresHyperparams` values, packed in one float array.
+      packed_hyperparams: the `SumOfSquaresHyperparams` values in one float array
+        (not ``hyperparams``: ``optax.inject_hyperparams`` names its own field so).
 
     Example:
       >>> import jax.numpy as jnp
@@ -161,12 +164,15 @@ class ScaleByRowwiseSumOfSquaresState(NamedTuple):
 
     count: jax.Array
     sum_of_squares: optax.Updates
-    hyperparams: jax.Array | None = None
+    packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
         r"""The rule's scale per row, shape (V, 1): it broadcasts against the (V, D) table."""
         return state_scale(
-            sum_of_squares_rule(SumOfSquaresHyperparams(*self.hyperparams), sparse.row_mean), self
+            sum_of_squares_rule(
+                SumOfSquaresHyperparams(*self.packed_hyperparams), sparse.row_mean
+            ),
+            self,
         )
 
 

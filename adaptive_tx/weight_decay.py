@@ -13,18 +13,24 @@ from adaptive_tx import _validate, sparse
 
 
 class AddDecoupledWeightDecayState(NamedTuple):
-    """State of `add_decoupled_weight_decay`.
+    """State of `add_decoupled_weight_decay` when the decay or the learning rate is a schedule.
+
+    Constants need no state (``optax.EmptyState()``, as optax's ``add_decayed_weights``), so
+    ``optax.tree.get(state, "count")`` finds the counts optax's state has, no more.
 
     Attributes:
-      count: int32 scalar, the number of steps taken (saturating); a schedule's argument.
+      schedule_count: int32 scalar, the number of steps taken (saturating); a schedule's argument
+        (named apart from the adaptive method's ``count``, which ``optax.tree.get`` finds).
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax.numpy as jnp, optax
+      >>> add_decoupled_weight_decay(optax.constant_schedule(0.1)).init({'w': jnp.zeros(2)})
+      AddDecoupledWeightDecayState(schedule_count=Array(0, dtype=int32))
       >>> add_decoupled_weight_decay(0.1).init({'w': jnp.zeros(2)})
-      AddDecoupledWeightDecayState(count=Array(0, dtype=int32))
+      EmptyState()
     """
 
-    count: jax.Array
+    schedule_count: jax.Array
 
 
 def add_decoupled_weight_decay(
@@ -63,7 +69,8 @@ def add_decoupled_weight_decay(
         non-negative number or a schedule ``count -> rate`` (the decay goes after it).
 
     Returns:
-      An `optax.GradientTransformation` whose state is `AddDecoupledWeightDecayState` (inside
+      An `optax.GradientTransformation` whose state is `AddDecoupledWeightDecayState` with a
+      schedule, ``optax.EmptyState()`` with constants (either inside
       ``optax.MaskedState`` when a mask is given). Its ``update`` needs ``params``.
 
     Example:
@@ -86,9 +93,13 @@ def add_decoupled_weight_decay(
     def value(hyperparameter, count):
         return hyperparameter(count) if callable(hyperparameter) else hyperparameter
 
+    scheduled = callable(weight_decay) or callable(learning_rate)
+
     def init_fn(params):
         del params
-        return AddDecoupledWeightDecayState(count=jnp.zeros([], jnp.int32))
+        if not scheduled:
+            return optax.EmptyState()
+        return AddDecoupledWeightDecayState(schedule_count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         if params is None:
@@ -97,16 +108,20 @@ def add_decoupled_weight_decay(
             )
         sparse.check_rows("AddDecoupledWeightDecay", updates)
         _validate.check_tree_matches("AddDecoupledWeightDecay", sparse.shape_view(updates), params)
-        count = optax.safe_increment(state.count)
+        scheduled_state = isinstance(state, AddDecoupledWeightDecayState)
+        count = state.schedule_count if scheduled_state else None
+        new_state = optax.EmptyState()
+        if scheduled_state:
+            new_state = AddDecoupledWeightDecayState(optax.safe_increment(count))
         if isinstance(weight_decay, (int, float)) and weight_decay == 0:
-            return updates, AddDecoupledWeightDecayState(count)
-        rate = value(weight_decay, state.count)
+            return updates, new_state
+        rate = value(weight_decay, count)
         if learning_rate is not None:
-            rate = -value(learning_rate, state.count) * rate
+            rate = -value(learning_rate, count) * rate
         updates = sparse.map_with_params(
             lambda g, p: (g + rate * p).astype(g.dtype), updates, params
         )
-        return updates, AddDecoupledWeightDecayState(count)
+        return updates, new_state
 
     tx = optax.GradientTransformation(init_fn, update_fn)
     return tx if mask is None else optax.masked(tx, mask)

@@ -158,3 +158,36 @@ def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
         diff = np.where((a == e) | (np.isnan(a) & np.isnan(e)), 0.0, diff)
         worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
     return worst
+
+# adafactor (optax's twin has the same signature); not in ALIASES, whose 100-step parity and
+# row-sparse grids it does not take part in (factored statistics refuse rows).
+# min_dim_size_to_factor is small so that the (6, 4) matrix is factored, the vectors kept whole.
+FACTORED = [
+    ("adafactor", dict(learning_rate=0.01, min_dim_size_to_factor=4)),
+    (
+        "adafactor",
+        dict(
+            learning_rate=SCHEDULE,
+            min_dim_size_to_factor=4,
+            momentum=0.9,
+            weight_decay_rate=0.01,
+            multiply_by_parameter_scale=False,
+        ),
+    ),
+]
+
+# Learning rates at which every alias converges on the parabola and Rosenbrock problems of
+# optax's alias_test (test_optimization), the rest of each DEFAULTS row unchanged.
+CONVERGENCE_LR = {
+    "adagrad": 1.0,
+    "rmsprop": 5e-3,
+    "adam": 1e-1,
+    "adamw": 1e-1,
+    "nadam": 1e-2,
+    "nadamw": 1e-2,
+    "amsgrad": 1e-1,
+    "adamax": 1e-1,
+    "adamaxw": 1e-1,
+    "radam": 5e-3,
+    "adafactor": 1e-2,
+}

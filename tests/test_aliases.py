@@ -16,6 +16,7 @@ import adaptive_tx as atx
 from tests.cases import (
     ALIASES,
     DEFAULTS,
+    FACTORED,
     case_id,
     gradient_stream,
     make_params,
@@ -54,8 +55,9 @@ def test_matches_optax_over_100_steps(row):
     name, kwargs = row
     params, grads = make_params(), gradient_stream(100)
     ours, our_state, traces = final(getattr(atx, name)(**kwargs), params, grads)
-    theirs, _, _ = final(getattr(optax, name)(**kwargs), params, grads)
+    theirs, their_state, _ = final(getattr(optax, name)(**kwargs), params, grads)
     assert traces == 1, "the jitted step recompiled across steps"
+    assert_tree_get_agrees(our_state, their_state, name)
     assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
     assert max_rel_diff(ours, theirs) <= 1e-5
     chex.assert_trees_all_equal_shapes(our_state[0][1], params)  # the first statistic tree
@@ -77,20 +79,38 @@ def test_updates_keep_gradient_dtype(row, dtype):
     assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))) for u in jax.tree.leaves(updates))
 
 
+def _numeric_defaults(factory) -> dict:
+    """Every hyperparameter of `factory` with a numeric default: what inject_hyperparams injects
+    when it is passed."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(factory).parameters.values()
+        if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
+    }
+
+
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
 def test_inject_hyperparams_equals_plain(row):
+    """Every numeric hyperparameter passed, so injected as an array (optax's test: all
+    hyperparameters injectable): the same updates as optax's twin injected the same way, and the
+    plain alias's within float32 rounding."""
     name, kwargs = row
+    kwargs = {**_numeric_defaults(getattr(optax, name)), **kwargs}
     params, grads = make_params(), gradient_stream(10)
     ours, state, traces = final(
         optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads
     )
-    theirs, _, _ = final(optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads)
+    theirs, their_state, _ = final(
+        optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads
+    )
+    assert_tree_get_agrees(state, their_state, name, inject=True)
     plain, _, _ = final(getattr(atx, name)(**kwargs), params, grads)
     assert traces == 1
     assert max_rel_diff(ours, theirs) <= 1e-5
     # Injected hyperparameters are float32 arrays (python floats are rounded later): ~1e-7 per op.
     assert max_rel_diff(ours, plain) <= 1e-4
     assert state.hyperparams["learning_rate"] == np.float32(kwargs["learning_rate"])
+    assert set(kwargs) <= set(state.hyperparams)
 
 
 @pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
@@ -162,3 +182,196 @@ def test_flax_nnx_optimizer(row):
     _, theirs = _train_nnx(getattr(optax, name)(**kwargs))
     assert losses[-1] < losses[0]
     assert max_rel_diff(ours, theirs) <= 1e-5
+
+
+def _field_names(state) -> set:
+    """Every NamedTuple field name and dict key in a state."""
+    names, stack = set(), [state]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            names.update(node._fields)
+            stack.extend(node)
+        elif isinstance(node, (tuple, list)):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            names.update(k for k in node if isinstance(k, str))
+            stack.extend(node.values())
+    return names
+
+
+def _is_state(value) -> bool:
+    return isinstance(value, tuple)  # a state or a chain's tuple of states
+
+
+def _tree_get(state, key):
+    try:
+        return optax.tree.get(state, key)
+    except KeyError:
+        return KeyError
+
+
+def assert_tree_get_agrees(ours, theirs, name, inject=False):
+    """optax.tree.get on our state finds, for every name in optax's state, what it finds there:
+    the same value after the same steps. Where optax's has several values of a name, ours has
+    several too, or one equal to each. (Names only ours has are extra, e.g. the adaptive state's
+    ``count`` where optax's adagrad keeps none.)"""
+    for key in sorted(_field_names(theirs) | {"count", "learning_rate"}):
+        expected, got = _tree_get(theirs, key), _tree_get(ours, key)
+        if expected is None or _is_state(expected):
+            continue  # not in optax's state, or a sub-state (whose types differ by design)
+        special = inject and key == "count" and name in ("adagrad", "rmsprop")
+        if special and got is KeyError and expected is not KeyError:
+            # optax's adagrad and rmsprop states keep no step count, so under injection optax
+            # finds the injector's alone; ours also has the adaptive state's (the same number).
+            np.testing.assert_array_equal(
+                [v for _, v in optax.tree.get_all_with_path(ours, key)], expected
+            )
+            continue
+        if expected is KeyError:
+            # optax's state has several values (e.g. two step counts): ours has the same several,
+            # or one that equals each of them.
+            expected = [v for _, v in optax.tree.get_all_with_path(theirs, key)]
+            if got is KeyError or any(_is_state(v) for v in expected):
+                continue
+            for value in expected:
+                chex.assert_trees_all_close(got, value, rtol=1e-5, atol=1e-6)
+        else:
+            assert got is not KeyError, f"optax.tree.get(state, {key!r}) raises on ours"
+            chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+GRAD_DTYPES = ["int8", "int32", "bool", "bfloat16", "float16", "float32", "complex64"]
+PARAM_DTYPES = ["bfloat16", "float16", "float32", "complex64"]
+# max |ours - reference| / max(|reference|, 1e-3) for an update of this dtype.
+UPDATE_TOL = {"bfloat16": 2e-2, "float16": 2e-3, "float32": 1e-5, "complex64": 1e-5}
+
+
+def _dtype_grid(steps=2, real_only=False):
+    """One tree with a leaf per (gradient dtype, parameter dtype), complex on real left out."""
+    values = np.array([3, -2, 5, 0])
+    params, grads = {}, [{} for _ in range(steps)]
+    for p_dtype in ("bfloat16", "float32") if real_only else PARAM_DTYPES:
+        for g_dtype in GRAD_DTYPES:
+            if g_dtype == "complex64" and p_dtype != "complex64":
+                continue
+            key = f"{g_dtype}_on_{p_dtype}"
+            params[key] = jnp.asarray([1.0, -2.0, 0.5, 1.5], p_dtype)
+            for t in range(steps):
+                g = values * (t + 1) if g_dtype != "bool" else (values > 0) ^ bool(t)
+                grads[t][key] = jnp.asarray(g).astype(g_dtype)
+    return params, grads
+
+
+def _wide(dtype):
+    return jnp.complex64 if jnp.issubdtype(dtype, jnp.complexfloating) else jnp.float32
+
+
+@pytest.mark.parametrize("row", DEFAULTS + FACTORED[:1], ids=case_id)
+def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
+    """An integer or boolean gradient is used as the numbers it holds (True is 1) and gives a
+    float update; every update has optax's dtype: that of its computation on a state shaped like
+    the parameters, the gradient's dtype promoted with the parameter's (optax is run on the
+    gradient cast to that dtype: on the raw integer gradient its nadam gives inf, and a boolean
+    gradient on float16 parameters NaN). The values equal optax's float32 computation within the
+    precision of the parameter and update dtypes; the state keeps its dtypes."""
+    name, kwargs = row
+    # adafactor: complex parameters are tests/test_factored.py's; its float16 means underflow
+    # eps = 1e-30 to 0, so a zero gradient coordinate gives 0 * inf (as optax's float16 state)
+    params, grads = _dtype_grid(real_only=name == "adafactor")
+    ours, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    dtypes = {k: jnp.result_type(grads[0][k].dtype, p.dtype) for k, p in params.items()}
+    wide_params = {k: p.astype(_wide(p.dtype)) for k, p in params.items()}
+    s1, s2 = ours.init(params), theirs.init(wide_params)
+    our_update, their_update = jax.jit(ours.update), jax.jit(theirs.update)
+    cast = {k: v.astype(dtypes[k]) for k, v in grads[0].items()}
+    u3, _ = jax.eval_shape(theirs.update, cast, theirs.init(params), params)
+    for g in grads:
+        u1, new_s1 = our_update(g, s1, params)
+        wide_g = {k: v.astype(_wide(dtypes[k])) for k, v in g.items()}
+        u2, s2 = their_update(wide_g, s2, wide_params)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_s1, s1)
+        s1 = new_s1
+        for key, dtype in dtypes.items():
+            assert u1[key].dtype == dtype == u3[key].dtype, (key, u1[key].dtype, u3[key].dtype)
+            tol = max(UPDATE_TOL[str(dtype)], UPDATE_TOL[str(params[key].dtype)])
+            err = max_rel_diff(u1[key], u2[key])
+            assert err <= tol, (key, err)
+
+
+@pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
+def test_complex_gradient_on_real_parameters_is_refused(row):
+    """A complex gradient on a real parameter: where optax's state would turn complex (a first
+    moment), the real statistic would lose its imaginary part, so it is refused; where the
+    statistics stay real (|g|^2: adagrad, rmsprop), the update is optax's (complex)."""
+    name, kwargs = row
+    tx, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    params, g = {"w": jnp.ones(3)}, {"w": jnp.full(3, 1 + 2j, jnp.complex64)}
+    their_state = theirs.init(params)
+    their_updates, new_state = theirs.update(g, their_state, params)
+    turns_complex = any(
+        jnp.iscomplexobj(new) and not jnp.iscomplexobj(old)
+        for old, new in zip(jax.tree.leaves(their_state), jax.tree.leaves(new_state))
+    )
+    if turns_complex:
+        with pytest.raises(TypeError, match="complex gradients to complex parameters"):
+            tx.update(g, tx.init(params), params)
+    else:
+        updates, _ = tx.update(g, tx.init(params), params)
+        assert updates["w"].dtype == their_updates["w"].dtype == jnp.complex64
+        assert max_rel_diff(updates, their_updates) <= 1e-6
+    if name not in ("adagrad", "rmsprop"):  # the Adam family: a first moment
+        # complex parameters with a real first moment are refused too; a real nu_dtype is fine
+        # (the second moment is real)
+        complex_params = {"w": jnp.ones(3, jnp.complex64)}
+        for option, refused in (("mu_dtype", True), ("nu_dtype", False)):
+            tx = getattr(atx, name)(**kwargs, **{option: jnp.float32})
+            if refused:
+                with pytest.raises(TypeError, match="complex gradients to complex parameters"):
+                    tx.update(g, tx.init(complex_params), complex_params)
+            else:
+                updates, _ = tx.update(g, tx.init(complex_params), complex_params)
+                assert jnp.all(jnp.imag(updates["w"]) != 0)
+
+def _presets():
+    from adaptive_tx.compat import keras as compat_keras
+    from adaptive_tx.compat import torch as compat_torch
+
+    # (SparseAdam refuses dense gradients: tests/test_compat_torch.py)
+    rows = [
+        (f"torch.{n}", getattr(compat_torch, n), dict(lr=0.01))
+        for n in compat_torch.__all__
+        if n != "SparseAdam"
+    ]
+    rows += [
+        (f"keras.{n}", getattr(compat_keras, n), dict(learning_rate=0.01))
+        for n in compat_keras.__all__
+        if n[0].isupper()
+    ]
+    return rows
+
+
+@pytest.mark.parametrize("preset", _presets(), ids=lambda row: row[0])
+def test_preset_update_dtype_for_every_real_gradient_and_parameter_dtype(preset):
+    """The presets give the aliases' update dtypes (the gradient's promoted with the parameter's)
+    for every real gradient and parameter dtype (they refuse complex parameters), and an integer or
+    boolean gradient moves the parameters as the same numbers in float32 do (whose parity with
+    torch and keras their own tests pin), within the precision of the narrower dtype. (A smaller
+    grid than the aliases': integer, boolean and bfloat16 gradients on bfloat16 and float32.)"""
+    name, factory, kwargs = preset
+    tx = factory(**kwargs)
+    params, (grads, _) = _dtype_grid()
+    kept = [f"{g}_on_{p}" for g in ("int32", "bool", "bfloat16") for p in ("bfloat16", "float32")]
+    params = {k: v for k, v in params.items() if k in kept}
+    grads = {k: v for k, v in grads.items() if k in params}
+    wide = {k: v.astype(jnp.float32) for k, v in params.items()}
+    updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+    expected, _ = jax.jit(tx.update)(
+        {k: v.astype(jnp.float32) for k, v in grads.items()}, tx.init(wide), wide
+    )
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, tx.init(params))
+    for key, p in params.items():
+        dtype = jnp.result_type(grads[key].dtype, p.dtype)
+        assert updates[key].dtype == dtype, (key, updates[key].dtype, dtype)
+        tol = max(UPDATE_TOL[str(dtype)], UPDATE_TOL[str(p.dtype)])
+        assert max_rel_diff(updates[key], expected[key]) <= tol, key

@@ -156,6 +156,21 @@ RAISES = {
     "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
     "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
+    "complex-gradient-real-params": lambda: _adam_update(
+        {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}
+    ),
+    "optax-state-rowwise": lambda: atx.from_optax_state(
+        atx.rowwise_adagrad(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
+    ),
+    "optax-state-int8": lambda: atx.from_optax_state(
+        atx.adam(0.1, mu_dtype="int8_blockwise"), PARAMS, optax.adam(0.1).init(PARAMS)
+    ),
+    "optax-state-guard": lambda: atx.from_optax_state(
+        atx.skip_nonfinite(atx.adam(0.1)), PARAMS, optax.adam(0.1).init(PARAMS)
+    ),
+    "optax-state-other-optimizer": lambda: atx.from_optax_state(
+        atx.adam(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
+    ),
 }
 
 

@@ -16,6 +16,7 @@ Example counts are small so the suite stays fast; ADAPTIVE_TX_EXAMPLES=50 runs a
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import chex
@@ -28,7 +29,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import adaptive_tx as atx
-from tests.cases import run
+from tests.cases import (
+    ALIASES,
+    CONVERGENCE_LR,
+    DEFAULTS,
+    FACTORED,
+    case_id,
+    gradient_stream,
+    make_params,
+    max_rel_diff,
+    run,
+)
 from tests.test_reference import _reference
 
 STEPS = 8
@@ -220,3 +231,133 @@ def test_float64_learning_rate_is_not_rounded_to_float32():
         iterates, _, _ = run(atx.adam(0.03), jnp.asarray(params), [jnp.asarray(g) for g in grads])
     expected = _reference("adam", {"learning_rate": 0.03}, (params, grads))
     assert np.max(np.abs(np.stack(iterates) - expected)) <= TOL[jnp.float64]
+
+
+# --- The properties optax's own suite checks of every alias (alias_test.py, transform_test.py) ---
+
+PARABOLA_START, PARABOLA_END = [-1.0, 10.0, 1.0], [1.0, -1.0, 1.0]
+
+
+def _objective(params):
+    """optax's test problems, one leaf each: a parabola and Rosenbrock (a=1, b=100), in float32
+    and complex64. Each leaf is its own problem (every alias is per-leaf)."""
+    total = 0.0
+    for suffix in ("f32", "c64"):
+        p, r = params["parabola_" + suffix], params["rosenbrock_" + suffix]
+        total += jnp.sum(abs_sq(p - jnp.asarray(PARABOLA_END, p.dtype)))
+        total += abs_sq(1.0 - r[0]) + 100.0 * abs_sq(r[1] - r[0] ** 2)
+    return total
+
+
+def abs_sq(x):
+    return jnp.real(x * jnp.conj(x))
+
+
+def _problems():
+    params = {}
+    for suffix, dtype in (("f32", jnp.float32), ("c64", jnp.complex64)):
+        params["parabola_" + suffix] = jnp.asarray(PARABOLA_START, dtype)
+        params["rosenbrock_" + suffix] = jnp.zeros(2, dtype)
+    return params
+
+
+
+
+def _converging(name, kwargs):
+    """The row at its convergence rate, without weight decay (which moves the minimum)."""
+    kwargs = {k: v for k, v in kwargs.items() if not k.startswith("weight_decay")}
+    return name, {**kwargs, "learning_rate": CONVERGENCE_LR[name]}
+
+
+CONVERGENCE_ROWS = [_converging(*row) for row in DEFAULTS + FACTORED]
+
+
+@pytest.mark.parametrize("row", CONVERGENCE_ROWS, ids=case_id)
+def test_converges_on_a_parabola_and_rosenbrock_in_float32_and_complex64(row):
+    """optax's test_optimization: 10000 steps (one jitted loop) end within 3e-2 of the minimum.
+    Each step passes an extra keyword argument through the chain (`value=`), as optax's
+    GradientTransformationExtraArgs allow; complex gradients are conjugated as optax's test does."""
+    name, kwargs = row
+    tx = getattr(atx, name)(**kwargs)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+
+    def step(_, carry):
+        params, state = carry
+        value, grads = jax.value_and_grad(_objective)(params)
+        grads = jax.tree.map(jnp.conj, grads)
+        updates, state = tx.update(grads, state, params, value=value)
+        return optax.apply_updates(params, updates), state
+
+    params = _problems()
+    params, _ = jax.jit(lambda p: jax.lax.fori_loop(0, 10_000, step, (p, tx.init(p))))(params)
+    expected = {
+        k: jnp.asarray(PARABOLA_END if k.startswith("parabola") else [1.0, 1.0], v.dtype)
+        for k, v in params.items()
+    }
+    chex.assert_trees_all_close(params, expected, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.parametrize("row", ALIASES + FACTORED, ids=case_id)
+def test_state_shapes_and_dtypes_are_the_same_after_init_and_update(row):
+    """optax's transform tests: jax.eval_shape of init and of update's state agree (so that a
+    jitted loop's carry keeps its type), for float32 and bfloat16 parameters."""
+    name, kwargs = row
+    tx = getattr(atx, name)(**kwargs)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        params = jax.tree.map(lambda p: jnp.asarray(p, dtype), make_params())
+        state = jax.eval_shape(tx.init, params)
+        _, new_state = jax.eval_shape(tx.update, params, state, params)
+        chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize(
+    "row",
+    [r for r in DEFAULTS if "mu_dtype" in inspect.signature(getattr(optax, r[0])).parameters],
+    ids=case_id,
+)
+def test_explicit_mu_dtype_is_kept_as_optax_keeps_it(row, dtype):
+    """optax's test_explicit_dtype: with mu_dtype the first moment has that dtype after init and
+    after update, as in optax's state, and the update has optax's dtype."""
+    name, kwargs = row
+    params = make_params()
+    dtypes = []
+    for lib in (atx, optax):
+        tx = getattr(lib, name)(**kwargs, mu_dtype=dtype)
+        state = jax.eval_shape(tx.init, params)
+        updates, new_state = jax.eval_shape(tx.update, params, state, params)
+        dtypes.append(
+            (
+                jax.tree.map(lambda x: x.dtype, optax.tree.get(state, "mu")),
+                jax.tree.map(lambda x: x.dtype, optax.tree.get(new_state, "mu")),
+                jax.tree.map(lambda x: x.dtype, updates),
+            )
+        )
+    assert dtypes[0] == dtypes[1]
+    assert all(d == dtype for d in jax.tree.leaves(dtypes[0][0]))
+
+
+@pytest.mark.parametrize("row", DEFAULTS, ids=case_id)
+def test_multi_steps_equals_one_step_on_the_mean_gradient(row):
+    """optax.MultiSteps accumulating k dense gradients takes the step the alias takes on their
+    mean (optax's transform test of gradient accumulation)."""
+    name, kwargs = row
+    k, params, grads = 3, make_params(), gradient_stream(6)
+    tx = getattr(atx, name)(**kwargs)
+    multi = optax.MultiSteps(tx, every_k_schedule=k)
+
+    @jax.jit
+    def both(params, grads):
+        p_multi, s_multi, p_plain, s_plain = params, multi.init(params), params, tx.init(params)
+        for i, g in enumerate(grads):
+            updates, s_multi = multi.update(g, s_multi, p_multi)
+            p_multi = optax.apply_updates(p_multi, updates)
+            if (i + 1) % k == 0:
+                mean = jax.tree.map(lambda *gs: sum(gs) / k, *grads[i + 1 - k : i + 1])
+                updates, s_plain = tx.update(mean, s_plain, p_plain)
+                p_plain = optax.apply_updates(p_plain, updates)
+        return p_multi, p_plain
+
+    p_multi, p_plain = both(params, grads)
+    assert max_rel_diff(p_plain, params) > 1e-3
+    assert max_rel_diff(p_multi, p_plain) <= 1e-5

@@ -109,7 +109,7 @@ def test_state_leaves_are_sharded_like_their_parameters(results, name):
         for path, spec in EXPECTED[name].items():
             assert _trim(specs[path]) == _trim(spec), (path, specs[path])
         for path, spec in specs.items():  # the rest: counters and hyperparameters, replicated
-            small = result["sizes"][path] <= 1 or path.endswith(".hyperparams")
+            small = result["sizes"][path] <= 1 or path.endswith(".packed_hyperparams")
             if path not in EXPECTED[name] and not (small and _trim(spec) == []):
                 pytest.fail(f"unexpected state leaf {path} with spec {spec}")
     assert all(_trim(result["param_specs"][f"['{k}']"]) == _trim(s) for k, s in PARAMS.items())
