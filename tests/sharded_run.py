@@ -245,10 +245,9 @@ def explicit():
         final = run_all({name: s for name, (_, s) in to_run.items()}, params, grads)
         for name, state in final.items():
             out[name]["run"] = _types(state)
-            out[name]["finite"] = all(  # the statistics (hyperparameters may hold inf)
+            out[name]["finite"] = all(  # every leaf, the packed hyperparameters included
                 bool(np.all(np.isfinite(np.asarray(x, np.float32))))
-                for path, x in jax.tree_util.tree_flatten_with_path(state)[0]
-                if "hyperparams" not in jax.tree_util.keystr(path)
+                for x in jax.tree.leaves(state)
             )
     return out
 

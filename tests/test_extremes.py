@@ -233,7 +233,7 @@ def test_stored_hyperparameters_are_finite_and_read_back():
         rate = effective_learning_rate(state)["w"]
         mu = optax.tree.get(state, "mu")["w"]
         np.testing.assert_allclose(updates["w"], -rate * mu, rtol=1e-6)
-    stored = atx.nadam(0.1).init(params)[0].hyperparams
+    stored = atx.nadam(0.1).init(params)[0].packed_hyperparams
     assert float(stored[BiasCorrectedMomentsHyperparams._fields.index("momentum_decay")]) == -1.0
 
 
