@@ -238,12 +238,6 @@ class Cast(NamedTuple):
 
     def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
         del key
-        if jnp.iscomplexobj(x) and not jnp.iscomplexobj(previous):
-            raise TypeError(
-                f"Cast({np.dtype(previous.dtype).name}) keeps a real dtype, but this statistic of "
-                f"a complex parameter is complex (a first moment); use None or a complex dtype "
-                "for it (mu_dtype=None)"
-            )
         return keep_layout(x.astype(previous.dtype), previous)
 
 
