@@ -65,6 +65,8 @@ def add_decoupled_weight_decay(
       weight_decay: :math:`\lambda`, a non-negative number or a schedule ``count -> rate``.
       mask: as in optax: a pytree of bools shaped like (a prefix of) the params, or a callable
         returning one from the params; the decay applies where True. None applies it everywhere.
+        A callable sees a row-sparse gradient leaf as its table's ``jax.ShapeDtypeStruct``
+        (`adaptive_tx.sparse.shape_view`), so a mask of paths, shapes or dtypes works on both.
       learning_rate: None (the decay goes before the learning rate), or :math:`\eta`, a
         non-negative number or a schedule ``count -> rate`` (the decay goes after it).
 
@@ -124,4 +126,8 @@ def add_decoupled_weight_decay(
         return updates, new_state
 
     tx = optax.GradientTransformation(init_fn, update_fn)
+    if callable(mask):
+        # A mask function sees each row-sparse leaf as its dense shape (jax.ShapeDtypeStruct), so
+        # functions of the params' paths, shapes and dtypes give the same mask for the gradients.
+        return optax.masked(tx, lambda tree: mask(sparse.shape_view(tree)))
     return tx if mask is None else optax.masked(tx, mask)
