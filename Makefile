@@ -29,8 +29,9 @@ $(DOCS_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[docs]"
 	touch $(DOCS_STAMP)
 
+# Two pytest workers (pytest-xdist), one test file each at a time: module fixtures run once.
 test: $(STAMP)
-	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q
+	JAX_PLATFORMS=cpu KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist loadfile
 
 # The fast subset (tests/test_min_versions.py) with exactly pyproject.toml's floors: CPU jax, no
 # torch, keras or matplotlib. The package is installed without resolving its dependencies again.

@@ -100,7 +100,7 @@ def _factored(theirs: Any, template: FactoredArray) -> FactoredArray:
     state = _one(theirs, lambda s: {"v_row", "v_col", "v"} <= set(s._fields), "adafactor's nu")
 
     def leaf(row, col, v_row, v_col, v):
-        if col.size == 0:  # kept whole
+        if not FactoredArray(row, col).factored:  # kept whole; col is a placeholder
             return jnp.reshape(v, row.shape).astype(row.dtype), col
         return (
             jnp.reshape(v_row, row.shape).astype(row.dtype),
