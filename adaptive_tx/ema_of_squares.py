@@ -18,7 +18,7 @@ from adaptive_tx.rule import (
     inverse_root,
     state_scale,
 )
-from adaptive_tx.state_precision import moment_storages
+from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
 class EmaOfSquaresHyperparams(NamedTuple):
@@ -137,8 +137,8 @@ def scale_by_ema_of_squares(
     eps_in_sqrt: bool = True,
     centered: bool = False,
     bias_correction: bool = False,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformation:
     r"""Scale by the inverse root of an EMA of squared gradients (RMSProp, centered RMSProp).
 

@@ -25,7 +25,7 @@ from adaptive_tx.scalars import (
     momentum_product,  # noqa: F401 (public here too: adaptive_tx.moments.momentum_product)
     rectification_rho,
 )
-from adaptive_tx.state_precision import moment_storages
+from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
 class BiasCorrectedMomentsHyperparams(NamedTuple):
@@ -314,8 +314,8 @@ def scale_by_bias_corrected_moments(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
     nesterov: bool = False,
     amsgrad: bool = False,
     *,
@@ -452,8 +452,8 @@ def scale_by_inf_norm_moments(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
     *,
     eps_in_max: bool = True,
     exact_scalars: bool = False,
@@ -554,8 +554,8 @@ def scale_by_rectified_moments(
     eps_root: float = 0.0,
     threshold: float = 5.0,
     nesterov: bool = False,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
     *,
     eps_hat: bool = False,
     strict_threshold: bool = False,

@@ -3,13 +3,17 @@ r"""Decoupled weight decay (AdamW's), added to the updates before the learning r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate, sparse
+
+Mask = Union[optax.Params, Callable[[optax.Params], optax.Params], None]
+"""A weight-decay mask: a tree of booleans (or a prefix of the parameters' tree), a function of the
+parameters returning one, or None (every leaf): ``True`` leaves are decayed (``optax.masked``)."""
 
 
 class AddDecoupledWeightDecayState(NamedTuple):
@@ -35,7 +39,7 @@ class AddDecoupledWeightDecayState(NamedTuple):
 
 def add_decoupled_weight_decay(
     weight_decay: optax.ScalarOrSchedule = 1e-4,
-    mask: Any | Callable[[optax.Params], Any] | None = None,
+    mask: Mask = None,
     *,
     learning_rate: optax.ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformation:

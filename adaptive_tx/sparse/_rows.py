@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from adaptive_tx import _validate
 from adaptive_tx.sparse._type import (
@@ -279,7 +280,7 @@ def row_mean(x: jax.Array) -> jax.Array:
 
 
 
-def trace(decay: float, nesterov: bool = False, accumulator_dtype: Any = None):
+def trace(decay: float, nesterov: bool = False, accumulator_dtype: DTypeLike | None = None):
     r"""``optax.trace`` (momentum) for gradient trees with row-sparse leaves: lazy on the rows.
 
     .. math::
