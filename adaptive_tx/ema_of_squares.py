@@ -2,7 +2,7 @@ r"""The RMSProp family: scaling by an exponential moving average of squared grad
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,14 +36,14 @@ class EmaOfSquaresHyperparams(NamedTuple):
       eps_grad_sq: ε added to every squared gradient (Adafactor's :math:`\\epsilon_1`).
     """
 
-    decay: Any
-    initial_scale: Any
-    eps_root: Any
-    eps: Any
-    debias: Any
-    decay_power: Any = 0.0
-    decay_offset: Any = 0.0
-    eps_grad_sq: Any = 0.0
+    decay: float | jax.Array
+    initial_scale: float | jax.Array
+    eps_root: float | jax.Array
+    eps: float | jax.Array
+    debias: float | jax.Array
+    decay_power: float | jax.Array = 0.0
+    decay_offset: float | jax.Array = 0.0
+    eps_grad_sq: float | jax.Array = 0.0
 
 
 class ScaleByEmaOfSquaresState(NamedTuple):

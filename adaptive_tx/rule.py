@@ -53,7 +53,7 @@ class Rule(NamedTuple):
       Array([-1.,  1.], dtype=float32)
     """
 
-    initial: tuple[Any, ...]
+    initial: tuple[float | jax.Array, ...]
     accumulate: Callable[[jax.Array, Stats, jax.Array], Stats]
     direction: Callable[[jax.Array, Stats, jax.Array], jax.Array]
     scale: Callable[[Stats, jax.Array], jax.Array]
@@ -215,7 +215,7 @@ def apply_rule(
     g: jax.Array,
     stats: Stats,
     t: jax.Array,
-    storages: Sequence[Any] | None = None,
+    storages: Sequence[state_precision.Storage] | None = None,
     key: jax.Array | None = None,
 ) -> tuple[jax.Array, Stats]:
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
@@ -323,8 +323,8 @@ def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
 def dense_transformation(
     rule: Rule,
     state_type: type,
-    stat_dtypes: Sequence[Any] | None = None,
-    hyperparams: Any = None,
+    stat_dtypes: Sequence[state_precision.StorageSpec] | None = None,
+    hyperparams: NamedTuple | None = None,
     *,
     stat_shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None,
 ) -> optax.GradientTransformation:

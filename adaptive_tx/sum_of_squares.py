@@ -3,7 +3,7 @@ r"""The Adagrad family: scaling by the running sum of squared gradients."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +23,9 @@ class SumOfSquaresHyperparams(NamedTuple):
       eps: ε outside the square root.
     """
 
-    initial_accumulator_value: Any
-    eps_root: Any
-    eps: Any
+    initial_accumulator_value: float | jax.Array
+    eps_root: float | jax.Array
+    eps: float | jax.Array
 
 
 class ScaleBySumOfSquaresState(NamedTuple):
