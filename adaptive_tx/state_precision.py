@@ -214,6 +214,12 @@ class Storage(Protocol):
 
     `Cast`, `StochasticRounding`, `Int8Blockwise`, `adaptive_tx.Factored` and
     `adaptive_tx.BlockMean` are storages; any object with these four members is one too.
+
+    Example:
+      >>> spec = "bfloat16_sr"  # a StorageSpec
+      >>> kept = storage(spec)  # its Storage
+      >>> kept, kept.reads_stored, kept.init(jnp.zeros(2), 0.5)
+      (StochasticRounding(seed=0), False, Array([0.5, 0.5], dtype=bfloat16))
     """
 
     reads_stored: bool
@@ -225,8 +231,10 @@ class Storage(Protocol):
 
 
 StorageSpec = Union[None, DTypeLike, str, Storage]
-"""What ``mu_dtype`` / ``nu_dtype`` / ``accumulator_dtype`` accept (`storage`): None (the
-parameter's dtype), a float dtype, ``"bfloat16_sr"``, ``"int8_blockwise"`` or a `Storage`."""
+"""The type of the ``mu_dtype`` / ``nu_dtype`` arguments, as `storage` reads them.
+
+None (the parameter's dtype), a float dtype, ``"bfloat16_sr"``, ``"int8_blockwise"`` or a
+`Storage` object."""
 
 
 def _check_real(where: str, param: jax.Array) -> None:

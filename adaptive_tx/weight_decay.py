@@ -12,8 +12,10 @@ import optax
 from adaptive_tx import _validate, sparse
 
 Mask = Union[optax.Params, Callable[[optax.Params], optax.Params], None]
-"""A weight-decay mask: a tree of booleans (or a prefix of the parameters' tree), a function of the
-parameters returning one, or None (every leaf): ``True`` leaves are decayed (``optax.masked``)."""
+"""The type of a weight-decay ``mask`` (as ``optax.masked`` reads it).
+
+A tree of booleans (or a prefix of the parameters' tree), a function of the parameters returning
+one, or None (every leaf is decayed). The leaves where the mask is True are decayed."""
 
 
 class AddDecoupledWeightDecayState(NamedTuple):
