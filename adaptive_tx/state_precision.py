@@ -509,7 +509,9 @@ class Int8Blockwise(NamedTuple):
             return None
         return f"keeps one scale per {BLOCK_SIZE} consecutive entries of this 1-d leaf"
 
-    def encode(self, x: jax.Array, previous: QuantizedArray, key: jax.Array | None) -> QuantizedArray:
+    def encode(
+        self, x: jax.Array, previous: QuantizedArray, key: jax.Array | None
+    ) -> QuantizedArray:
         if jnp.issubdtype(previous.codes.dtype, jnp.floating):
             kept = keep_layout(x.astype(jnp.float32), previous.codes)
             return QuantizedArray(kept, previous.scales)
