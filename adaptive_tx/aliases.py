@@ -13,11 +13,9 @@ has no such argument): how the moments are stored (a float dtype, ``"bfloat16_sr
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
@@ -28,11 +26,11 @@ from adaptive_tx.moments import (
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
+from adaptive_tx.state_precision import StorageSpec
 from adaptive_tx.sum_of_squares import scale_by_rowwise_sum_of_squares, scale_by_sum_of_squares
-from adaptive_tx.weight_decay import add_decoupled_weight_decay
+from adaptive_tx.weight_decay import Mask, add_decoupled_weight_decay
 
 ScalarOrSchedule = optax.ScalarOrSchedule
-Mask = Any | Callable[[optax.Params], Any] | None
 
 
 def _chain(scaling, learning_rate, weight_decay=None, mask=None, momentum=None, nesterov=False):
@@ -54,7 +52,7 @@ def adagrad(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     *,
-    nu_dtype: Any | None = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adagrad: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{G_t + \epsilon}`.
 
@@ -90,8 +88,8 @@ def rmsprop(
     nesterov: bool = False,
     bias_correction: bool = False,
     *,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RMSProp: :math:`\theta_t = \theta_{t-1} - \eta_t\, g_t / \sqrt{\nu_t + \epsilon}`.
 
@@ -137,10 +135,10 @@ def adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
     *,
     nesterov: bool = False,
-    nu_dtype: Any | None = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam: :math:`\theta_t = \theta_{t-1} - \eta_t\, \hat m_t / (\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)`.
 
@@ -172,12 +170,12 @@ def adamw(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: Mask = None,
     *,
     nesterov: bool = False,
-    nu_dtype: Any | None = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamW: Adam's step plus decoupled weight decay, :math:`-\eta_t(u^{Adam}_t + \lambda \theta_{t-1})`.
 
@@ -211,10 +209,10 @@ def nadam(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
     *,
     nesterov: bool = True,
-    nu_dtype: Any | None = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""NAdam: Adam with a Nesterov look-ahead first moment (``adam(..., nesterov=True)``).
 
@@ -247,12 +245,12 @@ def nadamw(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: Mask = None,
     *,
     nesterov: bool = True,
-    nu_dtype: Any | None = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""NAdamW: NAdam with decoupled weight decay (``adamw(..., nesterov=True)``).
 
@@ -295,11 +293,11 @@ def amsgrad(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
     *,
-    nu_dtype: Any | None = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AMSGrad: Adam whose denominator uses the running maximum :math:`\max_{\tau\le t} \hat v_\tau`.
 
@@ -343,8 +341,8 @@ def adamax(
     b2: float = 0.999,
     eps: float = 1e-8,
     *,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adamax: :math:`\theta_t = \theta_{t-1} - \eta_t\, m_t / ((1-\beta_1^t)\, u_t)`, with :math:`u_t` an infinity norm.
 
@@ -376,8 +374,8 @@ def adamaxw(
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: Mask = None,
     *,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamaxW: Adamax with decoupled weight decay.
 
@@ -413,8 +411,8 @@ def radam(
     threshold: float = 5.0,
     *,
     nesterov: bool = False,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""RAdam: Adam whose adaptive step is rectified by :math:`r_t` and off until :math:`\rho_t \ge` threshold.
 
@@ -487,7 +485,7 @@ def adafactor(
     multiply_by_parameter_scale: bool = True,
     clipping_threshold: float | None = 1.0,
     momentum: float | None = None,
-    dtype_momentum: Any = jnp.float32,
+    dtype_momentum: DTypeLike = jnp.float32,
     weight_decay_rate: ScalarOrSchedule | None = None,
     eps: float = 1e-30,
     factored: bool = True,

@@ -61,6 +61,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from adaptive_tx.learning_rate import LEARNING_RATE_STATES
 
@@ -171,7 +172,9 @@ def _group_rates(groups: optax.MultiTransformState, params: Any) -> Any:
     return jax.tree.map(pick, reference, *trees, is_leaf=_is_masked)
 
 
-def effective_learning_rate(opt_state: optax.OptState, params: Any = None) -> optax.Updates:
+def effective_learning_rate(
+    opt_state: optax.OptState, params: optax.Params | None = None
+) -> optax.Updates:
     r"""The per-coordinate effective learning rate of the last step, shaped like the parameters.
 
     .. math::
@@ -295,8 +298,8 @@ def _masks(where: Mapping[str, Any] | None, shapes: dict[str, tuple]) -> dict:
 def effective_learning_rate_summary(
     opt_state: optax.OptState,
     threshold: float = 1e-6,
-    where: Mapping[str, Any] | None = None,
-    params: Any = None,
+    where: Mapping[str, ArrayLike] | None = None,
+    params: optax.Params | None = None,
 ) -> dict[str, RateSummary]:
     r"""Per-leaf statistics of the effective learning rate, for training-loop logging (jittable).
 

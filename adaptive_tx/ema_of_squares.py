@@ -2,7 +2,7 @@ r"""The RMSProp family: scaling by an exponential moving average of squared grad
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ from adaptive_tx.rule import (
     inverse_root,
     state_scale,
 )
-from adaptive_tx.state_precision import moment_storages
+from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
 class EmaOfSquaresHyperparams(NamedTuple):
@@ -36,14 +36,14 @@ class EmaOfSquaresHyperparams(NamedTuple):
       eps_grad_sq: ε added to every squared gradient (Adafactor's :math:`\\epsilon_1`).
     """
 
-    decay: Any
-    initial_scale: Any
-    eps_root: Any
-    eps: Any
-    debias: Any
-    decay_power: Any = 0.0
-    decay_offset: Any = 0.0
-    eps_grad_sq: Any = 0.0
+    decay: float | jax.Array
+    initial_scale: float | jax.Array
+    eps_root: float | jax.Array
+    eps: float | jax.Array
+    debias: float | jax.Array
+    decay_power: float | jax.Array = 0.0
+    decay_offset: float | jax.Array = 0.0
+    eps_grad_sq: float | jax.Array = 0.0
 
 
 class ScaleByEmaOfSquaresState(NamedTuple):
@@ -137,8 +137,8 @@ def scale_by_ema_of_squares(
     eps_in_sqrt: bool = True,
     centered: bool = False,
     bias_correction: bool = False,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformation:
     r"""Scale by the inverse root of an EMA of squared gradients (RMSProp, centered RMSProp).
 

@@ -17,12 +17,13 @@ axes that survive.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike, DTypeLike
 
 from adaptive_tx import _validate
 from adaptive_tx.state_precision import compute_dtype, full_like, keep_layout, placeholder
@@ -144,12 +145,12 @@ class Factored(NamedTuple):
     """
 
     min_dim_size_to_factor: int = 128
-    dtype: Any = None
+    dtype: DTypeLike | None = None
     last_two_axes: bool = False
     reads_stored = True
     container = FactoredArray
 
-    def init(self, param: jax.Array, value: Any) -> FactoredArray:
+    def init(self, param: jax.Array, value: ArrayLike) -> FactoredArray:
         # The means of a constant are that constant. A second moment is real: a complex parameter
         # keeps it in the real dtype of its precision (complex64 -> float32).
         dtype = jnp.finfo(param.dtype if self.dtype is None else self.dtype).dtype
@@ -165,7 +166,7 @@ class Factored(NamedTuple):
             return None
         return "keeps means shared by the rows of this factored leaf"
 
-    def encode(self, x: jax.Array, previous: FactoredArray, key: Any) -> FactoredArray:
+    def encode(self, x: jax.Array, previous: FactoredArray, key: jax.Array | None) -> FactoredArray:
         del key
         dtype = previous.row.dtype
         if not previous.factored:
@@ -209,7 +210,7 @@ class BlockMean(NamedTuple):
             return tuple(range(ndim))
         return tuple(sorted({axis % ndim for axis in self.axes if -ndim <= axis < ndim}))
 
-    def init(self, param: jax.Array, value: Any) -> jax.Array:
+    def init(self, param: jax.Array, value: ArrayLike) -> jax.Array:
         shape = tuple(jnp.shape(param))
         for axis in self._axes(len(shape)):
             shape = _kept(shape, axis)
@@ -221,7 +222,7 @@ class BlockMean(NamedTuple):
             return None
         return "keeps one mean over the rows (axis 0) of each block of this leaf"
 
-    def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
+    def encode(self, x: jax.Array, previous: jax.Array, key: jax.Array | None) -> jax.Array:
         del key
         mean = jnp.mean(x, axis=self._axes(x.ndim), keepdims=True)
         return keep_layout(mean.astype(previous.dtype), previous)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -97,7 +98,7 @@ def _stays_finite_flags(old: Any, new: Any) -> list[jax.Array]:
     ]
 
 
-def all_finite(*trees: Any) -> jax.Array:
+def all_finite(*trees: chex.ArrayTree) -> jax.Array:
     """A bool scalar: True when every floating (or complex) leaf of `trees` is finite.
 
     Integer and boolean leaves are skipped; with no floating leaf at all the answer is True.
@@ -109,7 +110,7 @@ def all_finite(*trees: Any) -> jax.Array:
     return _all_true(_finite_flags(*trees))
 
 
-def stays_finite(old: Any, new: Any) -> jax.Array:
+def stays_finite(old: chex.ArrayTree, new: chex.ArrayTree) -> jax.Array:
     """A bool scalar: True when no floating leaf of `new` is non-finite where `old` was finite.
 
     A state may hold infinite values on purpose (a running minimum that starts at +inf; no state

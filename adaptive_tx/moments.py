@@ -8,7 +8,7 @@ direction is the raw first moment and the effective learning rate is
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ from adaptive_tx.scalars import (
     momentum_product,  # noqa: F401 (public here too: adaptive_tx.moments.momentum_product)
     rectification_rho,
 )
-from adaptive_tx.state_precision import moment_storages
+from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
 class BiasCorrectedMomentsHyperparams(NamedTuple):
@@ -48,18 +48,18 @@ class BiasCorrectedMomentsHyperparams(NamedTuple):
         constructor's β (None: from ``b1``, ``b2``).
     """
 
-    b1: Any
-    b2: Any
-    eps: Any
-    eps_root: Any
-    bias_correction_mu: Any = True
-    bias_correction_nu: Any = True
-    eps_hat: Any = False
-    amsgrad_raw_max: Any = False
-    momentum_decay: Any = None
-    exact_scalars: Any = False
-    one_minus_b1: Any = None
-    one_minus_b2: Any = None
+    b1: float | jax.Array
+    b2: float | jax.Array
+    eps: float | jax.Array
+    eps_root: float | jax.Array
+    bias_correction_mu: float | jax.Array = True
+    bias_correction_nu: float | jax.Array = True
+    eps_hat: float | jax.Array = False
+    amsgrad_raw_max: float | jax.Array = False
+    momentum_decay: float | jax.Array | None = None
+    exact_scalars: float | jax.Array = False
+    one_minus_b1: float | jax.Array | None = None
+    one_minus_b2: float | jax.Array | None = None
 
 
 class ScaleByBiasCorrectedMomentsState(NamedTuple):
@@ -105,12 +105,12 @@ class InfNormMomentsHyperparams(NamedTuple):
         :math:`1-\\beta_1^t`).
     """
 
-    b1: Any
-    b2: Any
-    eps: Any
-    eps_in_max: Any = True
-    exact_scalars: Any = False
-    one_minus_b1: Any = None
+    b1: float | jax.Array
+    b2: float | jax.Array
+    eps: float | jax.Array
+    eps_in_max: float | jax.Array = True
+    exact_scalars: float | jax.Array = False
+    one_minus_b1: float | jax.Array | None = None
 
 
 class ScaleByInfNormMomentsState(NamedTuple):
@@ -161,17 +161,17 @@ class RectifiedMomentsHyperparams(NamedTuple):
       one_minus_b1, one_minus_b2: as in `BiasCorrectedMomentsHyperparams`.
     """
 
-    b1: Any
-    b2: Any
-    eps: Any
-    eps_root: Any
-    threshold: Any
-    eps_hat: Any = False
-    strict_threshold: Any = False
-    rho_inf: Any = None
-    exact_scalars: Any = False
-    one_minus_b1: Any = None
-    one_minus_b2: Any = None
+    b1: float | jax.Array
+    b2: float | jax.Array
+    eps: float | jax.Array
+    eps_root: float | jax.Array
+    threshold: float | jax.Array
+    eps_hat: float | jax.Array = False
+    strict_threshold: float | jax.Array = False
+    rho_inf: float | jax.Array | None = None
+    exact_scalars: float | jax.Array = False
+    one_minus_b1: float | jax.Array | None = None
+    one_minus_b2: float | jax.Array | None = None
 
 
 class ScaleByRectifiedMomentsState(NamedTuple):
@@ -208,12 +208,12 @@ class ScaleByRectifiedMomentsState(NamedTuple):
 
 
 def _first_moment_direction(
-    b1: Any,
+    b1: float | jax.Array,
     nesterov: bool,
-    debias: Any = True,
-    momentum_decay: Any = None,
-    exact: Any = False,
-    one_minus_b1: Any = None,
+    debias: float | jax.Array = True,
+    momentum_decay: float | jax.Array | None = None,
+    exact: float | jax.Array = False,
+    one_minus_b1: float | jax.Array | None = None,
 ):
     r"""The direction of the Adam family: :math:`m_t`, or NAdam's look-ahead.
 
@@ -314,8 +314,8 @@ def scale_by_bias_corrected_moments(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
     nesterov: bool = False,
     amsgrad: bool = False,
     *,
@@ -452,8 +452,8 @@ def scale_by_inf_norm_moments(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
     *,
     eps_in_max: bool = True,
     exact_scalars: bool = False,
@@ -554,8 +554,8 @@ def scale_by_rectified_moments(
     eps_root: float = 0.0,
     threshold: float = 5.0,
     nesterov: bool = False,
-    mu_dtype: Any = None,
-    nu_dtype: Any = None,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
     *,
     eps_hat: bool = False,
     strict_threshold: bool = False,

@@ -53,7 +53,7 @@ class Rule(NamedTuple):
       Array([-1.,  1.], dtype=float32)
     """
 
-    initial: tuple[Any, ...]
+    initial: tuple[float | jax.Array, ...]
     accumulate: Callable[[jax.Array, Stats, jax.Array], Stats]
     direction: Callable[[jax.Array, Stats, jax.Array], jax.Array]
     scale: Callable[[Stats, jax.Array], jax.Array]
@@ -71,7 +71,7 @@ def abs_sq(g: jax.Array) -> jax.Array:
     return g * g
 
 
-def ema(previous: jax.Array, value: jax.Array, decay: Any) -> jax.Array:
+def ema(previous: jax.Array, value: jax.Array, decay: float | jax.Array) -> jax.Array:
     r"""An exponential moving average step, :math:`(1-\beta)\,x + \beta\,m`, as optax writes it.
 
     Example:
@@ -81,7 +81,7 @@ def ema(previous: jax.Array, value: jax.Array, decay: Any) -> jax.Array:
     return (1 - decay) * value + decay * previous
 
 
-def bias_correction(decay: Any, t: jax.Array) -> jax.Array:
+def bias_correction(decay: float | jax.Array, t: jax.Array) -> jax.Array:
     r"""The scalar :math:`1 - \beta^t`, computed in float32 (float64 under x64) as optax does.
 
     β is rounded to float32 first, which puts a relative error of up to ~1e-5 in the result for
@@ -96,7 +96,7 @@ def bias_correction(decay: Any, t: jax.Array) -> jax.Array:
     return 1 - jnp.asarray(decay, jnp.result_type(float)) ** t
 
 
-def log_decay(one_minus_decay: Any) -> Any:
+def log_decay(one_minus_decay: float | jax.Array) -> float | jax.Array:
     r""":math:`\log\beta` from :math:`1-\beta`, finite (``-1e4`` for β = 0, where it is −∞).
 
     A Python number is computed in float64 (``math.log1p``); an array (an injected β) with
@@ -113,7 +113,7 @@ def log_decay(one_minus_decay: Any) -> Any:
     return jnp.where(below_one, jnp.log1p(-jnp.where(below_one, a, 0.0)), -1e4)
 
 
-def exact_bias_correction(one_minus_decay: Any, t: jax.Array) -> jax.Array:
+def exact_bias_correction(one_minus_decay: float | jax.Array, t: jax.Array) -> jax.Array:
     r"""The scalar :math:`1 - \beta^t` as float64 gives it (torch's), rounded once to float32.
 
     Computed as :math:`-\mathrm{expm1}(t \log\beta)` with :math:`\log\beta` from
@@ -128,7 +128,7 @@ def exact_bias_correction(one_minus_decay: Any, t: jax.Array) -> jax.Array:
     return -jnp.expm1(jnp.asarray(t, dtype) * log_decay(one_minus_decay))
 
 
-def inverse_root(x: jax.Array, eps_root: Any, eps: Any) -> jax.Array:
+def inverse_root(x: jax.Array, eps_root: float | jax.Array, eps: float | jax.Array) -> jax.Array:
     r""":math:`1 / (\sqrt{x + \epsilon_{root}} + \epsilon)`, with one ``rsqrt`` when ε is a literal 0.
 
     ``rsqrt`` is one instruction where a square root and a division are two, and the
@@ -180,7 +180,7 @@ def store_hyperparams(hyperparams: NamedTuple) -> jax.Array:
     return jnp.stack([jnp.asarray(value, dtype) for value in hyperparams])
 
 
-def state_scale(rule: Rule, state: Any) -> Any:
+def state_scale(rule: Rule, state: NamedTuple) -> optax.Updates:
     r"""The per-coordinate ``rule.scale`` at the last step of a state made by `dense_transformation`.
 
     This is the factor the effective learning rate reads: the update of the last step was
@@ -215,7 +215,7 @@ def apply_rule(
     g: jax.Array,
     stats: Stats,
     t: jax.Array,
-    storages: Sequence[Any] | None = None,
+    storages: Sequence[state_precision.Storage] | None = None,
     key: jax.Array | None = None,
 ) -> tuple[jax.Array, Stats]:
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
@@ -323,8 +323,8 @@ def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
 def dense_transformation(
     rule: Rule,
     state_type: type,
-    stat_dtypes: Sequence[Any] | None = None,
-    hyperparams: Any = None,
+    stat_dtypes: Sequence[state_precision.StorageSpec] | None = None,
+    hyperparams: NamedTuple | None = None,
     *,
     stat_shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None,
 ) -> optax.GradientTransformation:

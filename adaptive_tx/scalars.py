@@ -78,7 +78,9 @@ def _momentum_schedule_term(momentum_decay: Any, t: jax.Array) -> Any:
     return _scheduled(momentum_decay, lambda: jnp.zeros([], dtype), term)
 
 
-def momentum_product(b1: Any, momentum_decay: Any, t: jax.Array) -> jax.Array:
+def momentum_product(
+    b1: float | jax.Array, momentum_decay: float | jax.Array | None, t: jax.Array
+) -> jax.Array:
     r"""NAdam's momentum product :math:`\Pi_t = \prod_{i=1}^t \mu_i`, in closed form.
 
     With Dozat's schedule :math:`\mu_i = \beta_1 (1 - \tfrac12 q^i)`, :math:`q = 0.96^\psi`
@@ -158,7 +160,7 @@ def _log_ratio_minus_one(one_minus_b2: Any, log_b2: Any) -> Any:
     return jnp.where(a < 0.2, series, -log_b2 / jnp.where(a > 0, a, 1.0) - 1)
 
 
-def rectification_rho(one_minus_b2: Any, t: jax.Array) -> jax.Array:
+def rectification_rho(one_minus_b2: float | jax.Array, t: jax.Array) -> jax.Array:
     r"""RAdam's :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)` without cancellation.
 
     The formula subtracts two numbers of size :math:`2/(1-\beta_2)` to get one of size about

@@ -38,7 +38,9 @@ def _like_param(x: Any, sharding: NamedSharding, param: Any) -> NamedSharding:
     return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
-def state_shardings(tx: optax.GradientTransformation, params: Any, param_shardings: Any) -> Any:
+def state_shardings(
+    tx: optax.GradientTransformation, params: optax.Params, param_shardings: Any
+) -> Any:
     """The `NamedSharding` of every leaf of ``tx.init(params)``, each statistic like its parameter.
 
     Use it as the ``out_shardings`` of a jitted ``tx.init`` and as the state's in/out shardings of a

@@ -35,11 +35,13 @@ https://arxiv.org/abs/2010.06192
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, Union
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from adaptive_tx import _layout, _validate
 from adaptive_tx._layout import (
@@ -207,6 +209,34 @@ def decode(stored: Any) -> jax.Array:
     return stored.astype(compute_dtype(stored.dtype))
 
 
+class Storage(Protocol):
+    """What a storage object provides: the methods and attributes of `Cast` (see there).
+
+    `Cast`, `StochasticRounding`, `Int8Blockwise`, `adaptive_tx.Factored` and
+    `adaptive_tx.BlockMean` are storages; any object with these four members is one too.
+
+    Example:
+      >>> spec = "bfloat16_sr"  # a StorageSpec
+      >>> kept = storage(spec)  # its Storage
+      >>> kept, kept.reads_stored, kept.init(jnp.zeros(2), 0.5)
+      (StochasticRounding(seed=0), False, Array([0.5, 0.5], dtype=bfloat16))
+    """
+
+    reads_stored: bool
+    container: type | None
+
+    def init(self, param: jax.Array, value: ArrayLike) -> Any: ...
+
+    def encode(self, x: jax.Array, previous: Any, key: jax.Array | None) -> Any: ...
+
+
+StorageSpec = Union[None, DTypeLike, str, Storage]
+"""The type of the ``mu_dtype`` / ``nu_dtype`` arguments, as `storage` reads them.
+
+None (the parameter's dtype), a float dtype, ``"bfloat16_sr"``, ``"int8_blockwise"`` or a
+`Storage` object."""
+
+
 def _check_real(where: str, param: jax.Array) -> None:
     if jnp.iscomplexobj(param):
         raise TypeError(
@@ -229,14 +259,14 @@ class Cast(NamedTuple):
       (dtype(bfloat16), Array([0.333984, 0.667969], dtype=bfloat16))
     """
 
-    dtype: Any = None
+    dtype: DTypeLike | None = None
     reads_stored = False
     container = None
 
-    def init(self, param: jax.Array, value: Any) -> jax.Array:
+    def init(self, param: jax.Array, value: ArrayLike) -> jax.Array:
         return full_like(param, value, self.dtype)
 
-    def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
+    def encode(self, x: jax.Array, previous: jax.Array, key: jax.Array | None) -> jax.Array:
         del key
         return keep_layout(x.astype(previous.dtype), previous)
 
@@ -282,11 +312,11 @@ class StochasticRounding(NamedTuple):
     reads_stored = False
     container = None
 
-    def init(self, param: jax.Array, value: Any) -> jax.Array:
+    def init(self, param: jax.Array, value: ArrayLike) -> jax.Array:
         _check_real("StochasticRounding", param)
         return full_like(param, value, jnp.bfloat16)
 
-    def encode(self, x: jax.Array, previous: jax.Array, key: Any) -> jax.Array:
+    def encode(self, x: jax.Array, previous: jax.Array, key: jax.Array | None) -> jax.Array:
         if key is None:
             return keep_layout(x.astype(jnp.bfloat16), previous)
         rounded = round_stochastic_bfloat16(x, jax.random.fold_in(key, self.seed))
@@ -461,7 +491,7 @@ class Int8Blockwise(NamedTuple):
     reads_stored = False
     container = QuantizedArray
 
-    def init(self, param: jax.Array, value: Any) -> QuantizedArray:
+    def init(self, param: jax.Array, value: ArrayLike) -> QuantizedArray:
         _check_real("Int8Blockwise", param)
         if math.prod(param.shape) < self.min_size:
             return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
@@ -479,7 +509,9 @@ class Int8Blockwise(NamedTuple):
             return None
         return f"keeps one scale per {BLOCK_SIZE} consecutive entries of this 1-d leaf"
 
-    def encode(self, x: jax.Array, previous: QuantizedArray, key: Any) -> QuantizedArray:
+    def encode(
+        self, x: jax.Array, previous: QuantizedArray, key: jax.Array | None
+    ) -> QuantizedArray:
         if jnp.issubdtype(previous.codes.dtype, jnp.floating):
             kept = keep_layout(x.astype(jnp.float32), previous.codes)
             return QuantizedArray(kept, previous.scales)
@@ -488,7 +520,7 @@ class Int8Blockwise(NamedTuple):
         return QuantizedArray(*map(keep_layout, stored, previous))
 
 
-def storage(spec: Any, name: str = "state dtype", *, nonnegative: bool = False) -> Any:
+def storage(spec: StorageSpec, name: str = "state dtype", *, nonnegative: bool = False) -> Storage:
     """The storage object for a ``mu_dtype`` / ``nu_dtype`` spec.
 
     Args:
@@ -517,7 +549,7 @@ def storage(spec: Any, name: str = "state dtype", *, nonnegative: bool = False) 
     return Cast(_validate.check_state_dtype(spec, name))
 
 
-def moment_storages(mu_dtype: Any, nu_dtype: Any) -> tuple[Any, Any]:
+def moment_storages(mu_dtype: StorageSpec, nu_dtype: StorageSpec) -> tuple[Storage, Storage]:
     """The storages of a signed first moment and of a non-negative second moment.
 
     Example:
@@ -528,7 +560,7 @@ def moment_storages(mu_dtype: Any, nu_dtype: Any) -> tuple[Any, Any]:
     return storage(mu_dtype, "mu_dtype"), storage(nu_dtype, "nu_dtype", nonnegative=True)
 
 
-def state_nbytes(tree: Any) -> int:
+def state_nbytes(tree: chex.ArrayTree) -> int:
     """The bytes held by the arrays of a state (or any) tree, on all devices together.
 
     A sharded array counts each shard once; a replicated one counts every copy, so the figure is the

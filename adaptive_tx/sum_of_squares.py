@@ -3,7 +3,7 @@ r"""The Adagrad family: scaling by the running sum of squared gradients."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import optax
 
 from adaptive_tx import _validate, sparse
 from adaptive_tx.rule import Rule, abs_sq, dense_transformation, inverse_root, state_scale
-from adaptive_tx.state_precision import storage
+from adaptive_tx.state_precision import StorageSpec, storage
 
 
 class SumOfSquaresHyperparams(NamedTuple):
@@ -23,9 +23,9 @@ class SumOfSquaresHyperparams(NamedTuple):
       eps: ε outside the square root.
     """
 
-    initial_accumulator_value: Any
-    eps_root: Any
-    eps: Any
+    initial_accumulator_value: float | jax.Array
+    eps_root: float | jax.Array
+    eps: float | jax.Array
 
 
 class ScaleBySumOfSquaresState(NamedTuple):
@@ -98,7 +98,7 @@ def scale_by_sum_of_squares(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     eps_in_sqrt: bool = True,
-    nu_dtype: Any = None,
+    nu_dtype: StorageSpec = None,
 ) -> optax.GradientTransformation:
     r"""Scale by the inverse root of the sum of all past squared gradients (Adagrad).
 

@@ -3,13 +3,19 @@ r"""Decoupled weight decay (AdamW's), added to the updates before the learning r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate, sparse
+
+Mask = Union[optax.Params, Callable[[optax.Params], optax.Params], None]
+"""The type of a weight-decay ``mask`` (as ``optax.masked`` reads it).
+
+A tree of booleans (or a prefix of the parameters' tree), a function of the parameters returning
+one, or None (every leaf is decayed). The leaves where the mask is True are decayed."""
 
 
 class AddDecoupledWeightDecayState(NamedTuple):
@@ -35,7 +41,7 @@ class AddDecoupledWeightDecayState(NamedTuple):
 
 def add_decoupled_weight_decay(
     weight_decay: optax.ScalarOrSchedule = 1e-4,
-    mask: Any | Callable[[optax.Params], Any] | None = None,
+    mask: Mask = None,
     *,
     learning_rate: optax.ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformation:

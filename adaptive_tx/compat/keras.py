@@ -657,11 +657,11 @@ def relative_step_size(learning_rate: optax.ScalarOrSchedule) -> optax.Schedule:
 
 
 def adafactor_scaling(
-    beta_2_decay: Any,
-    clip_threshold: Any,
-    epsilon_2: Any,
+    beta_2_decay: float,
+    clip_threshold: float,
+    epsilon_2: float,
     *,
-    eps_grad_sq: Any = 0.0,
+    eps_grad_sq: float = 0.0,
 ) -> optax.GradientTransformation:
     r"""keras' Adafactor before the step size: :math:`\max(\epsilon_2,
     \mathrm{RMS}(\theta))\, \hat u_t`.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from adaptive_tx import _validate
 from adaptive_tx.sparse._type import (
@@ -58,7 +59,7 @@ def apply_rows(step: Callable, g: RowSparse, stats: tuple[jax.Array, ...]) -> tu
     return g.with_values(jnp.where(per_row(g.in_range(), update), update, 0)), new_stats
 
 
-def map_values(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
+def map_values(fn: Callable[[jax.Array], jax.Array], tree: optax.Updates) -> optax.Updates:
     """``jax.tree.map(fn, tree)``, applying `fn` to the values of row-sparse leaves.
 
     For transformations that scale each update by a number (a learning rate, a clipping factor).
@@ -76,7 +77,9 @@ def map_values(fn: Callable[[jax.Array], jax.Array], tree: Any) -> Any:
     )
 
 
-def map_with_params(fn: Callable[[jax.Array, jax.Array], jax.Array], updates: Any, params: Any):
+def map_with_params(
+    fn: Callable[[jax.Array, jax.Array], jax.Array], updates: optax.Updates, params: optax.Params
+):
     """``jax.tree.map(fn, updates, params)``; a row-sparse update meets only its rows of the params.
 
     For transformations that add a function of the parameters (weight decay): on a `RowSparse`
@@ -126,7 +129,7 @@ def apply_updates(params: optax.Params, updates: optax.Updates) -> optax.Params:
     return optax.apply_updates(params, updates)
 
 
-def global_norm(tree: Any) -> jax.Array:
+def global_norm(tree: optax.Updates) -> jax.Array:
     r"""The global norm :math:`\sqrt{\sum_\ell \lVert g_\ell \rVert^2}`, row-sparse leaves included.
 
     Repeated rows are summed first, so this is the norm of the dense gradient.
@@ -279,7 +282,7 @@ def row_mean(x: jax.Array) -> jax.Array:
 
 
 
-def trace(decay: float, nesterov: bool = False, accumulator_dtype: Any = None):
+def trace(decay: float, nesterov: bool = False, accumulator_dtype: DTypeLike | None = None):
     r"""``optax.trace`` (momentum) for gradient trees with row-sparse leaves: lazy on the rows.
 
     .. math::

@@ -7,6 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.typing import ArrayLike
 
 INT32_MAX = np.iinfo(np.int32).max
 WRAP_HINT = (
@@ -99,7 +101,9 @@ class RowSparse:
 
     __array_ufunc__ = None  # numpy then leaves ``array + RowSparse`` to RowSparse.__radd__
 
-    def __init__(self, indices: Any, values: Any, num_rows: int, unique_indices: bool = False):
+    def __init__(
+        self, indices: ArrayLike, values: ArrayLike, num_rows: int, unique_indices: bool = False
+    ):
         if isinstance(num_rows, bool) or not isinstance(num_rows, (int, np.integer)):
             raise TypeError(f"RowSparse: num_rows must be an int, got num_rows={num_rows!r}")
         if not 0 <= num_rows <= INT32_MAX:
@@ -170,7 +174,7 @@ class RowSparse:
         return len(self.shape)
 
     @property
-    def dtype(self) -> Any:
+    def dtype(self) -> np.dtype:
         """The dtype of the values."""
         return self.values.dtype
 
@@ -180,7 +184,7 @@ class RowSparse:
             f"shape={self.shape}, dtype={self.dtype}, unique_indices={self.unique_indices})"
         )
 
-    def with_values(self, values: Any) -> RowSparse:
+    def with_values(self, values: ArrayLike) -> RowSparse:
         """The same rows with other values (same number of rows; the indices are kept)."""
         values = jnp.asarray(values)
         if values.ndim < 1 or values.shape[0] != self.indices.shape[0]:
@@ -244,7 +248,7 @@ class RowSparse:
         dense = jnp.zeros(self.shape, self.dtype)
         return dense.at[rows.indices].set(rows.values, mode="drop", unique_indices=True)
 
-    def __radd__(self, other: Any) -> jax.Array:
+    def __radd__(self, other: ArrayLike) -> jax.Array:
         """``dense + row_sparse``: the dense array with the rows added (what ``optax.apply_updates``
         computes). Only the K rows are read and written (repeated rows are added one after the
         other); the result has ``other``'s dtype promoted with the values', as a dense sum has.
@@ -314,7 +318,7 @@ def check_leaf(where: str, leaf_name: str, rows: RowSparse) -> None:
         )
 
 
-def check_rows(where: str, tree: Any) -> None:
+def check_rows(where: str, tree: optax.Updates) -> None:
     """Checks every row-sparse leaf of `tree`: intact indices (else an error naming the leaf and
     the fix), and in range (else ``IndexError`` naming the leaf and the index).
 
@@ -334,7 +338,7 @@ def check_rows(where: str, tree: Any) -> None:
             check_leaf(where, jax.tree_util.keystr(path) or "<root>", leaf)
 
 
-def shape_view(tree: Any) -> Any:
+def shape_view(tree: optax.Updates) -> Any:
     """`tree` with each row-sparse leaf replaced by the ``jax.ShapeDtypeStruct`` of its dense array.
 
     For checks that compare a gradient tree with a state or parameter tree.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -101,9 +102,9 @@ class MultiStepsState(NamedTuple):
 
     mini_step: jax.Array
     gradient_step: jax.Array
-    inner_opt_state: Any
-    acc_grads: Any
-    touched: Any
+    inner_opt_state: optax.OptState
+    acc_grads: optax.Updates
+    touched: chex.ArrayTree
 
 
 def _rows_of(x: Any) -> tuple[int, ...]:
