@@ -410,8 +410,9 @@ def dense_transformation(
             )
         count = optax.safe_increment(state.count)
         step_key = jax.random.fold_in(jax.random.key(0), count)
-        leaves, treedef = jax.tree.flatten(updates, is_leaf=sparse.is_row_sparse)
-        with_paths = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)[0]
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)
+        paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
+        leaves = [leaf for _, leaf in with_paths]
         stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
@@ -420,15 +421,13 @@ def dense_transformation(
             )
             try:
                 if sparse.is_row_sparse(g):
-                    path = jax.tree_util.keystr(with_paths[index][0])
                     for storage, stored in zip(storages, stats):
-                        state_precision.check_row_sparse(where, path, storage, stored)
+                        state_precision.check_row_sparse(where, paths[index], storage, stored)
                     update, new_stats = sparse.apply_rows(step, g, tuple(stats))
                 else:
                     update, new_stats = step(g, tuple(stats))
             except ComplexToRealError as error:
-                leaf = jax.tree_util.keystr(with_paths[index][0]) or "<root>"
-                raise TypeError(error.message(where, leaf)) from None
+                raise TypeError(error.message(where, paths[index] or "<root>")) from None
             new_leaves.append(update)
             new_stat_leaves.append(new_stats)
         new_updates = treedef.unflatten(new_leaves)
