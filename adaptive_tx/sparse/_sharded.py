@@ -30,8 +30,16 @@ class RowSharded(NamedTuple):
         own touched rows in place).
       param_shardings: the `NamedSharding` of each table, rows split over the axis.
       state_shardings: the `NamedSharding` of every leaf of the state.
-      grad_shardings: the `NamedSharding` of each gradient's ``indices``, ``values`` and
-        ``intact`` arrays: split along the K looked-up rows (each device holds its own batch's).
+      grad_shardings: ``grad_shardings(grads)``, the `NamedSharding` of each gradient's
+        ``indices``, ``values`` and ``intact`` arrays: split along the K looked-up rows (each
+        device holds its own part of the batch's rows).
+
+    Example:
+      >>> import jax, adaptive_tx as atx
+      >>> mesh = jax.make_mesh((1,), ("rows",))
+      >>> sharded = atx.sparse.row_sharded(atx.adam(0.1), {"emb": jnp.zeros((8, 2))}, mesh, "rows")
+      >>> tuple(sharded.param_shardings["emb"].spec)  # the table's rows split over "rows"
+      ('rows',)
     """
 
     init: Callable[[optax.Params], optax.OptState]
@@ -72,7 +80,7 @@ def _check_grads(grads: optax.Updates, size: int) -> None:
         name = jax.tree_util.keystr(path)
         if not is_row_sparse(g):
             raise ValueError(
-                f"{WHERE}: gradient leaf {name} is a dense {type(g).__name__}, not a RowSparse: "
+                f"{WHERE}: gradient leaf {name} is dense (shape {jnp.shape(g)}), not a RowSparse: "
                 "the row-sharded step updates tables from row-sparse gradients only "
                 "(sparse.value_and_grad and sparse.Embed give them); update dense parameters "
                 "in their own step"
