@@ -89,7 +89,9 @@ def launch(argv: list[str], num_processes: int, timeout: float, env: dict | None
     if failed or running:
         tail = lambda i: (logs / f"{i}.err").read_text()[-3000:]
         lines = [f"process {i} exited with code {procs[i].returncode}:\n{tail(i)}" for i in failed]
-        lines += [f"process {i} still running after {timeout:.0f} s, killed:\n{tail(i)}" for i in running]
+        lines += [
+            f"process {i} still running after {timeout:.0f} s, killed:\n{tail(i)}" for i in running
+        ]
         raise RuntimeError("distributed run failed\n" + "\n".join(lines))
     return (logs / "0.out").read_text()
 

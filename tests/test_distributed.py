@@ -110,7 +110,8 @@ def test_checkpoint_written_by_two_processes_restores_in_one(runs):
     leaves = jax.tree_util.tree_flatten_with_path(restored)[0]
     assert len(leaves) == len(trained)
     for path, leaf in leaves:
-        np.testing.assert_array_equal(np.asarray(leaf), trained[f"trained|{jax.tree_util.keystr(path)}"])
+        expected = trained[f"trained|{jax.tree_util.keystr(path)}"]
+        np.testing.assert_array_equal(np.asarray(leaf), expected)
 
 
 def test_launcher_kills_every_process_when_one_fails():

@@ -79,7 +79,7 @@ def _one_device_step(chain):
 
 
 def _specs(tree):
-    """Each leaf's partition spec as a list, trailing Nones dropped (P('rows') == P('rows', None))."""
+    """Each leaf's partition spec as a list, trailing Nones dropped: P('rows', None) -> ['rows']."""
     specs = []
     for leaf in jax.tree.leaves(tree):
         spec = [list(a) if isinstance(a, tuple) else a for a in leaf.sharding.spec]
@@ -109,7 +109,9 @@ def _hlo(mesh):
     state = jax.eval_shape(sharded.init, params)
     step = jax.jit(
         sharded.step,
-        in_shardings=(sharded.param_shardings, sharded.state_shardings, sharded.grad_shardings(grads)),
+        in_shardings=(
+            sharded.param_shardings, sharded.state_shardings, sharded.grad_shardings(grads)
+        ),
         out_shardings=(sharded.param_shardings, sharded.state_shardings),
         donate_argnums=(0, 1),
     )
@@ -172,19 +174,23 @@ def run():
     # A storage that refuses rows on one device refuses them here, with the same error.
     errors = {}
     factored = atx.adam(0.1, nu_dtype=atx.Factored(min_dim_size_to_factor=2))
+    chain_of = lambda tx: optax.chain(atx.sparse.prepare_rows(), tx)
     for kind, fn in (
         ("sharded", lambda: jax.jit(atx.sparse.row_sharded(factored, params, mesh, "rows").step)),
-        ("one", lambda: jax.jit(_one_device_step(optax.chain(atx.sparse.prepare_rows(), factored)))),
+        ("one", lambda: jax.jit(_one_device_step(chain_of(factored)))),
     ):
         try:
-            init = optax.chain(atx.sparse.prepare_rows(), factored).init(params)
+            init = chain_of(factored).init(params)
             fn()(params, init, stream[0])
             errors[kind] = None
         except TypeError as error:
             errors[kind] = str(error)
     result["factored_errors"] = errors
     try:
-        g = {k: atx.RowSparse(np.arange(3), np.ones((3, s[1]), np.float32), s[0]) for k, s in SHAPES.items()}
+        g = {
+            k: atx.RowSparse(np.arange(3), np.ones((3, s[1]), np.float32), s[0])
+            for k, s in SHAPES.items()
+        }
         sharded["adam()"].step(params, both["sharded"]["adam()"][1], g)
         result["indivisible_error"] = None
     except ValueError as error:
