@@ -307,5 +307,18 @@ def test_scaling_guide_runs():
     assert namespace["state"][0].dropped_rows == 0
 
 
+def test_benchmark_tiny_run(capsys):
+    """benchmarks/sharded_rows.py on this process's devices (as on one GPU: a mesh of 1)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sharded_rows
+    finally:
+        sys.path.pop(0)
+    sharded_rows.main(["--gpu", "--sizes", "4096x8", "--k", "64", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "V = 4,096 x 8: row-sharded" in out and "dense sharded / row-sharded" in out
+    assert "the table: 32,768" in out
+
+
 if __name__ == "__main__":
     print(json.dumps(run()))
