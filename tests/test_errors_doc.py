@@ -82,6 +82,21 @@ def _row_sparse_with_storage(shape, **storage):
     return tx.update(g, tx.init(params), params)
 
 
+def _row_sharded(axis="rows", devices=1, shape=(10, 3)):
+    if devices == 1:
+        mesh = jax.make_mesh((1,), ("rows",), axis_types=(jax.sharding.AxisType.Auto,))
+    else:  # checked before any device is used: an abstract mesh stands for 4 devices
+        mesh = jax.sharding.AbstractMesh((devices,), ("rows",))
+    return atx.sparse.row_sharded(atx.adam(0.1), {"emb": jnp.ones(shape)}, mesh, axis)
+
+
+def _row_sharded_step(grads, devices=1, shape=(10, 3)):
+    sharded = _row_sharded(devices=devices, shape=shape)
+    table = {"emb": jnp.ones(shape)}
+    state = sharded.init(table) if devices == 1 else None
+    return sharded.step(table, state, grads)
+
+
 def _complex_with_real_mu_dtype():
     params = {"z": jnp.ones(3, jnp.complex64)}
     tx = atx.adam(0.1, mu_dtype=jnp.bfloat16)
@@ -155,6 +170,15 @@ RAISES = {
     ),
     "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
     "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
+    "row-sharded-axis": lambda: _row_sharded(axis="data"),
+    "row-sharded-table-rows": lambda: _row_sharded(devices=4),
+    "row-sharded-dense-leaf": lambda: _row_sharded_step({"emb": jnp.ones((8, 3))}, shape=(8, 3)),
+    "row-sharded-batch": lambda: _row_sharded_step(
+        {"emb": atx.RowSparse([1, 2, 3], jnp.ones((3, 3)), 8)}, devices=4, shape=(8, 3)
+    ),
+    "row-sharded-bad-index": lambda: _row_sharded_step(
+        {"emb": atx.RowSparse([3, 10], jnp.ones((2, 3)), 10)}
+    ),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}

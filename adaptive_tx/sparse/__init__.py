@@ -76,6 +76,7 @@ from adaptive_tx.sparse._rows import (
     row_shape,
     trace,
 )
+from adaptive_tx.sparse._sharded import RowSharded, row_sharded
 from adaptive_tx.sparse._type import RowSparse, check_rows, is_row_sparse, shape_view
 from adaptive_tx.sparse._wrappers import MultiStepsState, multi_steps, on_values
 
@@ -83,6 +84,7 @@ __all__ = (
     "Embed",
     "MultiStepsState",
     "PrepareRowsState",
+    "RowSharded",
     "RowSparse",
     "apply_rows",
     "apply_updates",
@@ -97,6 +99,7 @@ __all__ = (
     "prepare_rows",
     "row_mean",
     "row_shape",
+    "row_sharded",
     "shape_view",
     "trace",
     "value_and_grad",
