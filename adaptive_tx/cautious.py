@@ -132,11 +132,12 @@ def cautious(
         return state
 
     def update_fn(updates, state, params=None, **extra_args):
-        rows = [leaf for leaf in jax.tree.leaves(updates, is_leaf=sparse.is_row_sparse)
-                if sparse.is_row_sparse(leaf)]
+        leaves = jax.tree_util.tree_flatten_with_path(updates, is_leaf=sparse.is_row_sparse)[0]
+        rows = [jax.tree_util.keystr(path) for path, leaf in leaves if sparse.is_row_sparse(leaf)]
         if rows:
             raise ValueError(
-                "cautious: a gradient leaf is row-sparse (RowSparse); the mask's mean over a few "
+                f"cautious: gradient leaf {rows[0]} is row-sparse (RowSparse); the mask's mean over "
+                "a few "
                 "rows of a table has no sound meaning, so cautious masking takes dense leaves "
                 "only: put the embedding tables in their own optax.multi_transform group without "
                 "cautious, or pass them dense (RowSparse.todense())"
