@@ -23,7 +23,7 @@ from adaptive_tx.aliases import (
     rmsprop,
     rowwise_adagrad,
 )
-from adaptive_tx.cautious import cautious, cautious_mask
+from adaptive_tx.masking import cautious, cautious_mask
 from adaptive_tx.diagnostics import (
     RateSummary,
     effective_learning_rate,

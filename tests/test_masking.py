@@ -1,4 +1,4 @@
-"""Cautious masking (adaptive_tx/cautious.py): the paper's C-AdamW against its float64 reference,
+"""Cautious masking (adaptive_tx/masking.py): the paper's C-AdamW against its float64 reference,
 the mask over every alias of the table against the formula applied to the alias's own update,
 and the refusals (row-sparse leaves, a learning rate inside a descent=False wrapper)."""
 
