@@ -136,9 +136,8 @@ def cautious(
         rows = [jax.tree_util.keystr(path) for path, leaf in leaves if sparse.is_row_sparse(leaf)]
         if rows:
             raise ValueError(
-                f"cautious: gradient leaf {rows[0]} is row-sparse (RowSparse); the mask's mean over "
-                "a few "
-                "rows of a table has no sound meaning, so cautious masking takes dense leaves "
+                f"cautious: gradient leaf {rows[0]} is row-sparse (RowSparse); the mask's mean "
+                "over a few rows of a table has no sound meaning, so cautious masking takes dense leaves "
                 "only: put the embedding tables in their own optax.multi_transform group without "
                 "cautious, or pass them dense (RowSparse.todense())"
             )

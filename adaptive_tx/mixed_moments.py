@@ -22,7 +22,7 @@ from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
 def _root_scale(b, eps, eps_root):
-    """:math:`1/(\\sqrt{n_t/(1-\\beta^t) + \\epsilon_{root}} + \\epsilon)` of the last statistic ``n``."""
+    """:math:`1/(\\sqrt{n_t/(1-\\beta^t) + \\epsilon_{root}} + \\epsilon)` of a statistic ``n``."""
 
     def scale(stats, t, index):
         return 1 / (jnp.sqrt(stats[index] / bias_correction(b, t) + eps_root) + eps)
@@ -72,7 +72,7 @@ class ScaleByAdanState(NamedTuple):
     packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
-        r"""The rule's scale :math:`1/(\sqrt{\hat n_t + \epsilon_{root}} + \epsilon)` at the last step."""
+        r"""The rule's scale :math:`1/(\sqrt{\hat n_t + \epsilon_{root}} + \epsilon)`, last step."""
         return state_scale(adan_rule(AdanHyperparams(*self.packed_hyperparams)), self)
 
 
@@ -152,12 +152,15 @@ def scale_by_adan(
       >>> updates  # the first step is the sign of the gradient
       Array([ 1., -1.], dtype=float32)
     """
-    b1, b2, b3 = (_validate.check_unit_interval(n, v) for n, v in (("b1", b1), ("b2", b2), ("b3", b3)))
+    b1 = _validate.check_unit_interval("b1", b1)
+    b2 = _validate.check_unit_interval("b2", b2)
+    b3 = _validate.check_unit_interval("b3", b3)
     eps = _validate.check_non_negative("eps", eps)
     eps_root = _validate.check_non_negative("eps_root", eps_root)
     hyperparams = AdanHyperparams(b1, b2, b3, eps, eps_root)
     mu, nu = moment_storages(mu_dtype, nu_dtype)
-    return dense_transformation(adan_rule(hyperparams), ScaleByAdanState, (mu, mu, nu, mu), hyperparams)
+    storages = (mu, mu, nu, mu)  # m, v, n, the last gradient
+    return dense_transformation(adan_rule(hyperparams), ScaleByAdanState, storages, hyperparams)
 
 
 class AdEMAMixHyperparams(NamedTuple):
@@ -200,7 +203,7 @@ class ScaleByAdEMAMixState(NamedTuple):
     packed_hyperparams: jax.Array | None = None
 
     def per_coordinate_scale(self) -> optax.Updates:
-        r"""The rule's scale :math:`1/(\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)` at the last step."""
+        r"""The rule's scale :math:`1/(\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)`, last step."""
         h = AdEMAMixHyperparams(*self.packed_hyperparams)
         return state_scale(ademamix_rule(h, 0.0, 0.0), self)
 

@@ -23,7 +23,7 @@ from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
 def quarter_power(count: jax.Array) -> jax.Array:
-    r"""ADOPT's default clipping bound :math:`c(t-1) = (t-1)^{1/4}` of the step count before the step.
+    r"""ADOPT's default clipping bound :math:`c(t-1) = (t-1)^{1/4}` of the count before the step.
 
     Example:
       >>> float(quarter_power(jnp.int32(16)))

@@ -249,8 +249,9 @@ def assert_tree_get_agrees(ours, theirs, name, inject=False):
             continue  # not in optax's state, or a sub-state (whose types differ by design)
         special = inject and key == "count" and name in ("adagrad", "rmsprop", "adan")
         if special and got is KeyError and expected is not KeyError:
-            # optax's adagrad and rmsprop states keep no step count (adan's is its ``t``), so under injection optax
-            # finds the injector's alone; ours also has the adaptive state's (the same number).
+            # optax's adagrad and rmsprop states keep no step count (adan's is its ``t``), so
+            # under injection optax finds the injector's alone; ours also has the adaptive
+            # state's (the same number).
             np.testing.assert_array_equal(
                 [v for _, v in optax.tree.get_all_with_path(ours, key)], expected
             )
@@ -305,7 +306,8 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     name, kwargs = row
     # adafactor: complex parameters are tests/test_factored.py's; its float16 means underflow
     # eps = 1e-30 to 0, so a zero gradient coordinate gives 0 * inf (as optax's float16 state)
-    # adopt: clipping refuses complex gradients (test_complex_gradient_on_real_parameters_is_refused)
+    # adopt: clipping refuses complex gradients
+    # (test_complex_gradient_on_real_parameters_is_refused)
     params, grads = _dtype_grid(real_only=name in ("adafactor", "adopt"))
     ours, theirs = getattr(atx, name)(**kwargs), twin(name)(**kwargs)
     dtypes = {k: jnp.result_type(grads[0][k].dtype, p.dtype) for k, p in params.items()}

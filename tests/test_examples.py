@@ -146,7 +146,8 @@ def test_newer_methods_tiny_run(tmp_path):
     at the wrong end (x near +1) and ADOPT heads for the optimum -1; with beta2 = 0.999 AdamW
     finds it too."""
     example = _example("newer_methods")
-    result = example.main([str(tmp_path), "--steps", "4000", "--seeds", "2", "--beta2s", "0.9,0.999"])
+    argv = [str(tmp_path), "--steps", "4000", "--seeds", "2", "--beta2s", "0.9,0.999"]
+    result = example.main(argv)
     final = {
         name: {b2: float(example._final(xs).mean()) for b2, xs in by_beta2.items()}
         for name, by_beta2 in result["results"].items()

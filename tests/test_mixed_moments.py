@@ -43,7 +43,8 @@ def _primitive(name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", ROWS)
 def test_alias_and_primitive_match_float64_reference(name, kwargs, problem):
-    check_row(RUNS[name], name, kwargs, problem, getattr(atx, name)(**{"learning_rate": LR, **kwargs}))
+    alias = getattr(atx, name)(**{"learning_rate": LR, **kwargs})
+    check_row(RUNS[name], name, kwargs, problem, alias)
     check_row(RUNS[name], name, kwargs, problem, _primitive(name, kwargs))
 
 
