@@ -131,7 +131,9 @@ def scale_by_adan(
        u_t = \frac{\hat m_t + (1-\beta_2)\, \hat v_t}{\sqrt{\hat n_t + \epsilon_{root}} + \epsilon},
 
     with hats the bias corrections :math:`1/(1-\beta^t)`. The β are optax's (the weight of the
-    old value: the paper's :math:`1-\beta`).
+    old value: the paper's :math:`1-\beta`). On a row-sparse leaf a row is updated when it is
+    looked up (lazy, as every rule), so its difference is taken against the gradient it last
+    received, not against a zero of the steps it missed.
 
     Reference: Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep
     Models", 2022, https://arxiv.org/abs/2208.06677
