@@ -13,6 +13,9 @@ has no such argument): how the moments are stored (a float dtype, ``"bfloat16_sr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
@@ -21,11 +24,13 @@ from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
+from adaptive_tx.mixed_moments import scale_by_adan, scale_by_ademamix
 from adaptive_tx.moments import (
     scale_by_bias_corrected_moments,
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
+from adaptive_tx.normalized_momentum import quarter_power, scale_by_adopt, scale_by_laprop
 from adaptive_tx.state_precision import StorageSpec
 from adaptive_tx.sum_of_squares import scale_by_rowwise_sum_of_squares, scale_by_sum_of_squares
 from adaptive_tx.weight_decay import Mask, add_decoupled_weight_decay
@@ -542,3 +547,159 @@ def adafactor(
         parts.append(add_decoupled_weight_decay(weight_decay_rate, weight_decay_mask))
     parts.append(optax.scale(-1))
     return optax.chain(*parts)
+
+
+def adopt(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.9999,
+    eps: float = 1e-6,
+    mu_dtype: StorageSpec = None,
+    *,
+    nesterov: bool = False,
+    use_clipping: bool = True,
+    clip_value_fn: Callable[[jax.Array], jax.Array] = quarter_power,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""ADOPT: :math:`\theta_t = \theta_{t-1} - \eta_t m_t`, a momentum of gradients normalized by
+    :math:`v_{t-1}`.
+
+    ``scale_by_adopt`` then the learning rate; equals ``optax.contrib.adopt`` (whose default
+    ``clip_value_fn`` is ``count ** 0.25``, `quarter_power` here).
+
+    Reference: Taniguchi et al., NeurIPS 2024, https://arxiv.org/abs/2411.02853
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, mu_dtype, nesterov, use_clipping, clip_value_fn, nu_dtype: see
+        `scale_by_adopt`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adopt(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # the first step measures the second moment and does not move
+      Array([-0.], dtype=float32)
+    """
+    scaling = scale_by_adopt(
+        b1,
+        b2,
+        eps,
+        mu_dtype,
+        nesterov=nesterov,
+        use_clipping=use_clipping,
+        clip_value_fn=clip_value_fn,
+        nu_dtype=nu_dtype,
+    )
+    return _chain(scaling, learning_rate)
+
+
+def adan(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.98,
+    b2: float = 0.92,
+    b3: float = 0.99,
+    eps: float = 1e-8,
+    eps_root: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: Mask = None,
+    *,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adan: :math:`\theta_t = \theta_{t-1} - \eta_t\big((\hat m_t + (1-\beta_2)\hat v_t) /
+    (\sqrt{\hat n_t + \epsilon_{root}} + \epsilon) + \lambda \theta_{t-1}\big)`.
+
+    ``scale_by_adan``, ``add_decoupled_weight_decay``, then the learning rate; equals
+    ``optax.adan``.
+
+    Reference: Xie et al., 2022, https://arxiv.org/abs/2208.06677
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, b3, eps, eps_root, mu_dtype, nu_dtype: see `scale_by_adan`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adan(0.1, eps_root=0.0)
+      >>> params = jnp.zeros(2)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(params), params)
+      >>> updates  # the first step moves each coordinate by the learning rate
+      Array([-0.1,  0.1], dtype=float32)
+    """
+    scaling = scale_by_adan(b1, b2, b3, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
+
+
+def ademamix(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    b3: ScalarOrSchedule = 0.9999,
+    alpha: ScalarOrSchedule = 5.0,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: StorageSpec = None,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+    *,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdEMAMix: Adam with a slow momentum added, :math:`(\hat m^{(1)}_t + \alpha m^{(2)}_t) /
+    (\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)`, plus decoupled weight decay.
+
+    ``scale_by_ademamix``, ``add_decoupled_weight_decay``, then the learning rate; equals
+    ``optax.contrib.ademamix``.
+
+    Reference: Pagliardini, Ablin & Grangier, 2024, https://arxiv.org/abs/2409.03137
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, b3, alpha, eps, eps_root, mu_dtype, nu_dtype: see `scale_by_ademamix`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = ademamix(0.1, alpha=0.0)
+      >>> params = jnp.zeros(1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(params), params)
+      >>> updates.round(4)  # alpha = 0: Adam's first step
+      Array([-0.1], dtype=float32)
+    """
+    scaling = scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype, nu_dtype=nu_dtype)
+    return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
+
+
+def laprop(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mu_dtype: StorageSpec = None,
+    *,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""LaProp: :math:`\theta_t = \theta_{t-1} - \eta_t m_t/(1-\beta_1^t)`, a momentum of
+    RMS-normalized gradients.
+
+    ``scale_by_laprop`` then the learning rate (optax has no twin; it equals
+    ``optax.chain(optax.scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
+    optax.ema(b1), optax.scale_by_learning_rate(learning_rate))``). The paper's algorithm
+    multiplies each normalized gradient by its step's rate before the momentum; with a constant
+    rate the two are the same.
+
+    Reference: Ziyin, Wang & Ueda, 2020, https://arxiv.org/abs/2002.04839
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, mu_dtype, nu_dtype: see `scale_by_laprop`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = laprop(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates  # the first step moves each coordinate by the learning rate
+      Array([-0.1,  0.1], dtype=float32)
+    """
+    return _chain(scale_by_laprop(b1, b2, eps, mu_dtype, nu_dtype=nu_dtype), learning_rate)

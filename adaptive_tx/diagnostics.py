@@ -18,7 +18,15 @@ the update. With optax's conventions:
 - AMSGrad: Adam's with the running maximum of :math:`\hat v`; Adamax:
   :math:`\eta / (1-\beta_1^t) / u_t`; RAdam: :math:`r_t` times Adam's once rectified, else
   :math:`\eta / (1-\beta_1^t)`; NAdam: Adam's (its direction is the look-ahead
-  :math:`\beta_1 \frac{1-\beta_1^t}{1-\beta_1^{t+1}} m_t + (1-\beta_1) g_t`).
+  :math:`\beta_1 \frac{1-\beta_1^t}{1-\beta_1^{t+1}} m_t + (1-\beta_1) g_t`);
+- ADOPT: :math:`\eta` (its direction, the momentum :math:`m_t` of normalized clipped gradients,
+  or the look-ahead :math:`\beta_1 m_t + (1-\beta_1)\,\mathrm{clip}(g_t/\max(\sqrt{v_{t-1}},
+  \epsilon))`, holds the adaptivity); LaProp: :math:`\eta / (1-\beta_1^t)` (direction: the
+  momentum of :math:`g_t / (\sqrt{\hat v_t} + \epsilon)`);
+- Adan: :math:`\eta / (\sqrt{n_t/(1-\beta_3^t) + \epsilon_{root}} + \epsilon)` (direction
+  :math:`\hat m_t + (1-\beta_2)\hat v_t`); AdEMAMix:
+  :math:`\eta / (\sqrt{\nu_t/(1-\beta_2^t) + \epsilon_{root}} + \epsilon)` (direction
+  :math:`m^{(1)}_t/(1-\beta_1^t) + \alpha\, m^{(2)}_t`).
 
 A scheduled learning rate contributes the rate of the last step. The rate includes the first
 moment's bias correction :math:`1/(1-\beta_1^t)` (10 at the first Adam step with
@@ -35,6 +43,10 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   :math:`u_t = -(1+\mu)\,\eta_{\text{eff}} \odot d_t + \mu^2 b_{t-1}` (:math:`b` the trace in the
   state); before the learning rate (torch's RMSprop):
   :math:`u_t = -\eta_{\text{eff}} \odot d_t - \eta_t \mu\, b_{t-1}`;
+- cautious masking (`adaptive_tx.cautious`): :math:`u_t = -(\phi_t / \max(\bar\phi_t,
+  \text{floor})) \odot \eta_{\text{eff}} \odot d_t` with :math:`\phi_t` the sign-agreement mask
+  of this step's update and gradient and :math:`\bar\phi_t` its mean over the leaf: the mask is
+  not kept in the state, so the rate leaves it out;
 - transformations that keep no state are invisible to the state and left out. Adafactor
   (``adafactor``, keras' ``Adafactor``) clips each leaf's step to RMS :math:`c`
   (``clipping_threshold``) after the scale and multiplies it by the parameter's RMS:

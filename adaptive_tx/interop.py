@@ -24,6 +24,11 @@ from adaptive_tx.weight_decay import AddDecoupledWeightDecayState
 _WRAPPER_COUNTS = ("InjectStatefulHyperparamsState", "ScaleByScheduleState", "WeightDecaySchedule")
 
 
+# Statistics of ours that optax recomputes within a step (ADOPT's look-ahead reads the clipped
+# gradient of the same step): their initial values are kept.
+_RECOMPUTED = ("last_step",)
+
+
 def _is_state(node: Any) -> bool:
     return isinstance(node, tuple) and hasattr(node, "_fields")
 
@@ -65,6 +70,7 @@ def _count(theirs: Any) -> jax.Array:
         for s in _states(theirs)
         if "count" in s._fields and type(s).__name__ not in _WRAPPER_COUNTS
     ]
+    own += [s.t for s in _states(theirs) if type(s).__name__ == "ScaleByAdanState"]
     counts = own or counts
     return jnp.asarray(counts[0] if counts else 0, jnp.int32)
 
@@ -123,6 +129,8 @@ def _adaptive(node: Any, theirs: Any) -> Any:
         if name == "count":
             values[name] = _count(theirs)
         elif template is None or name == "packed_hyperparams":
+            values[name] = template
+        elif name in _RECOMPUTED:  # overwritten by the next step before it is read
             values[name] = template
         elif isinstance(template, FactoredArray):
             values[name] = _factored(theirs, template)
@@ -185,7 +193,8 @@ def from_optax_state(
     ``count``; adafactor's ``v_row``, ``v_col``, ``v``), the rest (packed hyperparameters, the
     rate a schedule applied at the last step) is rebuilt, so that the next ``tx.update`` gives the
     update the optax optimizer would have given. Supported: adagrad, rmsprop, adam, adamw, nadam,
-    nadamw, amsgrad, adamax, adamaxw, radam, adafactor, with any of their options and schedules.
+    nadamw, amsgrad, adamax, adamaxw, radam, adafactor, adan (its count ``t``),
+    ``optax.contrib``'s adopt and ademamix, with any of their options and schedules.
 
     Where optax's state keeps no step count (adagrad, rmsprop without bias correction, with a
     constant rate) the count is 0: those methods' arithmetic does not use it.

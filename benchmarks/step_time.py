@@ -51,7 +51,18 @@ from timing import interleaved_times
 
 import adaptive_tx
 
-METHODS = ("adam", "adamw", "adagrad", "rmsprop", "adamax", "nadam")
+METHODS = (
+    "adam",
+    "adamw",
+    "adagrad",
+    "rmsprop",
+    "adamax",
+    "nadam",
+    "adopt",
+    "adan",
+    "ademamix",
+    "laprop",
+)
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {
     "adam": ("Adam", ("foreach", "fused")),
@@ -79,6 +90,18 @@ class Hlo(NamedTuple):
 
 
 # ---------------------------------------------------------------- JAX contenders
+
+
+def optax_twin(method: str) -> Callable:
+    """optax's optimizer of that name (optax.contrib's for ADOPT and AdEMAMix); LaProp, which optax
+    does not ship, as its composition from optax primitives."""
+    if method == "laprop":
+        return lambda lr: optax.chain(
+            optax.scale_by_rms(0.999, 1e-8, eps_in_sqrt=False, bias_correction=True),
+            optax.ema(0.9),
+            optax.scale_by_learning_rate(lr),
+        )
+    return getattr(optax, method, None) or getattr(optax.contrib, method)
 
 
 def split(flat: np.ndarray, leaves: int) -> dict:
@@ -175,7 +198,7 @@ def make_torch(method, kind, flat_params, flat_grads, leaves, device) -> Callabl
     """One torch.optim step on `leaves` tensors, or None if torch has no such implementation."""
     import torch
 
-    name, kinds = TORCH[method]
+    name, kinds = TORCH.get(method, (None, ()))  # (torch ships none of the newer methods)
     if kind not in kinds:
         return None
     params = [
@@ -207,7 +230,8 @@ def measure(config: Config, repeats: int, device, rng) -> dict:
     flat_grads = rng.normal(size=config.size).astype(np.float32)
     runs, hlo = {"axpy": make_axpy(flat_grads)}, {}
     for lib in ("adaptive_tx", "optax"):
-        tx = getattr(adaptive_tx if lib == "adaptive_tx" else optax, config.method)(LEARNING_RATE)
+        factory = getattr(adaptive_tx, config.method) if lib == "adaptive_tx" else None
+        tx = (factory or optax_twin(config.method))(LEARNING_RATE)
         runs[lib], hlo[lib] = make_jax(tx, flat_params, flat_grads, config.leaves)
     if device is not None:
         for kind in ("foreach", "fused"):

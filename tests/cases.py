@@ -12,6 +12,9 @@ import optax
 
 SCHEDULE = optax.linear_schedule(0.05, 0.005, transition_steps=100)
 WD_SCHEDULE = optax.cosine_decay_schedule(0.1, decay_steps=100)
+# AdEMAMix's warm-ups (the paper's shape, over this table's 100 steps).
+ALPHA_SCHEDULE = optax.linear_schedule(0.0, 5.0, transition_steps=50)
+B3_SCHEDULE = optax.linear_schedule(0.9, 0.999, transition_steps=50)
 
 
 def _mask(params):
@@ -55,7 +58,44 @@ ALIASES = [
     ("radam", dict(learning_rate=0.01)),
     ("radam", dict(learning_rate=0.01, threshold=100.0, nesterov=True)),  # switches near step 60
     ("radam", dict(learning_rate=0.01, b2=0.99, eps=1e-4, eps_root=1e-8, threshold=4.0)),
+    ("adopt", dict(learning_rate=0.01)),
+    ("adopt", dict(learning_rate=SCHEDULE, b2=0.99, nesterov=True, eps=1e-4)),
+    ("adan", dict(learning_rate=0.01)),
+    ("adan", dict(learning_rate=SCHEDULE, b1=0.9, b3=0.999, weight_decay=0.05, mask=_mask)),
+    ("ademamix", dict(learning_rate=0.01)),
+    ("ademamix", dict(learning_rate=0.01, b3=B3_SCHEDULE, alpha=ALPHA_SCHEDULE, eps_root=1e-8)),
+    ("laprop", dict(learning_rate=0.01)),
+    ("laprop", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.99, eps=1e-3)),
 ]
+
+
+def laprop(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mu_dtype=None,
+) -> optax.GradientTransformation:
+    """LaProp from optax's primitives (optax ships no LaProp): RMS-normalize, then average."""
+    return optax.chain(
+        optax.scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),
+        optax.ema(b1, debias=True, accumulator_dtype=mu_dtype),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+# Methods optax does not ship: their twin is composed from optax primitives here.
+COMPOSED_TWINS = ("laprop",)
+
+
+def twin(name: str):
+    """The independent reference of an alias: optax's function of that name (or optax.contrib's),
+    or, for a method optax does not ship, its composition from optax primitives here."""
+    for namespace in (optax, optax.contrib):
+        if hasattr(namespace, name):
+            return getattr(namespace, name)
+    return globals()[name]
+
 
 # One row per alias, with default settings: for the properties every method must have.
 DEFAULTS = [row for i, row in enumerate(ALIASES) if row[0] not in [r[0] for r in ALIASES[:i]]]
@@ -190,4 +230,8 @@ CONVERGENCE_LR = {
     "adamaxw": 1e-1,
     "radam": 5e-3,
     "adafactor": 1e-2,
+    "adopt": 1e-1,
+    "adan": 1e-1,
+    "ademamix": 1e-2,
+    "laprop": 1e-1,
 }

@@ -103,6 +103,12 @@ def _complex_with_real_mu_dtype():
     return tx.update(params, tx.init(params), params)
 
 
+def _adopt_on_complex():
+    params = {"z": jnp.ones(3, jnp.complex64)}
+    tx = atx.adopt(0.1)
+    return tx.update(params, tx.init(params), params)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -195,6 +201,14 @@ RAISES = {
     "optax-state-other-optimizer": lambda: atx.from_optax_state(
         atx.adam(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
     ),
+    "adopt-eps-zero": lambda: atx.adopt(0.1, eps=0.0),
+    "adopt-clip-value-fn": lambda: atx.adopt(0.1, clip_value_fn=0.5),
+    "adopt-complex-clipping": _adopt_on_complex,
+    "cautious-floor": lambda: atx.cautious(atx.adam(0.1), floor=1.5),
+    "cautious-descent-learning-rate": lambda: atx.cautious(atx.adamw(0.1), descent=False).init(
+        PARAMS
+    ),
+    "cautious-row-sparse": lambda: _rows_through(atx.cautious(atx.adam(0.1))),
 }
 
 

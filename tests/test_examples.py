@@ -139,3 +139,19 @@ def test_transformer_lm_tiny_run(tmp_path):
         jax.tree.leaves(by_mode["row-sparse"]["params"]), jax.tree.leaves(r["params"]), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_newer_methods_tiny_run(tmp_path):
+    """ADOPT against AdamW on the rare-large-gradient problem, small: at beta2 = 0.9 AdamW settles
+    at the wrong end (x near +1) and ADOPT heads for the optimum -1; with beta2 = 0.999 AdamW
+    finds it too."""
+    example = _example("newer_methods")
+    argv = [str(tmp_path), "--steps", "4000", "--seeds", "2", "--beta2s", "0.9,0.999"]
+    result = example.main(argv)
+    final = {
+        name: {b2: float(example._final(xs).mean()) for b2, xs in by_beta2.items()}
+        for name, by_beta2 in result["results"].items()
+    }
+    assert final["AdamW"][0.9] > 0.5 and final["ADOPT"][0.9] < 0.0
+    assert final["AdamW"][0.999] < -0.5
+    assert (tmp_path / "newer_methods.png").stat().st_size > 10_000

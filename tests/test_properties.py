@@ -39,6 +39,7 @@ from tests.cases import (
     make_params,
     max_rel_diff,
     run,
+    twin,
 )
 from tests.test_reference import _reference
 
@@ -212,7 +213,7 @@ def test_complex_parameters_match_optax(name, problem):
     shapes, (kwargs, scale), seed = problem.draw(_problem(name))
     params, grads = _materialize(shapes, np.complex64, seed, scale)
     ours = _check_properties(getattr(atx, name)(**kwargs), params, grads)
-    theirs, _, _ = run(getattr(optax, name)(**kwargs), params, grads)
+    theirs, _, _ = run(twin(name)(**kwargs), params, grads)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
         a, b = np.asarray(a, np.complex128), np.asarray(b, np.complex128)
         assert np.all(np.abs(a - b) <= 1e-5 * np.maximum(np.abs(b), 1.0))
@@ -243,6 +244,8 @@ def _objective(params):
     and complex64. Each leaf is its own problem (every alias is per-leaf)."""
     total = 0.0
     for suffix in ("f32", "c64"):
+        if "parabola_" + suffix not in params:
+            continue
         p, r = params["parabola_" + suffix], params["rosenbrock_" + suffix]
         total += jnp.sum(abs_sq(p - jnp.asarray(PARABOLA_END, p.dtype)))
         total += abs_sq(1.0 - r[0]) + 100.0 * abs_sq(r[1] - r[0] ** 2)
@@ -253,9 +256,10 @@ def abs_sq(x):
     return jnp.real(x * jnp.conj(x))
 
 
-def _problems():
+def _problems(real_only=False):
     params = {}
-    for suffix, dtype in (("f32", jnp.float32), ("c64", jnp.complex64)):
+    dtypes = (("f32", jnp.float32),) + ((("c64", jnp.complex64),) if not real_only else ())
+    for suffix, dtype in dtypes:
         params["parabola_" + suffix] = jnp.asarray(PARABOLA_START, dtype)
         params["rosenbrock_" + suffix] = jnp.zeros(2, dtype)
     return params
@@ -288,7 +292,9 @@ def test_converges_on_a_parabola_and_rosenbrock_in_float32_and_complex64(row):
         updates, state = tx.update(grads, state, params, value=value)
         return optax.apply_updates(params, updates), state
 
-    params = _problems()
+    # ADOPT clips its normalized gradient, which complex numbers cannot be (refused with the fix,
+    # tests/test_aliases.py; unclipped, its eps-floored first steps diverge on Rosenbrock)
+    params = _problems(real_only=name == "adopt")
     params, _ = jax.jit(lambda p: jax.lax.fori_loop(0, 10_000, step, (p, tx.init(p))))(params)
     expected = {
         k: jnp.asarray(PARABOLA_END if k.startswith("parabola") else [1.0, 1.0], v.dtype)
@@ -313,7 +319,7 @@ def test_state_shapes_and_dtypes_are_the_same_after_init_and_update(row):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize(
     "row",
-    [r for r in DEFAULTS if "mu_dtype" in inspect.signature(getattr(optax, r[0])).parameters],
+    [r for r in DEFAULTS if "mu_dtype" in inspect.signature(twin(r[0])).parameters],
     ids=case_id,
 )
 def test_explicit_mu_dtype_is_kept_as_optax_keeps_it(row, dtype):
@@ -322,17 +328,22 @@ def test_explicit_mu_dtype_is_kept_as_optax_keeps_it(row, dtype):
     name, kwargs = row
     params = make_params()
     dtypes = []
-    for lib in (atx, optax):
-        tx = getattr(lib, name)(**kwargs, mu_dtype=dtype)
+    # the first moment's name in each state: AdEMAMix's fast moment, LaProp's optax.ema
+    names = {"ademamix": ("m1", "m1"), "laprop": ("mu", "ema")}.get(name, ("mu", "mu"))
+    for factory, key in zip((getattr(atx, name), twin(name)), names):
+        tx = factory(**kwargs, mu_dtype=dtype)
         state = jax.eval_shape(tx.init, params)
         updates, new_state = jax.eval_shape(tx.update, params, state, params)
         dtypes.append(
             (
-                jax.tree.map(lambda x: x.dtype, optax.tree.get(state, "mu")),
-                jax.tree.map(lambda x: x.dtype, optax.tree.get(new_state, "mu")),
+                jax.tree.map(lambda x: x.dtype, optax.tree.get(state, key)),
+                jax.tree.map(lambda x: x.dtype, optax.tree.get(new_state, key)),
                 jax.tree.map(lambda x: x.dtype, updates),
             )
         )
+    if name == "ademamix":  # optax's update promotes m1 to float32 (it casts nothing back)
+        assert dtypes[0][1] == dtypes[0][0]  # ours keeps mu_dtype: a jitted loop's carry is stable
+        dtypes = [d[::2] for d in dtypes]
     assert dtypes[0] == dtypes[1]
     assert all(d == dtype for d in jax.tree.leaves(dtypes[0][0]))
 

@@ -95,6 +95,79 @@ def _radam(grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, n
     return r * _adam(grads, lr, b1, b2, eps, eps_root)
 
 
+def _at(value, t):
+    """A constant, or a schedule's value at step count t (as the optimizer calls it)."""
+    return float(value(t)) if callable(value) else value
+
+
+def _adopt(grads, lr, **unused):
+    """ADOPT's update is lr m_T: the rate is lr for every coordinate (the normalization is in m)."""
+    return np.full_like(grads[-1], lr)
+
+
+def _laprop(grads, lr, b1=0.9, **unused):
+    """LaProp's update is lr m_T / (1 - b1^T): the normalization is in m."""
+    return np.full_like(grads[-1], lr / (1.0 - b1 ** len(grads)))
+
+
+def _adan_moments(grads, b1=0.98, b2=0.92, b3=0.99):
+    """Adan's m_T, v_T, n_T (optax's conventions, see numpy_optimizers.run_adan)."""
+    m = v = n = 0.0
+    for t, g in enumerate(grads, start=1):
+        d = g - grads[t - 2] if t > 1 else np.zeros_like(g)
+        m, v = _ema(m, g, b1), _ema(v, d, b2)
+        n = _ema(n, (g + (1 - b2) * d) ** 2, b3)
+    return m, v, n
+
+
+def _adan(grads, lr, b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=1e-8, **unused):
+    """lr / (sqrt(n_T / (1 - b3^T) + eps_root) + eps); the direction is mhat + (1 - b2) vhat."""
+    n = _adan_moments(grads, b1, b2, b3)[2]
+    return lr / (np.sqrt(n / (1.0 - b3 ** len(grads)) + eps_root) + eps)
+
+
+def _ademamix(grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, **unused):
+    """Adam's rate without 1 / (1 - b1^T), which is in the direction m1hat + alpha m2."""
+    t = len(grads)
+    nu_hat = _ema_series([g * g for g in grads], b2) / (1.0 - b2**t)
+    return lr / (np.sqrt(nu_hat + eps_root) + eps)
+
+
+def newer_direction(name, grads, **hyper):
+    """d_T that the rates of ADOPT, LaProp, Adan and AdEMAMix multiply (optax's defaults)."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    t = len(grads)
+    if name == "adopt":
+        b1, b2, eps = hyper.get("b1", 0.9), hyper.get("b2", 0.9999), hyper.get("eps", 1e-6)
+        # b2 as optax and the library see it, rounded to float32: at 0.9999, 1 - b2 is 1.7e-4
+        # off, which the normalized steps of a small coordinate show at 2e-4
+        b2 = float(np.float32(b2))
+        m, v, step = 0.0, grads[0] ** 2, 0.0
+        for i, g in enumerate(grads[1:], start=1):  # i = the step count before the step
+            step = np.clip(g / np.maximum(np.sqrt(v), eps), -(i**0.25), i**0.25)
+            m, v = _ema(m, step, b1), _ema(v, g * g, b2)
+        return _ema(m, step, b1) if hyper.get("nesterov") else m
+    if name == "laprop":
+        b1, b2, eps = hyper.get("b1", 0.9), hyper.get("b2", 0.999), hyper.get("eps", 1e-8)
+        m = v = 0.0
+        for i, g in enumerate(grads, start=1):
+            v = _ema(v, g * g, b2)
+            m = _ema(m, g / (np.sqrt(v / (1.0 - b2**i)) + eps), b1)
+        return m
+    if name == "adan":
+        b1, b2, b3 = hyper.get("b1", 0.98), hyper.get("b2", 0.92), hyper.get("b3", 0.99)
+        m, v, _ = _adan_moments(grads, b1, b2, b3)
+        return m / (1.0 - b1**t) + (1 - b2) * v / (1.0 - b2**t)
+    if name == "ademamix":
+        b1, b3, alpha = hyper.get("b1", 0.9), hyper.get("b3", 0.9999), hyper.get("alpha", 5.0)
+        m1 = _ema_series(grads, b1)
+        m2 = 0.0
+        for i, g in enumerate(grads):
+            m2 = _ema(m2, g, _at(b3, i))
+        return m1 / (1.0 - b1**t) + _at(alpha, t - 1) * m2
+    raise ValueError(name)
+
+
 RATES = {
     "adagrad": _adagrad,
     "rmsprop": _rmsprop,
@@ -106,6 +179,10 @@ RATES = {
     "adamax": _adamax,
     "adamaxw": _adamax,
     "radam": _radam,
+    "adopt": _adopt,
+    "laprop": _laprop,
+    "adan": _adan,
+    "ademamix": _ademamix,
 }
 
 

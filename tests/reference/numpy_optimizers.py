@@ -332,3 +332,136 @@ def run_rowwise_adagrad(params0, grads, lr, initial_accumulator_value=0.0, eps=1
         return scale * g
 
     return _iterate(params0, grads, lr, direction)
+
+
+def run_adopt(
+    params0,
+    grads,
+    lr,
+    b1=0.9,
+    b2=0.9999,
+    eps=1e-6,
+    nesterov=False,
+    use_clipping=True,
+    clip_value_fn=lambda count: count**0.25,
+):
+    """ADOPT (Taniguchi et al. 2024, Algorithm 2 with clipping): the gradient is normalized by the
+    second moment of the *previous* steps, clipped, then averaged; v_0 = g_0^2 is measured at the
+    first step, which does not move (optax's indexing: the paper's g_0 is the first gradient).
+    m_t = b1 m + (1 - b1) clip(g_t / max(sqrt(v_{t-1}), eps), +-c(t-1)),
+    v_t = b2 v + (1 - b2) g_t^2, update m_t (nesterov: b1 m_t + (1 - b1) clip(...))."""
+    state = {}
+
+    def direction(t, g, p):
+        if t == 1:
+            state["m"], state["v"] = np.zeros_like(g), g * g
+            return np.zeros_like(g)
+        step = g / np.maximum(np.sqrt(state["v"]), eps)
+        if use_clipping:
+            bound = float(clip_value_fn(t - 1))
+            step = np.clip(step, -bound, bound)
+        state["m"] = _ema(state["m"], step, b1)
+        state["v"] = _ema(state["v"], g * g, b2)
+        return _ema(state["m"], step, b1) if nesterov else state["m"]
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_laprop(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """LaProp (Ziyin, Wang & Ueda 2020, Algorithm 1): v_t = b2 v + (1 - b2) g^2,
+    m_t = b1 m + (1 - b1) g / (sqrt(v_t / (1 - b2^t)) + eps), update m_t / (1 - b1^t). (The
+    paper multiplies each normalized gradient by its step's rate inside the momentum; with a
+    constant rate, as here, that is the same.)"""
+    assert not callable(lr), "the paper's rate enters the momentum: a constant rate only"
+    state = {}
+
+    def direction(t, g, p):
+        v = _ema(state.get("v", 0.0), g * g, b2)
+        m = _ema(state.get("m", 0.0), g / (np.sqrt(_debias(v, b2, t)) + eps), b1)
+        state.update(m=m, v=v)
+        return _debias(m, b1, t)
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_adan(
+    params0, grads, lr, b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=1e-8, weight_decay=0.0
+):
+    """Adan (Xie et al. 2022, Algorithm 1), with optax's conventions: the betas weigh the *old*
+    value (the paper's 1 - beta), the moments start at 0 and are bias-corrected (the paper starts
+    them at the first gradient), and the weight decay is decoupled, -lr wd p (the paper's
+    proximal 1 / (1 + lr wd) to first order).
+    d_t = g_t - g_{t-1} (0 at t = 1), m_t = ema(g), v_t = ema(d, b2),
+    n_t = ema((g_t + (1 - b2) d_t)^2, b3), update (mhat + (1 - b2) vhat) / (sqrt(nhat + eps_root)
+    + eps) + wd p."""
+    wd = _schedule(weight_decay)
+    state = {}
+
+    def direction(t, g, p):
+        d = g - state["g"] if t > 1 else np.zeros_like(g)
+        m = _ema(state.get("m", 0.0), g, b1)
+        v = _ema(state.get("v", 0.0), d, b2)
+        n = _ema(state.get("n", 0.0), (g + (1 - b2) * d) ** 2, b3)
+        state.update(m=m, v=v, n=n, g=g)
+        u = (_debias(m, b1, t) + (1 - b2) * _debias(v, b2, t)) / (
+            np.sqrt(_debias(n, b3, t) + eps_root) + eps
+        )
+        return u + wd(t - 1) * p
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_ademamix(
+    params0,
+    grads,
+    lr,
+    b1=0.9,
+    b2=0.999,
+    b3=0.9999,
+    alpha=5.0,
+    eps=1e-8,
+    eps_root=0.0,
+    weight_decay=0.0,
+):
+    """AdEMAMix (Pagliardini, Ablin & Grangier 2024, Algorithm 1): a fast bias-corrected moment
+    and a slow uncorrected one, b3 and alpha constants or schedules of t - 1,
+    update (m1 / (1 - b1^t) + alpha m2) / (sqrt(nu / (1 - b2^t) + eps_root) + eps) + wd p."""
+    b3, alpha = _schedule(b3), _schedule(alpha)
+    state = {}
+
+    def direction(t, g, p):
+        m1 = _ema(state.get("m1", 0.0), g, b1)
+        m2 = _ema(state.get("m2", 0.0), g, b3(t - 1))
+        nu = _ema(state.get("nu", 0.0), g * g, b2)
+        state.update(m1=m1, m2=m2, nu=nu)
+        u = (_debias(m1, b1, t) + alpha(t - 1) * m2) / (
+            np.sqrt(_debias(nu, b2, t) + eps_root) + eps
+        )
+        return u + weight_decay * p
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def cautious_mask(u, g, floor=1e-3):
+    """Cautious masking (Liang et al. 2024, "Cautious Optimizers", Algorithm 1): keep the update
+    where it has the gradient's sign, phi = [u g > 0], rescaled by the mask's mean over the
+    tensor (at least `floor`): u phi / max(mean(phi), floor)."""
+    phi = (u * g > 0).astype(np.float64)
+    return u * phi / max(phi.mean(), floor)
+
+
+def run_cautious_adamw(
+    params0, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, floor=1e-3
+):
+    """C-AdamW (Liang et al. 2024, Algorithm 2): Adam's direction, masked by `cautious_mask`, then
+    the decoupled weight decay (not masked): update mask(u_Adam, g) + wd p."""
+    state = {}
+
+    def direction(t, g, p):
+        m = _ema(state.get("m", 0.0), g, b1)
+        v = _ema(state.get("v", 0.0), g * g, b2)
+        state.update(m=m, v=v)
+        u = _debias(m, b1, t) / (np.sqrt(_debias(v, b2, t)) + eps)
+        return cautious_mask(u, g, floor) + weight_decay * p
+
+    return _iterate(params0, grads, lr, direction)
