@@ -13,6 +13,7 @@ from adaptive_tx.aliases import (
     adamaxw,
     adamw,
     amsgrad,
+    lamb,
     nadam,
     nadamw,
     radam,
@@ -33,6 +34,7 @@ from adaptive_tx.factored import (
 )
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
+from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
     ScaleByScheduledLearningRateState,
@@ -101,6 +103,7 @@ __all__ = (
     "effective_learning_rate",
     "effective_learning_rate_summary",
     "from_optax_state",
+    "lamb",
     "nadam",
     "nadamw",
     "radam",
@@ -114,6 +117,7 @@ __all__ = (
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
     "scale_by_sum_of_squares",
+    "scale_by_trust_ratio",
     "skip_nonfinite",
     "sparse",
     "state_nbytes",

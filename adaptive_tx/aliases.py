@@ -20,6 +20,7 @@ from jax.typing import DTypeLike
 from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
+from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
     scale_by_bias_corrected_moments,
@@ -444,6 +445,57 @@ def radam(
         nu_dtype=nu_dtype,
     )
     return _chain(scaling, learning_rate)
+
+
+def lamb(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: Mask = None,
+    *,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""LAMB: AdamW's step rescaled per leaf by the trust ratio :math:`\|\theta\| / \|\tilde u\|`.
+
+    .. math::
+
+       \tilde u_t = \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}
+                    + \lambda_t \theta_{t-1}, \qquad
+       u_t = -\eta_t\, \frac{\|\theta_{t-1}\|}{\|\tilde u_t\|}\, \tilde u_t \quad
+       \text{(per leaf; ratio 1 where a norm is 0)}.
+
+    ``scale_by_bias_corrected_moments``, ``add_decoupled_weight_decay``, `scale_by_trust_ratio`,
+    then the learning rate; equals ``optax.lamb``. Each leaf (layer) moves by a step proportional
+    to its own norm, whatever the scale of its gradient. A row-sparse leaf is refused (the trust
+    ratio is a norm over the whole table).
+
+    Reference: You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes", ICLR 2020, https://arxiv.org/abs/1904.00962
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nu_dtype: see `scale_by_bias_corrected_moments`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([3.0, 4.0])
+      >>> tx = lamb(0.1)
+      >>> updates, _ = tx.update(jnp.array([1.0, -1.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # a step of 0.1 * |θ| = 0.5 along -sign(g)
+      Array([2.6464467, 4.3535533], dtype=float32)
+    """
+    scaling = scale_by_bias_corrected_moments(b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    return optax.chain(
+        scaling,
+        add_decoupled_weight_decay(weight_decay, mask),
+        scale_by_trust_ratio(),
+        scale_by_learning_rate(learning_rate),
+    )
 
 
 def rowwise_adagrad(

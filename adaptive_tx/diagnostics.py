@@ -35,6 +35,10 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   :math:`u_t = -(1+\mu)\,\eta_{\text{eff}} \odot d_t + \mu^2 b_{t-1}` (:math:`b` the trace in the
   state); before the learning rate (torch's RMSprop):
   :math:`u_t = -\eta_{\text{eff}} \odot d_t - \eta_t \mu\, b_{t-1}`;
+- LAMB (``lamb``): the rate is Adam's (``eps`` = 1e-6); each leaf's step is then multiplied by
+  its trust ratio, :math:`u_t = -r\,(\eta_{\text{eff}} \odot m_t + \eta_t \lambda_t \theta_{t-1})`
+  with :math:`r = \|\theta_{t-1}\| / \|\eta_{\text{eff}} \odot m_t / \eta_t + \lambda_t
+  \theta_{t-1}\|` per leaf (1 where a norm is 0), left out of the rate;
 - transformations that keep no state are invisible to the state and left out. Adafactor
   (``adafactor``, keras' ``Adafactor``) clips each leaf's step to RMS :math:`c`
   (``clipping_threshold``) after the scale and multiplies it by the parameter's RMS:

@@ -155,6 +155,7 @@ RAISES = {
     ),
     "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
     "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
+    "row-trust-ratio": lambda: _rows_through(atx.lamb(0.1)),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}
