@@ -13,6 +13,7 @@ from adaptive_tx.aliases import (
     adamaxw,
     adamw,
     amsgrad,
+    ftrl,
     lamb,
     nadam,
     nadamw,
@@ -34,6 +35,7 @@ from adaptive_tx.factored import (
 )
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
+from adaptive_tx.ftrl import ScaleByFtrlState, scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
@@ -81,6 +83,7 @@ __all__ = (
     "Rule",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
+    "ScaleByFtrlState",
     "ScaleByInfNormMomentsState",
     "ScaleByLearningRateState",
     "ScaleByRectifiedMomentsState",
@@ -103,6 +106,7 @@ __all__ = (
     "effective_learning_rate",
     "effective_learning_rate_summary",
     "from_optax_state",
+    "ftrl",
     "lamb",
     "nadam",
     "nadamw",
@@ -112,6 +116,7 @@ __all__ = (
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
     "scale_by_factored_ema_of_squares",
+    "scale_by_ftrl",
     "scale_by_inf_norm_moments",
     "scale_by_learning_rate",
     "scale_by_rectified_moments",

@@ -20,6 +20,7 @@ from jax.typing import DTypeLike
 from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
+from adaptive_tx.ftrl import scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -594,3 +595,50 @@ def adafactor(
         parts.append(add_decoupled_weight_decay(weight_decay_rate, weight_decay_mask))
     parts.append(optax.scale(-1))
     return optax.chain(*parts)
+
+
+def ftrl(
+    learning_rate: float = 0.001,
+    learning_rate_power: float = -0.5,
+    initial_accumulator_value: float = 0.1,
+    l1_regularization_strength: float = 0.0,
+    l2_regularization_strength: float = 0.0,
+    l2_shrinkage_regularization_strength: float = 0.0,
+    beta: float = 0.0,
+    *,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""FTRL-Proximal with L1, L2 and L2-shrinkage: `scale_by_ftrl` (keras' names and defaults).
+
+    :math:`\theta_t = -(z_t - \mathrm{clip}(z_t, \pm\lambda_1)) / (n_t^{-p}/\alpha + 2\lambda_2
+    + \beta/\alpha)`: exactly 0 while :math:`|z_t| \le \lambda_1` (optax has no FTRL; equals
+    ``keras.optimizers.Ftrl``, whose other options `adaptive_tx.compat.keras.Ftrl` takes).
+
+    Reference: McMahan et al., "Ad Click Prediction: a View from the Trenches", KDD 2013,
+    https://research.google/pubs/ad-click-prediction-a-view-from-the-trenches/
+
+    Args:
+      learning_rate, learning_rate_power, initial_accumulator_value, l1_regularization_strength,
+      l2_regularization_strength, l2_shrinkage_regularization_strength, beta, nu_dtype: see
+        `scale_by_ftrl`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = ftrl(0.1, l1_regularization_strength=1.0)
+      >>> params = jnp.zeros(2)
+      >>> updates, _ = tx.update(jnp.array([0.5, 3.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # |z| <= l1: exactly 0; -(3 - 1) / (sqrt(9.1) / 0.1)
+      Array([ 0.        , -0.06629936], dtype=float32)
+    """
+    return optax.chain(
+        scale_by_ftrl(
+            learning_rate,
+            learning_rate_power,
+            initial_accumulator_value,
+            l1_regularization_strength,
+            l2_regularization_strength,
+            l2_shrinkage_regularization_strength,
+            beta,
+            nu_dtype,
+        )
+    )
