@@ -35,7 +35,7 @@ from adaptive_tx.factored import (
 )
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
-from adaptive_tx.ftrl import ScaleByFtrlState, scale_by_ftrl
+from adaptive_tx.ftrl_proximal import ScaleByFtrlState, scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,

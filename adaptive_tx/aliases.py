@@ -20,7 +20,7 @@ from jax.typing import DTypeLike
 from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
-from adaptive_tx.ftrl import scale_by_ftrl
+from adaptive_tx.ftrl_proximal import scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -618,9 +618,14 @@ def ftrl(
     https://research.google/pubs/ad-click-prediction-a-view-from-the-trenches/
 
     Args:
-      learning_rate, learning_rate_power, initial_accumulator_value, l1_regularization_strength,
-      l2_regularization_strength, l2_shrinkage_regularization_strength, beta, nu_dtype: see
-        `scale_by_ftrl`.
+      learning_rate: :math:`\alpha` > 0, a number.
+      learning_rate_power: :math:`p` <= 0.
+      initial_accumulator_value: :math:`n_0` >= 0.
+      l1_regularization_strength: :math:`\lambda_1` >= 0.
+      l2_regularization_strength: :math:`\lambda_2` >= 0.
+      l2_shrinkage_regularization_strength: :math:`\lambda_{2s}` >= 0.
+      beta: :math:`\beta` >= 0.
+      nu_dtype: the storage of :math:`n` and :math:`z` (see `scale_by_ftrl`).
 
     Example:
       >>> import jax.numpy as jnp, optax

@@ -155,6 +155,9 @@ RAISES = {
     ),
     "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
     "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
+    "ftrl-schedule": lambda: atx.ftrl(optax.constant_schedule(0.1)),
+    "ftrl-power-positive": lambda: atx.ftrl(0.1, learning_rate_power=0.5),
+    "ftrl-no-params": lambda: atx.ftrl(0.1).update(PARAMS, atx.ftrl(0.1).init(PARAMS)),
     "row-trust-ratio": lambda: _rows_through(atx.lamb(0.1)),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(

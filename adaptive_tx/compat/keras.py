@@ -42,7 +42,7 @@ from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import is_off, real_params_only
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
-from adaptive_tx.ftrl import scale_by_ftrl
+from adaptive_tx.ftrl_proximal import scale_by_ftrl
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_norm_moments
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
@@ -609,8 +609,12 @@ def Ftrl(
 
     Args:
       learning_rate: η > 0, a number.
-      learning_rate_power, initial_accumulator_value, l1_regularization_strength,
-      l2_regularization_strength, l2_shrinkage_regularization_strength, beta: see `scale_by_ftrl`.
+      learning_rate_power: :math:`p` <= 0.
+      initial_accumulator_value: :math:`n_0` >= 0.
+      l1_regularization_strength: :math:`\lambda_1` >= 0.
+      l2_regularization_strength: :math:`\lambda_2` >= 0.
+      l2_shrinkage_regularization_strength: :math:`\lambda_{2s}` >= 0 (see `scale_by_ftrl`).
+      beta: :math:`\beta` >= 0.
       weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
         module docstring describes.
 
