@@ -51,7 +51,7 @@ from timing import interleaved_times
 
 import adaptive_tx
 
-METHODS = ("adam", "adamw", "adagrad", "rmsprop", "adamax", "nadam")
+METHODS = ("adam", "adamw", "adagrad", "rmsprop", "adamax", "nadam", "lamb")
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {
     "adam": ("Adam", ("foreach", "fused")),
@@ -175,6 +175,8 @@ def make_torch(method, kind, flat_params, flat_grads, leaves, device) -> Callabl
     """One torch.optim step on `leaves` tensors, or None if torch has no such implementation."""
     import torch
 
+    if method not in TORCH:  # torch.optim has no such method (lamb)
+        return None
     name, kinds = TORCH[method]
     if kind not in kinds:
         return None

@@ -139,3 +139,19 @@ def test_transformer_lm_tiny_run(tmp_path):
         jax.tree.leaves(by_mode["row-sparse"]["params"]), jax.tree.leaves(r["params"]), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_ftrl_sparsity_tiny_run(tmp_path):
+    """examples/ftrl_sparsity.py, tiny: FTRL with L1 keeps most weights exactly 0 (the rarely seen
+    ones), Adagrad only those of features never seen; the figure is written."""
+    import numpy as np
+
+    ftrl = _example("ftrl_sparsity")
+    out = ftrl.main([str(tmp_path), "--tiny"])
+    assert (tmp_path / "ftrl_sparsity.png").stat().st_size > 10_000
+    l1, adagrad = out["results"]["FTRL + L1"], out["results"]["Adagrad"]
+    seen = out["counts"] > 0
+    assert np.all(adagrad["w"][seen] != 0) and np.mean(l1["w"][seen] == 0) > 0.5
+    rare, common = seen & (out["counts"] <= 2), out["counts"] >= 64
+    assert np.mean(l1["w"][rare] == 0) > np.mean(l1["w"][common] == 0) + 0.3
+    assert l1["loss"][-1] < l1["loss"][0] and np.isfinite(l1["loss"]).all()
