@@ -424,6 +424,11 @@ def dense_transformation(
         raise ValueError(
             f"stat_dtypes has {len(stat_dtypes)} entries, the rule has {len(rule.initial)}"
         )
+    if rule.gives_params and not rule.reads_params:
+        raise ValueError(
+            "dense_transformation: a rule with gives_params=True must also set reads_params=True "
+            "(its update is the new parameter minus the parameter it reads)"
+        )
     storages = tuple(state_precision.storage(spec) for spec in stat_dtypes)
     per_block = any(storage.reads_stored for storage in storages)
     where = state_type.__name__.removesuffix("State")
