@@ -155,3 +155,5 @@ def test_rule_that_reads_and_gives_the_parameter():
         tx.update({"t": g}, tx.init({"t": table}))
     with pytest.raises(ValueError, match="gives_params=True must also set reads_params=True"):
         atx.dense_transformation(shrink._replace(reads_params=False), ShrinkState)
+    with pytest.raises(ValueError, match="this rule reads the parameters: pass param="):
+        apply_rule(shrink, g, (jnp.zeros_like(g),), jnp.int32(1))
