@@ -373,3 +373,26 @@ def run_ftrl(
         p = np.where(denominator > 0, p, 0.0)
         iterates.append(p.copy())
     return (iterates, (n, z)) if with_state else iterates
+
+
+def run_lamb(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """LAMB, You et al. 2019 ("Large Batch Optimization for Deep Learning", Algorithm 2), with
+    one leaf as the layer:
+
+        m_t, v_t as Adam's, r_t = mhat / (sqrt(vhat + eps_root) + eps) + wd p_{t-1}
+        p_t = p_{t-1} - lr_t * (||p_{t-1}|| / ||r_t||) * r_t   (ratio 1 where a norm is 0)
+
+    https://arxiv.org/abs/1904.00962"""
+    lr = _schedule(lr)
+    p = np.array(params0, dtype=np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    iterates = []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, dtype=np.float64)
+        m, v = _ema(m, g, b1), _ema(v, g * g, b2)
+        r = _debias(m, b1, t) / (np.sqrt(_debias(v, b2, t) + eps_root) + eps) + weight_decay * p
+        p_norm, r_norm = np.linalg.norm(p), np.linalg.norm(r)
+        ratio = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+        p = p - lr(t - 1) * ratio * r
+        iterates.append(p.copy())
+    return iterates
