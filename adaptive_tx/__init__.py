@@ -17,6 +17,8 @@ from adaptive_tx.aliases import (
     adopt,
     amsgrad,
     laprop,
+    ftrl,
+    lamb,
     nadam,
     nadamw,
     radam,
@@ -38,6 +40,8 @@ from adaptive_tx.factored import (
 )
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
+from adaptive_tx.ftrl_proximal import ScaleByFtrlState, scale_by_ftrl
+from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
     ScaleByScheduledLearningRateState,
@@ -99,6 +103,7 @@ __all__ = (
     "ScaleByAdoptState",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
+    "ScaleByFtrlState",
     "ScaleByInfNormMomentsState",
     "ScaleByLaPropState",
     "ScaleByLearningRateState",
@@ -128,6 +133,8 @@ __all__ = (
     "effective_learning_rate_summary",
     "from_optax_state",
     "laprop",
+    "ftrl",
+    "lamb",
     "nadam",
     "nadamw",
     "radam",
@@ -139,12 +146,14 @@ __all__ = (
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
     "scale_by_factored_ema_of_squares",
+    "scale_by_ftrl",
     "scale_by_inf_norm_moments",
     "scale_by_laprop",
     "scale_by_learning_rate",
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
     "scale_by_sum_of_squares",
+    "scale_by_trust_ratio",
     "skip_nonfinite",
     "sparse",
     "state_nbytes",

@@ -23,6 +23,8 @@ from jax.typing import DTypeLike
 from adaptive_tx import _validate, sparse
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
+from adaptive_tx.ftrl_proximal import scale_by_ftrl
+from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.mixed_moments import scale_by_adan, scale_by_ademamix
 from adaptive_tx.moments import (
@@ -451,6 +453,57 @@ def radam(
     return _chain(scaling, learning_rate)
 
 
+def lamb(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: Mask = None,
+    *,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""LAMB: AdamW's step rescaled per leaf by the trust ratio :math:`\|\theta\| / \|\tilde u\|`.
+
+    .. math::
+
+       \tilde u_t = \frac{\hat m_t}{\sqrt{\hat v_t + \epsilon_{root}} + \epsilon}
+                    + \lambda_t \theta_{t-1}, \qquad
+       u_t = -\eta_t\, \frac{\|\theta_{t-1}\|}{\|\tilde u_t\|}\, \tilde u_t \quad
+       \text{(per leaf; ratio 1 where a norm is 0)}.
+
+    ``scale_by_bias_corrected_moments``, ``add_decoupled_weight_decay``, `scale_by_trust_ratio`,
+    then the learning rate; equals ``optax.lamb``. Each leaf (layer) moves by a step proportional
+    to its own norm, whatever the scale of its gradient. A row-sparse leaf is refused (the trust
+    ratio is a norm over the whole table).
+
+    Reference: You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes", ICLR 2020, https://arxiv.org/abs/1904.00962
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nu_dtype: see `scale_by_bias_corrected_moments`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([3.0, 4.0])
+      >>> tx = lamb(0.1)
+      >>> updates, _ = tx.update(jnp.array([1.0, -1.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # a step of 0.1 * |θ| = 0.5 along -sign(g)
+      Array([2.6464467, 4.3535533], dtype=float32)
+    """
+    scaling = scale_by_bias_corrected_moments(b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    return optax.chain(
+        scaling,
+        add_decoupled_weight_decay(weight_decay, mask),
+        scale_by_trust_ratio(),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
 def rowwise_adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: float = 0.0,
@@ -703,3 +756,53 @@ def laprop(
       Array([-0.1,  0.1], dtype=float32)
     """
     return _chain(scale_by_laprop(b1, b2, eps, mu_dtype, nu_dtype=nu_dtype), learning_rate)
+def ftrl(
+    learning_rate: float = 0.001,
+    learning_rate_power: float = -0.5,
+    initial_accumulator_value: float = 0.1,
+    l1_regularization_strength: float = 0.0,
+    l2_regularization_strength: float = 0.0,
+    l2_shrinkage_regularization_strength: float = 0.0,
+    beta: float = 0.0,
+    *,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""FTRL-Proximal with L1, L2 and L2-shrinkage: `scale_by_ftrl` (keras' names and defaults).
+
+    :math:`\theta_t = -(z_t - \mathrm{clip}(z_t, \pm\lambda_1)) / (n_t^{-p}/\alpha + 2\lambda_2
+    + \beta/\alpha)`: exactly 0 while :math:`|z_t| \le \lambda_1` (optax has no FTRL; equals
+    ``keras.optimizers.Ftrl``, whose other options `adaptive_tx.compat.keras.Ftrl` takes).
+
+    Reference: McMahan et al., "Ad Click Prediction: a View from the Trenches", KDD 2013,
+    https://research.google/pubs/ad-click-prediction-a-view-from-the-trenches/
+
+    Args:
+      learning_rate: :math:`\alpha` > 0, a number.
+      learning_rate_power: :math:`p` <= 0.
+      initial_accumulator_value: :math:`n_0` >= 0.
+      l1_regularization_strength: :math:`\lambda_1` >= 0.
+      l2_regularization_strength: :math:`\lambda_2` >= 0.
+      l2_shrinkage_regularization_strength: :math:`\lambda_{2s}` >= 0.
+      beta: :math:`\beta` >= 0.
+      nu_dtype: the storage of :math:`n` and :math:`z` (see `scale_by_ftrl`).
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = ftrl(0.1, l1_regularization_strength=1.0)
+      >>> params = jnp.zeros(2)
+      >>> updates, _ = tx.update(jnp.array([0.5, 3.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # |z| <= l1: exactly 0; -(3 - 1) / (sqrt(9.1) / 0.1)
+      Array([ 0.        , -0.06629936], dtype=float32)
+    """
+    return optax.chain(
+        scale_by_ftrl(
+            learning_rate,
+            learning_rate_power,
+            initial_accumulator_value,
+            l1_regularization_strength,
+            l2_regularization_strength,
+            l2_shrinkage_regularization_strength,
+            beta,
+            nu_dtype,
+        )
+    )

@@ -47,6 +47,16 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   \text{floor})) \odot \eta_{\text{eff}} \odot d_t` with :math:`\phi_t` the sign-agreement mask
   of this step's update and gradient and :math:`\bar\phi_t` its mean over the leaf: the mask is
   not kept in the state, so the rate leaves it out;
+- LAMB (``lamb``): the rate is Adam's (``eps`` = 1e-6); each leaf's step is then multiplied by
+  its trust ratio, :math:`u_t = -r\,(\eta_{\text{eff}} \odot m_t + \eta_t \lambda_t \theta_{t-1})`
+  with :math:`r = \|\theta_{t-1}\| / \|\eta_{\text{eff}} \odot m_t / \eta_t + \lambda_t
+  \theta_{t-1}\|` per leaf (1 where a norm is 0), left out of the rate;
+- FTRL-Proximal (``ftrl``, keras' ``Ftrl``), whose rule gives the new parameter: the rate is
+  :math:`\alpha / (n_t^{-p} + \beta + 2\lambda_2\alpha)` (the learning rate is inside it; 0
+  where the denominator is), the direction the soft-thresholded linear term
+  :math:`d_t = z_t - \mathrm{clip}(z_t, -\lambda_1, \lambda_1)`, and
+  :math:`u_t = -\eta_{\text{eff}} \odot d_t - \theta_{t-1}` (:math:`\theta_t = -\eta_{\text{eff}}
+  \odot d_t`);
 - transformations that keep no state are invisible to the state and left out. Adafactor
   (``adafactor``, keras' ``Adafactor``) clips each leaf's step to RMS :math:`c`
   (``clipping_threshold``) after the scale and multiplies it by the parameter's RMS:
@@ -141,6 +151,8 @@ def _parts(state: Any) -> tuple[list, list]:
 def _rate_of(state: Any, where: str) -> Any:
     """learning rate x scale of a state holding one adaptive primitive and one learning rate."""
     scales, rates = _parts(state)
+    if len(scales) == 1 and not rates and getattr(scales[0], "includes_learning_rate", False):
+        return scales[0].per_coordinate_scale()  # FTRL: the rate is inside the rule
     if len(scales) != 1 or len(rates) != 1:
         raise ValueError(
             f"effective_learning_rate needs {where} to hold exactly one adaptive primitive and "

@@ -12,6 +12,22 @@ step :math:`t`:
 `scale` is the per-coordinate factor that the effective learning rate reads from the state, so the
 arithmetic of a method is written once, here in a `Rule`, and every execution path (dense pytrees,
 row-sparse tables, diagnostics, lean state) is derived from it.
+
+What a rule may see. By default: the gradient coordinate, its statistics and the step. Two
+optional fields (at the end of `Rule`, off by default, so every other rule is unchanged) widen
+that, still coordinate by coordinate (a row of a table can still be updated alone):
+
+* ``reads_params``: ``accumulate`` and ``direction`` also receive the parameter coordinate
+  :math:`\theta_{t-1}` as a fourth argument (FTRL-Proximal's linear term
+  :math:`z \mathrel{+}= g - \sigma\theta`). The dense path passes the parameter leaf, the
+  row-sparse path gathers its rows like a statistic; ``update`` then needs ``params``.
+* ``gives_params``: the rule gives the new parameter in closed form,
+  :math:`\theta_t = -\mathrm{direction} \odot \mathrm{scale}`, and the update is
+  :math:`u_t = \theta_t - \theta_{t-1}` (FTRL: a coordinate whose closed form is 0 becomes exactly
+  0 after ``optax.apply_updates``). Needs ``reads_params``.
+
+A factor computed from a whole leaf (a norm, LAMB's trust ratio) is not a rule's: it is a
+transformation of its own in the chain (`adaptive_tx.layerwise`), which refuses row-sparse leaves.
 """
 
 from __future__ import annotations
@@ -42,6 +58,12 @@ class Rule(NamedTuple):
         the Adam family).
       scale: ``(stats, t) -> s``: the per-coordinate factor, the update being ``d * s``.
 
+      reads_params: whether ``accumulate`` and ``direction`` take the parameter as a fourth
+        argument, ``(g, stats, t, p)`` (default False).
+      gives_params: whether ``-direction * scale`` is the new parameter, the update being it minus
+        the parameter (default False: the update is ``direction * scale``); needs
+        ``reads_params``.
+
     All functions receive float32 (or wider) arrays of one leaf and the step ``t`` as an int32 scalar;
     they must be elementwise so that any subset of coordinates (a row of a table) can be updated alone.
 
@@ -57,6 +79,8 @@ class Rule(NamedTuple):
     accumulate: Callable[[jax.Array, Stats, jax.Array], Stats]
     direction: Callable[[jax.Array, Stats, jax.Array], jax.Array]
     scale: Callable[[Stats, jax.Array], jax.Array]
+    reads_params: bool = False
+    gives_params: bool = False
 
 
 def abs_sq(g: jax.Array) -> jax.Array:
@@ -217,6 +241,7 @@ def apply_rule(
     t: jax.Array,
     storages: Sequence[state_precision.Storage] | None = None,
     key: jax.Array | None = None,
+    param: jax.Array | None = None,
 ) -> tuple[jax.Array, Stats]:
     r"""One step of `rule` on arrays of coordinates: returns the update and the new statistics.
 
@@ -235,6 +260,7 @@ def apply_rule(
       storages: one storage per statistic (None: `state_precision.Cast` for all).
       key: a PRNG key for storages that round stochastically, distinct per leaf and step (the
         statistic's index is folded in here); None rounds them to nearest.
+      param: the parameter coordinates, for a rule that ``reads_params`` (else unused).
 
     Example:
       >>> from adaptive_tx.sum_of_squares import SumOfSquaresHyperparams, sum_of_squares_rule
@@ -247,7 +273,12 @@ def apply_rule(
     if storages is None:
         storages = (state_precision.Cast(),) * len(stats)
     wide_g = g.astype(compute_dtype(g.dtype))
-    new_stats = rule.accumulate(wide_g, widen(stats), t)
+    seen_param = ()
+    if rule.reads_params:
+        if param is None:
+            raise ValueError("apply_rule: this rule reads the parameters: pass param=")
+        seen_param = (jnp.asarray(param).astype(compute_dtype(jnp.result_type(param))),)
+    new_stats = rule.accumulate(wide_g, widen(stats), t, *seen_param)
     for new, old in zip(new_stats, stats):
         if jnp.iscomplexobj(new) and not state_precision.is_stored(old):
             if not jnp.iscomplexobj(old):
@@ -260,7 +291,9 @@ def apply_rule(
         state_precision.decode(kept) if storage.reads_stored else new
         for storage, new, kept in zip(storages, new_stats, stored)
     )
-    update = rule.direction(wide_g, seen, t) * rule.scale(seen, t)
+    update = rule.direction(wide_g, seen, t, *seen_param) * rule.scale(seen, t)
+    if rule.gives_params:  # the new parameter minus the old one
+        update = -update - seen_param[0]
     return update.astype(update_dtype(g, stats)), stored
 
 
@@ -310,6 +343,20 @@ class ComplexToRealError(TypeError):
             "part would be dropped; give complex gradients to complex parameters with complex "
             "or default state dtypes (or pass the real part, jnp.real(g))"
         )
+
+
+def _apply_rows(step: Callable, g: Any, stats: Stats, param: Any) -> tuple:
+    """`sparse.apply_rows`; a rule that reads the parameters gets the touched rows of it (gathered
+    like a statistic, never written back: the update carries the change)."""
+    if param is None:
+        return sparse.apply_rows(step, g, stats)
+
+    def with_param_rows(g_rows, rows):
+        update, new_rows = step(g_rows, rows[:-1], param=rows[-1])  # the rows, not the leaf
+        return update, (*new_rows, rows[-1])
+
+    update, new_stats = sparse.apply_rows(with_param_rows, g, (*stats, param))
+    return update, new_stats[:-1]
 
 
 def _stat_like(param: Any, stat_shape: Callable | None) -> Any:
@@ -377,6 +424,11 @@ def dense_transformation(
         raise ValueError(
             f"stat_dtypes has {len(stat_dtypes)} entries, the rule has {len(rule.initial)}"
         )
+    if rule.gives_params and not rule.reads_params:
+        raise ValueError(
+            "dense_transformation: a rule with gives_params=True must also set reads_params=True "
+            "(its update is the new parameter minus the parameter it reads)"
+        )
     storages = tuple(state_precision.storage(spec) for spec in stat_dtypes)
     per_block = any(storage.reads_stored for storage in storages)
     where = state_type.__name__.removesuffix("State")
@@ -401,7 +453,8 @@ def dense_transformation(
         return make_state(jnp.zeros([], jnp.int32), stats)
 
     def update_fn(updates, state, params=None):
-        del params
+        if rule.reads_params and params is None:
+            raise ValueError(f"{where} reads the params: call update(updates, state, params)")
         sparse.check_rows(where, updates)
         stat_trees = tuple(state[1 : 1 + num_stats])
         for stats in stat_trees:
@@ -414,16 +467,23 @@ def dense_transformation(
         paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
         leaves = [leaf for _, leaf in with_paths]
         stat_leaves = [state_precision.split(stats, treedef) for stats in stat_trees]
+        if rule.reads_params:
+            _validate.check_tree_matches(where, sparse.shape_view(updates), params)
+            param_leaves = treedef.flatten_up_to(params)
+        else:
+            param_leaves = [None] * len(leaves)
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
             step = functools.partial(
                 apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
             )
+            if rule.reads_params:
+                step = functools.partial(step, param=param_leaves[index])
             try:
                 if sparse.is_row_sparse(g):
                     for storage, stored in zip(storages, stats):
                         state_precision.check_row_sparse(where, paths[index], storage, stored)
-                    update, new_stats = sparse.apply_rows(step, g, tuple(stats))
+                    update, new_stats = _apply_rows(step, g, tuple(stats), param_leaves[index])
                 else:
                     update, new_stats = step(g, tuple(stats))
             except ComplexToRealError as error:

@@ -62,6 +62,7 @@ METHODS = (
     "adan",
     "ademamix",
     "laprop",
+    "lamb",
 )
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {

@@ -186,6 +186,7 @@ def _explicit_cases():
         for storage in EXPLICIT_STORAGES
     }
     cases["rowwise_adagrad"] = lambda: atx.rowwise_adagrad(0.1)
+    cases["ftrl"] = lambda: atx.ftrl(0.1, l1_regularization_strength=0.5)
     cases["adafactor"] = lambda: atx.adafactor(0.1, min_dim_size_to_factor=2)
     cases["optax.adafactor"] = lambda: optax.adafactor(0.1, min_dim_size_to_factor=2)
     return cases

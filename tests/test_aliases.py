@@ -18,6 +18,7 @@ from tests.cases import (
     COMPOSED_TWINS,
     DEFAULTS,
     FACTORED,
+    PARITY_FLOOR,
     case_id,
     gradient_stream,
     make_params,
@@ -69,7 +70,7 @@ def test_matches_optax_over_100_steps(row):
     assert traces == 1, "the jitted step recompiled across steps"
     assert_tree_get_agrees(our_state, their_state, name)
     assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
-    assert max_rel_diff(ours, theirs) <= 1e-5
+    assert max_rel_diff(ours, theirs, PARITY_FLOOR.get(name, 1e-3)) <= 1e-5
     chex.assert_trees_all_equal_shapes(our_state[0][1], params)  # the first statistic tree
 
 

@@ -52,6 +52,7 @@ STATE_CASES = {
     "adafactor(factored)": lambda: atx.adafactor(0.01, min_dim_size_to_factor=2),
     "keras.Adafactor": lambda: compat_keras.Adafactor(0.01),
     "rowwise_adagrad": lambda: atx.rowwise_adagrad(0.1),
+    "ftrl(l1) on rows": lambda: atx.ftrl(0.1, l1_regularization_strength=0.5),
     "prepare_rows(adam) on rows": lambda: optax.chain(atx.sparse.prepare_rows(), atx.adam(0.01)),
     "skip_nonfinite(adam)": lambda: atx.skip_nonfinite(atx.adam(0.01), max_consecutive_errors=3),
     "inject_hyperparams(adam)": lambda: optax.inject_hyperparams(atx.adam)(

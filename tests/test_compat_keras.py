@@ -81,6 +81,16 @@ KERAS = [
         dict(learning_rate=0.01, beta_1=0.95, beta_2=0.99, epsilon=1e-3, weight_decay=0.05)
         | dict(clipnorm=10.0),
     ),
+    ("Ftrl", dict(learning_rate=0.1)),
+    (
+        "Ftrl",
+        dict(learning_rate=0.1, learning_rate_power=-0.3, initial_accumulator_value=0.0)
+        | dict(l1_regularization_strength=0.5, l2_regularization_strength=0.1)
+        | dict(l2_shrinkage_regularization_strength=0.05, beta=0.5, weight_decay=0.3)
+        | dict(clipnorm=10.0),
+    ),
+    ("Lamb", dict(learning_rate=0.01)),
+    ("Lamb", dict(learning_rate=SCHEDULE, beta_1=0.5, epsilon=1e-3, weight_decay=0.3)),
     ("Adafactor", dict()),
     ("Adafactor", dict(learning_rate=0.5)),  # the step is capped at 1/sqrt(t) from t = 5
     ("Adafactor", dict(learning_rate=0.5, relative_step=False)),  # keras caps it all the same
@@ -101,10 +111,12 @@ CONVENTIONS = [
     (KERAS[6], "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
     (KERAS[11], "scale_by_inf_norm_moments", "eps_in_max", True),
     (KERAS[12], "scale_by_bias_corrected_moments", "momentum_decay", None),
-    (KERAS[15], "scale_by_factored_ema_of_squares", "last_two_axes", False),
-    (KERAS[15], "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
-    (KERAS[15], "_chain", "step_size", None),  # optax multiplies by the learning rate
-    (KERAS[18], "_chain", "reads_params", False),  # the RMS of the parameters not decayed
+    (KERAS[15], "_chain", "reads_params", False),  # FTRL's z read from parameters not decayed
+    (KERAS[17], "_chain", "reads_params", False),  # the ratio's norm of parameters not decayed
+    (KERAS[19], "scale_by_factored_ema_of_squares", "last_two_axes", False),
+    (KERAS[19], "scale_by_factored_ema_of_squares", "min_dim_size_to_factor", 128),
+    (KERAS[19], "_chain", "step_size", None),  # optax multiplies by the learning rate
+    (KERAS[22], "_chain", "reads_params", False),  # the RMS of the parameters not decayed
 ]
 
 
@@ -163,7 +175,7 @@ def keras_trajectory(row_index):
 def is_plain(name, kwargs):
     """No weight decay, momentum or clipping, and a stored direction (not NAdam's look-ahead)."""
     extras = {"weight_decay", "momentum", "clipnorm", "clipvalue", "global_clipnorm"}
-    return not extras & set(kwargs) and name not in ("AdamW", "Nadam", "Adafactor")
+    return not extras & set(kwargs) and name not in ("AdamW", "Nadam", "Adafactor", "Ftrl", "Lamb")
 
 
 @pytest.mark.parametrize("row", KERAS, ids=row_id)
@@ -244,6 +256,11 @@ BAD = [
     ("Adafactor", dict(clip_threshold=0.0), "clip_threshold must be > 0, got clip_threshold=0.0"),
     ("Adafactor", dict(learning_rate=-1.0), "learning_rate"),
     ("Adafactor", dict(use_ema=True), "use_ema"),
+    ("Ftrl", dict(learning_rate=0.0), "learning_rate must be > 0"),
+    ("Ftrl", dict(learning_rate_power=0.5), "learning_rate_power must be <= 0"),
+    ("Ftrl", dict(l1_regularization_strength=-1.0), "l1_regularization_strength must be >= 0"),
+    ("Ftrl", dict(l2_shrinkage_regularization_strength=-1.0), "l2_shrinkage_regularization"),
+    ("Ftrl", dict(beta=-0.5), "beta must be >= 0"),
 ]
 
 

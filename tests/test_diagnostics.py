@@ -90,7 +90,7 @@ def _last_step(tx, params, grads):
 
 
 def _weight_decay(name, kwargs):
-    if name not in ("adamw", "nadamw", "adamaxw", "adan", "ademamix"):
+    if name not in ("adamw", "nadamw", "adamaxw", "adan", "ademamix", "lamb"):
         return None
     default = inspect.signature(getattr(atx, name)).parameters["weight_decay"].default
     return kwargs.get("weight_decay", default)
@@ -144,6 +144,8 @@ def test_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
         if decay is not None and mask[leaf]:
             decay = _last_rate(decay, STEPS)
             expected = expected - lr * decay * np.asarray(before[leaf], np.float64)
+        if name == "lamb":  # the per-leaf trust ratio, after the decay
+            expected = expected * ref.trust_ratio(expected, lr, before[leaf])
         # m_T is a float32 EMA in the library: allow its cancellation error, 1e-5 of the leaf's scale.
         atol = 1e-5 * np.abs(expected).max()
         np.testing.assert_allclose(updates[leaf], expected, rtol=2e-5, atol=atol, err_msg=leaf)

@@ -13,6 +13,8 @@ import optax
 import pytest
 
 import adaptive_tx as atx
+from adaptive_tx.ftrl_proximal import FtrlHyperparams, ftrl_rule
+from adaptive_tx.rule import apply_rule
 from tests.cases import make_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -185,6 +187,20 @@ RAISES = {
     "row-sharded-bad-index": lambda: _row_sharded_step(
         {"emb": atx.RowSparse([3, 10], jnp.ones((2, 3)), 10)}
     ),
+    "ftrl-schedule": lambda: atx.ftrl(optax.constant_schedule(0.1)),
+    "ftrl-power-positive": lambda: atx.ftrl(0.1, learning_rate_power=0.5),
+    "ftrl-no-params": lambda: atx.ftrl(0.1).update(PARAMS, atx.ftrl(0.1).init(PARAMS)),
+    "rule-gives-without-reads": lambda: atx.dense_transformation(
+        atx.Rule((), lambda g, s, t: s, lambda g, s, t: g, lambda s, t: 1.0, gives_params=True),
+        optax.EmptyState,
+    ),
+    "apply-rule-no-param": lambda: apply_rule(
+        ftrl_rule(FtrlHyperparams(0.1, -0.5, 0.1, 0.0, 0.0, 0.0, 0.0)),
+        jnp.ones(2),
+        (jnp.ones(2), jnp.zeros(2)),
+        jnp.int32(1),
+    ),
+    "row-trust-ratio": lambda: _rows_through(atx.lamb(0.1)),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}

@@ -155,3 +155,17 @@ def test_newer_methods_tiny_run(tmp_path):
     assert final["AdamW"][0.9] > 0.5 and final["ADOPT"][0.9] < 0.0
     assert final["AdamW"][0.999] < -0.5
     assert (tmp_path / "newer_methods.png").stat().st_size > 10_000
+def test_ftrl_sparsity_tiny_run(tmp_path):
+    """examples/ftrl_sparsity.py, tiny: FTRL with L1 keeps most weights exactly 0 (the rarely seen
+    ones), Adagrad only those of features never seen; the figure is written."""
+    import numpy as np
+
+    ftrl = _example("ftrl_sparsity")
+    out = ftrl.main([str(tmp_path), "--tiny"])
+    assert (tmp_path / "ftrl_sparsity.png").stat().st_size > 10_000
+    l1, adagrad = out["results"]["FTRL + L1"], out["results"]["Adagrad"]
+    seen = out["counts"] > 0
+    assert np.all(adagrad["w"][seen] != 0) and np.mean(l1["w"][seen] == 0) > 0.5
+    rare, common = seen & (out["counts"] <= 2), out["counts"] >= 64
+    assert np.mean(l1["w"][rare] == 0) > np.mean(l1["w"][common] == 0) + 0.3
+    assert l1["loss"][-1] < l1["loss"][0] and np.isfinite(l1["loss"]).all()

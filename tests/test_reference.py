@@ -83,6 +83,8 @@ ROWS = [
     # b2 = 0: rho_t = rho_inf = 1 exactly at every step (and r_t = 1), so the threshold 1 is
     # met with equality, and >= rectifies every step (the strict > of torch never does).
     ("radam", {"b2": 0.0, "eps": 1.0, "threshold": 1.0}),
+    ("lamb", {}),
+    ("lamb", {"b1": 0.5, "eps_root": 1e-4, "weight_decay": 0.1, "learning_rate": LR_SCHEDULE}),
 ]
 
 REFERENCE = {
@@ -96,6 +98,7 @@ REFERENCE = {
     "adamax": ref.run_adamax,
     "adamaxw": ref.run_adamax,
     "radam": ref.run_radam,
+    "lamb": ref.run_lamb,
 }
 
 
@@ -219,10 +222,14 @@ def _primitive(name, kwargs):
                 **pick("b1", "b2", "eps", "eps_root", "threshold", "nesterov")
             )
         ]
+    elif name == "lamb":
+        chain = [atx.scale_by_bias_corrected_moments(**pick("b1", "b2", "eps", "eps_root"))]
     else:
         raise ValueError(name)
     if "weight_decay" in a:
         chain.append(atx.add_decoupled_weight_decay(a["weight_decay"]))
+    if name == "lamb":
+        chain.append(atx.scale_by_trust_ratio())
     return optax.chain(*chain, _scale_by_lr(a["learning_rate"]))
 
 

@@ -118,3 +118,42 @@ def test_custom_rule_builds_a_transformation():
     updates, state = tx.update({"w": jnp.array([3.0, -0.1, 0.0])}, tx.init({"w": jnp.zeros(3)}))
     np.testing.assert_array_equal(updates["w"], [-0.5, 0.5, 0.0])
     assert int(state[0].count) == 1
+
+
+def test_rule_that_reads_and_gives_the_parameter():
+    """reads_params / gives_params: a rule whose new parameter is a closed form of its state and
+    the parameter (here: halve the parameter, then zero it where |g| accumulated <= 1). Dense and
+    row-sparse leaves give the same numbers on the touched rows (the parameter rows are gathered),
+    untouched rows keep theirs, a zero of the closed form is exactly 0 after apply_updates, and
+    the flags are checked."""
+    from typing import NamedTuple
+
+    class ShrinkState(NamedTuple):
+        count: jax.Array
+        total: optax.Updates
+
+    shrink = atx.Rule(
+        initial=(0.0,),
+        accumulate=lambda g, s, t, p: (s[0] + jnp.abs(g),),
+        direction=lambda g, s, t, p: jnp.where(s[0] > 1, -0.5 * p, 0.0),
+        scale=lambda s, t: 1.0,
+        reads_params=True,
+        gives_params=True,
+    )
+    tx = atx.dense_transformation(shrink, ShrinkState)
+    table = jnp.array([[0.5, 3.0], [0.75, -1.0], [5.0, 5.0]])  # halves exact in float32
+    g = jnp.array([[2.0, 0.5], [0.0, 0.0], [0.25, 4.0]])
+    updates, _ = tx.update({"t": g}, tx.init({"t": table}), {"t": table})
+    new = optax.apply_updates({"t": table}, updates)["t"]
+    np.testing.assert_array_equal(new, [[0.25, 0.0], [0.0, 0.0], [0.0, 2.5]])  # exact zeros
+    rows = atx.RowSparse(jnp.array([2, 0]), g[jnp.array([2, 0])], 3)
+    row_updates, _ = tx.update({"t": rows}, tx.init({"t": table}), {"t": table})
+    np.testing.assert_array_equal(
+        atx.sparse.apply_updates({"t": table}, row_updates)["t"], new.at[1].set(table[1])
+    )
+    with pytest.raises(ValueError, match="Shrink reads the params"):
+        tx.update({"t": g}, tx.init({"t": table}))
+    with pytest.raises(ValueError, match="gives_params=True must also set reads_params=True"):
+        atx.dense_transformation(shrink._replace(reads_params=False), ShrinkState)
+    with pytest.raises(ValueError, match="this rule reads the parameters: pass param="):
+        apply_rule(shrink, g, (jnp.zeros_like(g),), jnp.int32(1))

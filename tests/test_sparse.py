@@ -17,7 +17,16 @@ from flax import nnx
 
 import adaptive_tx as atx
 from adaptive_tx import sparse
-from tests.cases import DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff, run, twin
+from tests.cases import (
+    DEFAULTS,
+    REFUSES_ROWS,
+    case_id,
+    gradient_stream,
+    make_params,
+    max_rel_diff,
+    run,
+    twin,
+)
 from tests.reference import numpy_optimizers as ref
 
 ROWS, DIM = 10, 3  # the shape of make_params()["emb"]
@@ -177,6 +186,15 @@ def test_lazy_semantics_equal_optax_with_untouched_rows_held_back(row):
     name, kwargs = row
     row_sparse, dense, touched = sparse_stream(40)
     params = make_params()
+    if name in REFUSES_ROWS:  # a per-leaf norm: the error names the transformation and the fix
+        match = rf"{REFUSES_ROWS[name]}: gradient leaf \['emb'\] is row-sparse.*prepare_rows"
+        with pytest.raises(TypeError, match=match):
+            run(getattr(atx, name)(**kwargs), params, row_sparse[:1])
+        fixed = optax.chain(sparse.prepare_rows(lazy=False), getattr(atx, name)(**kwargs))
+        ours, _, _ = run(fixed, params, row_sparse[:5])
+        theirs, _, _ = run(getattr(optax, name)(**kwargs), params, dense[:5])
+        assert max_rel_diff(ours, theirs) <= 1e-5  # the fix named: the dense (optax) step
+        return
     ours, _, traces = run(getattr(atx, name)(**kwargs), params, row_sparse)
     theirs = lazy_reference(twin(name)(**kwargs), params, dense, touched)
     assert traces == 1

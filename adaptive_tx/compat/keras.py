@@ -24,8 +24,9 @@ among them) is a TypeError, and ``optax.inject_hyperparams`` can wrap the preset
 per-variable ``exclude_from_weight_decay`` is a method, not a keyword: build the chain from the
 primitives with ``optax.masked`` around the weight decay for that.
 
-``Adafactor`` scales its step by the parameters' RMS, so with ``weight_decay`` its step is computed
-at the decayed parameters, as keras computes it (`decay_before_step`). Every convention is
+``Adafactor``, ``Ftrl`` and ``Lamb`` read the parameters (their RMS, FTRL's linear term, the trust
+ratio's norm), so with ``weight_decay`` their step is computed at the decayed parameters, as keras
+computes it (`decay_before_step`). Every convention is
 tabulated in ``docs/conventions.md``.
 """
 
@@ -42,6 +43,8 @@ from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import is_off, real_params_only
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
+from adaptive_tx.ftrl_proximal import scale_by_ftrl
+from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_norm_moments
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
@@ -53,6 +56,8 @@ __all__ = (
     "Adam",
     "AdamW",
     "Adamax",
+    "Ftrl",
+    "Lamb",
     "Nadam",
     "RMSprop",
     "adafactor_scaling",
@@ -192,17 +197,21 @@ def _chain(
     momentum: Any = 0,
     step_size: optax.ScalarOrSchedule | None = None,
     reads_params: bool = False,
+    rate_inside: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """clipping → scaling → learning rate → momentum → weight decay, as keras applies them.
 
     ``step_size`` scales the step in place of ``learning_rate`` (the weight decay keeps
     ``learning_rate``); with ``reads_params`` the scaling sees the decayed parameters
-    (`decay_before_step`).
+    (`decay_before_step`); with ``rate_inside`` the scaling applies the learning rate itself
+    (FTRL) and no ``scale_by_learning_rate`` follows it.
     """
     _check_options(use_ema, loss_scale_factor, gradient_accumulation_steps)
     _validate.check_learning_rate(learning_rate)
     parts = _clipping(clipnorm, clipvalue, global_clipnorm)
     step = [scaling, scale_by_learning_rate(learning_rate if step_size is None else step_size)]
+    if rate_inside:
+        step = [scaling]
     if not is_off(momentum):
         step.append(sparse.trace(decay=momentum))  # optax.trace; lazy on row-sparse leaves
     if weight_decay is None:
@@ -564,6 +573,160 @@ def Adamax(
         use_ema=use_ema,
         loss_scale_factor=loss_scale_factor,
         gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def Ftrl(
+    learning_rate: float = 0.001,
+    learning_rate_power: float = -0.5,
+    initial_accumulator_value: float = 0.1,
+    l1_regularization_strength: float = 0.0,
+    l2_regularization_strength: float = 0.0,
+    l2_shrinkage_regularization_strength: float = 0.0,
+    beta: float = 0.0,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Ftrl``: FTRL-Proximal with L1, L2 and L2-shrinkage (`scale_by_ftrl`).
+
+    .. math::
+
+       \theta_t = -\frac{z_t - \mathrm{clip}(z_t, -\lambda_1, \lambda_1)}
+                         {n_t^{-p}/\eta + 2\lambda_2 + \beta/\eta},
+
+    exactly 0 while :math:`|z_t| \le \lambda_1` (see `scale_by_ftrl` for :math:`n_t, z_t`). The
+    learning rate is inside the closed form: a number here (keras also takes a schedule, which
+    raises ``TypeError``). With ``weight_decay`` the step reads the decayed parameters, as keras
+    applies the decay to the variables first (`decay_before_step`).
+
+    Reference: McMahan et al., "Ad Click Prediction: a View from the Trenches", KDD 2013,
+    https://research.google/pubs/ad-click-prediction-a-view-from-the-trenches/
+
+    Args:
+      learning_rate: η > 0, a number.
+      learning_rate_power: :math:`p` <= 0.
+      initial_accumulator_value: :math:`n_0` >= 0.
+      l1_regularization_strength: :math:`\lambda_1` >= 0.
+      l2_regularization_strength: :math:`\lambda_2` >= 0.
+      l2_shrinkage_regularization_strength: :math:`\lambda_{2s}` >= 0 (see `scale_by_ftrl`).
+      beta: :math:`\beta` >= 0.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Ftrl(learning_rate=0.1, l1_regularization_strength=1.0)
+      >>> params = jnp.zeros(2)
+      >>> updates, _ = tx.update(jnp.array([0.5, 3.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([ 0.        , -0.06629936], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    scaling = scale_by_ftrl(
+        learning_rate,
+        learning_rate_power,
+        initial_accumulator_value,
+        l1_regularization_strength,
+        l2_regularization_strength,
+        l2_shrinkage_regularization_strength,
+        beta,
+    )
+    return _chain(
+        "Ftrl",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        reads_params=True,
+        rate_inside=True,
+    )
+
+
+def Lamb(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Lamb``: Adam's step (ε outside the root) times the per-leaf trust ratio.
+
+    .. math::
+
+       u = \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}, \qquad
+       \theta_t = \theta_{t-1} - \eta_t\, \frac{\|\theta_{t-1}\|}{\|u\|}\, u
+       \quad (\text{ratio 1 where a norm is 0}).
+
+    `scale_by_bias_corrected_moments`, `adaptive_tx.scale_by_trust_ratio`, then the learning rate.
+    Keras' ``weight_decay`` is applied to the variables first, outside the ratio (not optax's
+    :math:`\lambda\theta` inside it), and the ratio reads the decayed parameters
+    (`decay_before_step`). Row-sparse leaves are refused (the ratio is a norm over the leaf).
+
+    Reference: You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes", ICLR 2020, https://arxiv.org/abs/1904.00962
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      beta_1: β1 in [0, 1).
+      beta_2: β2 in [0, 1).
+      epsilon: ε >= 0, outside the root.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`; ``update`` needs the parameters.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Lamb(learning_rate=0.1)
+      >>> params = jnp.array([3.0, 4.0])
+      >>> updates, _ = tx.update(jnp.array([1.0, -1.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # a step of 0.1 * |θ| = 0.5
+      Array([2.6464467, 4.3535533], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    _check_betas(beta_1, beta_2, epsilon)
+    scaling = optax.chain(
+        scale_by_bias_corrected_moments(b1=beta_1, b2=beta_2, eps=epsilon),
+        scale_by_trust_ratio(),
+    )
+    return _chain(
+        "Lamb",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        reads_params=True,
     )
 
 

@@ -166,6 +166,9 @@ def newer_direction(name, grads, **hyper):
             m2 = _ema(m2, g, _at(b3, i))
         return m1 / (1.0 - b1**t) + _at(alpha, t - 1) * m2
     raise ValueError(name)
+def _lamb(grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, **unused):
+    """LAMB's rate: Adam's (with LAMB's eps = 1e-6); the per-leaf trust ratio is left out."""
+    return _adam(grads, lr, b1, b2, eps, eps_root)
 
 
 RATES = {
@@ -183,6 +186,7 @@ RATES = {
     "laprop": _laprop,
     "adan": _adan,
     "ademamix": _ademamix,
+    "lamb": _lamb,
 }
 
 
@@ -211,6 +215,16 @@ def nesterov_direction(grads, b1=0.9, momentum_decay=None, **unused):
     product = np.prod([mu(i) for i in range(1, t + 1)])
     ratio = (1 - product) / (1 - product * mu(t + 1))
     return mu(t + 1) * ratio * first_moment(grads, b1) + (1 - mu(t)) * grads[-1]
+
+
+def trust_ratio(update, lr, param):
+    """LAMB's per-leaf factor after the rate (You et al. 2019): the update u = -lr * u~ without it
+    gives u~ = -u / lr, and the factor is |param| / |u~| (1 where either norm is 0)."""
+    param_norm = np.linalg.norm(np.asarray(param, np.float64))
+    update_norm = np.linalg.norm(np.asarray(update, np.float64) / lr)
+    if param_norm == 0 or update_norm == 0:
+        return 1.0
+    return param_norm / update_norm
 
 
 def adafactor_leaf_factor(grad, rate, lr, param, clipping_threshold=1.0, min_scale=1e-3):

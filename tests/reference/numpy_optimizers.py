@@ -465,3 +465,65 @@ def run_cautious_adamw(
         return cautious_mask(u, g, floor) + weight_decay * p
 
     return _iterate(params0, grads, lr, direction)
+def run_ftrl(
+    params0,
+    grads,
+    lr,
+    learning_rate_power=-0.5,
+    initial_accumulator_value=0.1,
+    l1=0.0,
+    l2=0.0,
+    l2_shrinkage=0.0,
+    beta=0.0,
+    with_state=False,
+):
+    """FTRL-Proximal, McMahan et al. 2013 (KDD, "Ad Click Prediction"), Algorithm 1, per coordinate:
+
+        sigma = (n_new^(-p) - n^(-p)) / alpha,  z += g~ - sigma * w,  n = n_new = n + g^2,
+        w = 0 if |z| <= l1 else -(z - sign(z) l1) / ((beta + n^(-p)) / alpha + L2),
+
+    with p = -1/2 in the paper (here any p <= 0), the paper's L2 strength written as 2 * l2 (the
+    gradient of l2 * w^2, keras' convention) and the shrinkage gradient g~ = g + 2 l2_shrinkage w.
+    A coordinate whose denominator is 0 (no gradient yet with n_0 = 0, no L2, no beta) stays 0.
+    Returns every iterate (and, with `with_state`, the final (n, z))."""
+    p = np.array(params0, dtype=np.float64)
+    n = np.full_like(p, initial_accumulator_value)
+    z = np.zeros_like(p)
+    power = -learning_rate_power
+    iterates = []
+    for g in grads:
+        g = np.asarray(g, dtype=np.float64)
+        n_new = n + g * g
+        sigma = (n_new**power - n**power) / lr
+        z = z + g + 2 * l2_shrinkage * p - sigma * p
+        n = n_new
+        denominator = (beta + n**power) / lr + 2 * l2
+        shrunk = np.where(np.abs(z) <= l1, 0.0, z - np.sign(z) * l1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(shrunk == 0, 0.0, -shrunk / np.where(denominator > 0, denominator, 1.0))
+        p = np.where(denominator > 0, p, 0.0)
+        iterates.append(p.copy())
+    return (iterates, (n, z)) if with_state else iterates
+
+
+def run_lamb(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """LAMB, You et al. 2019 ("Large Batch Optimization for Deep Learning", Algorithm 2), with
+    one leaf as the layer:
+
+        m_t, v_t as Adam's, r_t = mhat / (sqrt(vhat + eps_root) + eps) + wd p_{t-1}
+        p_t = p_{t-1} - lr_t * (||p_{t-1}|| / ||r_t||) * r_t   (ratio 1 where a norm is 0)
+
+    https://arxiv.org/abs/1904.00962"""
+    lr = _schedule(lr)
+    p = np.array(params0, dtype=np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    iterates = []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, dtype=np.float64)
+        m, v = _ema(m, g, b1), _ema(v, g * g, b2)
+        r = _debias(m, b1, t) / (np.sqrt(_debias(v, b2, t) + eps_root) + eps) + weight_decay * p
+        p_norm, r_norm = np.linalg.norm(p), np.linalg.norm(r)
+        ratio = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+        p = p - lr(t - 1) * ratio * r
+        iterates.append(p.copy())
+    return iterates
