@@ -63,6 +63,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adaptive_tx.sparse._catch_up import CatchUp, CatchUpState, catch_up, drift_terms
 from adaptive_tx.sparse._rows import (
     PrepareRowsState,
     apply_rows,
@@ -80,14 +81,18 @@ from adaptive_tx.sparse._type import RowSparse, check_rows, is_row_sparse, shape
 from adaptive_tx.sparse._wrappers import MultiStepsState, multi_steps, on_values
 
 __all__ = (
+    "CatchUp",
+    "CatchUpState",
     "Embed",
     "MultiStepsState",
     "PrepareRowsState",
     "RowSparse",
     "apply_rows",
     "apply_updates",
+    "catch_up",
     "check_rows",
     "clip_by_global_norm",
+    "drift_terms",
     "global_norm",
     "is_row_sparse",
     "map_values",
