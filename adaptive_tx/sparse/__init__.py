@@ -93,6 +93,7 @@ __all__ = (
     "check_rows",
     "clip_by_global_norm",
     "drift_terms",
+    "flush",
     "global_norm",
     "is_row_sparse",
     "map_values",
@@ -107,7 +108,7 @@ __all__ = (
     "value_and_grad",
 )
 
-_FLAX_NAMES = ("Embed", "value_and_grad")
+_FLAX_NAMES = ("Embed", "flush", "value_and_grad")
 
 
 def __getattr__(name: str) -> Any:

@@ -155,7 +155,7 @@ def drift_terms(b1: float, b2: float) -> int:
 
     Example:
       >>> drift_terms(0.9, 0.999)
-      215
+      214
     """
     rho = b1 / math.sqrt(b2)
     if rho <= 0:
@@ -403,8 +403,8 @@ class CatchUp:
           >>> u, state = tx.update({"emb": atx.RowSparse(jnp.array([1]), jnp.ones((1, 1)), 3)},
           ...                      state, params)
           >>> params = atx.sparse.apply_updates(params, u)  # row 0 skipped step 2
-          >>> tx.rows(state, params, {"emb": jnp.array([0])})["emb"]  # it moved on at step 2
-          Array([[0.8105..]], dtype=float32)
+          >>> tx.rows(state, params, {"emb": jnp.array([0])})["emb"]  # dense Adam: 0.9 - 0.067
+          Array([[0.833]], dtype=float32)
         """
         leaves, treedef = jax.tree.flatten(params)
         id_leaves = treedef.flatten_up_to(ids)
@@ -581,7 +581,7 @@ class CatchUp:
           ...     params = atx.sparse.apply_updates(params, u)
           >>> params, state = tx.flush(state, params)
           >>> state.last_step["emb"], params["emb"][0]
-          (Array([3, 3, 3], dtype=int32), Array([0.7287..], dtype=float32))
+          (Array([3, 3, 3], dtype=int32), Array([0.7812], dtype=float32))
         """
         leaves, treedef = jax.tree.flatten(params)
         scaling, fields = self._stat_fields(state.inner)
