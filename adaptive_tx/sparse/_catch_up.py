@@ -98,17 +98,40 @@ class _Form(NamedTuple):
     nesterov: bool = False
     momentum: float | None = None  # RMSProp's trace
     trace_nesterov: bool = False
+    decay: float = 0.0  # RMSProp's
+    hyperparams: Any = None  # the Adam family's BiasCorrectedMomentsHyperparams
+
+
+def _moments_form(a: dict) -> _Form:
+    """The rule's numbers as `scale_by_bias_corrected_moments` builds them from the alias's."""
+    from adaptive_tx.moments import BiasCorrectedMomentsHyperparams
+
+    b1, b2 = float(a["b1"]), float(a["b2"])
+    hyperparams = BiasCorrectedMomentsHyperparams(
+        b1,
+        b2,
+        float(a["eps"]),
+        0.0,
+        bool(a.get("bias_correction_mu", True)),
+        bool(a.get("bias_correction_nu", True)),
+        one_minus_b1=1 - b1,
+        one_minus_b2=1 - b2,
+    )
+    return _Form("moments", nesterov=bool(a.get("nesterov", False)), hyperparams=hyperparams)
 
 
 def _alias_forms() -> dict[Callable, Callable[[dict], _Form]]:
     from adaptive_tx import aliases
 
-    moments = lambda a: _Form("moments", nesterov=bool(a.get("nesterov", False)))  # noqa: E731
+    moments = _moments_form
     return {
         aliases.adagrad: lambda a: _Form("none"),
         aliases.rowwise_adagrad: lambda a: _Form("none"),
         aliases.rmsprop: lambda a: _Form(
-            "ema", momentum=a["momentum"], trace_nesterov=bool(a["nesterov"])
+            "ema",
+            momentum=a["momentum"],
+            trace_nesterov=bool(a["nesterov"]),
+            decay=float(a["decay"]),
         ),
         aliases.adam: moments,
         aliases.adamw: moments,
@@ -266,10 +289,7 @@ class CatchUp:
             return stats_rows, new_trace, new_theta
         scaling, _ = self._stat_fields(inner_state)
         if self.form.kind == "ema":
-            from adaptive_tx.ema_of_squares import EmaOfSquaresHyperparams
-
-            h = EmaOfSquaresHyperparams(*scaling.packed_hyperparams)
-            factor = jnp.asarray(h.decay, jnp.float32) ** kb
+            factor = jnp.asarray(self.form.decay, jnp.float32) ** kb
             new_stats = tuple(s_.astype(jnp.float32) * factor for s_ in stats_rows)
             if trace_rows is not None:
                 mom = jnp.float32(self.form.momentum)
@@ -283,13 +303,11 @@ class CatchUp:
         return self._moments(scaling, stats_rows, new_theta, s, k, log_p, bshape)
 
     def _moments(self, scaling, stats_rows, theta, s, k, log_p, bshape):
-        from adaptive_tx.moments import BiasCorrectedMomentsHyperparams, bias_corrected_moments_rule
+        from adaptive_tx.moments import bias_corrected_moments_rule
 
         amsgrad = len(stats_rows) == 3
-        # The aliases catch-up supports keep optax's constant NAdam momentum (stored as -1).
-        h = BiasCorrectedMomentsHyperparams(*scaling.packed_hyperparams)._replace(
-            momentum_decay=None
-        )
+        # The constructor's numbers (Python floats and flags: one branch of each `where`).
+        h = self.form.hyperparams
         b1 = jnp.asarray(h.b1, jnp.float32)
         b2 = jnp.asarray(h.b2, jnp.float32)
         kb = bshape(k)
@@ -334,7 +352,7 @@ class CatchUp:
         sigma = jnp.max(b, axis=1)  # b_1, the largest
         delta = jnp.where(valid, 1 - b / jnp.where(sigma > 0, sigma, 1.0)[:, None], 0.0)
         nodes, matrix = _chebyshev_matrix(CHEBYSHEV_DEGREE)
-        values = jnp.stack([jnp.sum(a / (1 - z * delta), axis=1) for z in nodes], axis=1)
+        values = jnp.sum(a[:, None, :] / (1 - nodes[None, :, None] * delta[:, None, :]), axis=2)
         coefficients = values @ matrix
         eps = jnp.asarray(h.eps, jnp.float32)
         sig = bshape(sigma)
