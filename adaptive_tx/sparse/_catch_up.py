@@ -74,8 +74,10 @@ class CatchUpState(NamedTuple):
         ``()`` for a scalar leaf): the step at which the row was last brought up to date.
       log_decay: float32 ``(2,)``: :math:`\sum_{\tau \le t} \log(1 - \eta_\tau\lambda_\tau)` as a
         compensated (Kahan) sum, hi and lo; zeros without weight decay.
-      decay_mark: params-shaped tree of float32 ``(V,)``: ``log_decay`` at each row's last step
-        (None without weight decay).
+      decay_mark: params-shaped tree of float32 ``(V, 2)``: ``log_decay`` (hi, lo) at each row's
+        last step (None without weight decay). Kept as a pair: the difference of two sums near
+        :math:`\eta\lambda t` must stay exact to float32 resolution of the decay over the gap,
+        which one float32 per row would not be once :math:`\eta\lambda t \gg 1`.
 
     Example:
       >>> import adaptive_tx as atx
@@ -247,7 +249,7 @@ class CatchUp:
         last = jax.tree.map(lambda p: jnp.zeros(_leaf_rows(p), jnp.int32), params)
         marks = None
         if self.weight_decay is not None:
-            marks = jax.tree.map(lambda p: jnp.zeros(_leaf_rows(p), jnp.float32), params)
+            marks = jax.tree.map(lambda p: jnp.zeros(_leaf_rows(p) + (2,), jnp.float32), params)
         return CatchUpState(
             count=jnp.zeros([], jnp.int32),
             inner=self.inner.init(params),
@@ -378,7 +380,7 @@ class CatchUp:
         log_p = jnp.zeros(k.shape, jnp.float32)
         if self.weight_decay is not None:
             mark = gather(get(state.decay_mark))
-            log_p = jnp.where(k > 0, (log_g[0] - mark) + log_g[1], 0.0)
+            log_p = jnp.where(k > 0, (log_g[0] - mark[:, 0]) + (log_g[1] - mark[:, 1]), 0.0)
         return self._catch_up_rows(
             state.inner, stats_rows, trace_rows, theta_rows.astype(jnp.float32), s, k, log_p
         )
@@ -435,7 +437,8 @@ class CatchUp:
             flat = jnp.reshape(i, (-1,)).astype(jnp.int32)
             stale = p.at[flat].get(mode="fill", fill_value=0)
             _, _, theta = self._catch_up_leaf(state, index, flat, stale, state.count, log_g)
-            rows = stale + jax.lax.stop_gradient(theta.astype(p.dtype) - stale)
+            # The value is the caught-up row; the gradient flows to the row read (identity).
+            rows = theta.astype(p.dtype) + (stale - jax.lax.stop_gradient(stale))
             out.append(rows.reshape(jnp.shape(i) + p.shape[1:]))
         return treedef.unflatten(out)
 
@@ -467,7 +470,7 @@ class CatchUp:
             _, _, theta = self._catch_up_leaf(
                 state, index_of[key], flat, stale, state.count, state.log_decay
             )
-            rows = stale + jax.lax.stop_gradient(theta.astype(table.dtype) - stale)
+            rows = theta.astype(table.dtype) + (stale - jax.lax.stop_gradient(stale))
             return rows.reshape(jnp.shape(ids) + table.shape[1:])
 
         return lookup
@@ -566,7 +569,8 @@ class CatchUp:
                 # The step's decay acts on the caught-up θ; the inner step saw the stale one.
                 offset = offset * (1 - lr_t * wd_t)
                 new_marks[index] = marks[index].at[rows].set(
-                    new_log[0] + new_log[1], mode="drop", unique_indices=True
+                    jnp.broadcast_to(new_log, (rows.shape[0], 2)), mode="drop",
+                    unique_indices=True,
                 )
             if is_row_sparse(u):
                 values = u.values + offset.astype(u.values.dtype)
@@ -609,7 +613,6 @@ class CatchUp:
             trace_leaves = treedef.flatten_up_to(state.inner[-1].trace)
         last = treedef.flatten_up_to(state.last_step)
         marks = None if state.decay_mark is None else treedef.flatten_up_to(state.decay_mark)
-        now = state.log_decay[0] + state.log_decay[1]
         new_leaves = []
         for index, p in enumerate(leaves):
             if jnp.ndim(p) < 1:
@@ -635,7 +638,7 @@ class CatchUp:
                 trace_leaves[index] = flat(new_trace).astype(trace_leaves[index].dtype)
             last[index] = jnp.full_like(last[index], state.count)
             if marks is not None:
-                marks[index] = jnp.full_like(marks[index], now)
+                marks[index] = jnp.broadcast_to(state.log_decay, marks[index].shape)
         new_scaling = scaling._replace(**{f: treedef.unflatten(stat_leaves[f]) for f in fields})
         inner = (new_scaling,) + tuple(state.inner[1:])
         if trace_leaves is not None:
