@@ -305,8 +305,13 @@ def test_refusals_name_the_cause_and_the_fix():
     params = {"emb": jnp.ones((3, 2))}
     with pytest.raises(ValueError, match="needs the params"):
         tx.update(params, tx.init(params))
-    with pytest.raises(KeyError, match="no table"):
+    with pytest.raises(ValueError, match="no table"):
         tx.view(tx.init(params))(("other",), params["emb"], jnp.array([0]))
+    from flax import nnx
+
+    lazy = nnx.Optimizer(atx.sparse.Embed(3, 2, rngs=nnx.Rngs(0)), atx.adam(0.1), wrt=nnx.Param)
+    with pytest.raises(TypeError, match="lazy ones are final"):
+        atx.sparse.flush(lazy, None)
 
 
 def test_a_dense_gradient_on_a_stale_table_catches_it_up_first():

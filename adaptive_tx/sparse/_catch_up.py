@@ -461,9 +461,10 @@ class CatchUp:
         def lookup(path, table, ids):
             key = _path_key(path)
             if key not in index_of:
-                raise KeyError(
+                raise ValueError(
                     f"sparse.catch_up view: no table {path!r} in the optimizer state (its tables: "
-                    f"{sorted(index_of)})"
+                    f"{sorted(index_of)}); pass the path of the table (nnx: the module path plus "
+                    "'embedding') that the optimizer was built for"
                 )
             flat = jnp.reshape(ids, (-1,)).astype(jnp.int32)
             stale = jnp.take(table, flat, axis=0)
