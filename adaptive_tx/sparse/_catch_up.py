@@ -326,11 +326,32 @@ class CatchUp:
             root = jnp.sqrt(nu_max)
         else:
             root = jnp.sqrt(nu)
+        values, sigma = self._node_values_by_gap(s, k, log_p, amsgrad)
+        _, matrix = _chebyshev_matrix(CHEBYSHEV_DEGREE)
+        coefficients = values @ matrix
+        eps = jnp.asarray(h.eps, jnp.float32)
+        sig = bshape(sigma)
+        den = sig * root + eps
+        z = jnp.where(den > 0, sig * root / jnp.where(den > 0, den, 1.0), 0.0)
+        drift = _clenshaw(coefficients, z) / jnp.where(den > 0, den, 1.0)
+        new_theta = theta - jnp.where(mu == 0, 0.0, mu * drift)
+        return tuple(new_stats), None, new_theta
+
+    def _node_values(self, s, k, log_p, amsgrad):
+        """The Chebyshev node values of g and b_1 for rows ``(s, k)`` (vectors): ``[n, N+1]``, ``[n]``.
+
+        ``log_p``: log Π(1 − ηλ) over each row's k steps, or None to sum it here (k <= J only).
+        """
+        from adaptive_tx.moments import bias_corrected_moments_rule
+
+        h = self.form.hyperparams
+        b1 = jnp.asarray(h.b1, jnp.float32)
+        b2 = jnp.asarray(h.b2, jnp.float32)
         # a_j and b_j per row: the rule's direction * scale at step s + j on skipped statistics,
         # with eps = 1 and no second moment (a_j), and with eps = 0 and a unit one (a_j / b_j).
         num = self.num_terms
         j = jnp.arange(1, num + 1, dtype=jnp.int32)
-        tau = s[:, None] + j[None, :]  # [K, J]
+        tau = s[:, None] + j[None, :]  # [n, J]
         valid = j[None, :] <= k[:, None]
         ones = jnp.ones(tau.shape, jnp.float32)
 
@@ -350,21 +371,41 @@ class CatchUp:
         weight = lr
         if self.weight_decay is not None:
             step_log = jnp.where(valid, self._decay_step(tau - 1), 0.0)
-            weight = lr * jnp.exp(log_p[:, None] - jnp.cumsum(step_log, axis=1))
+            total = jnp.sum(step_log, axis=1) if log_p is None else log_p
+            weight = lr * jnp.exp(total[:, None] - jnp.cumsum(step_log, axis=1))
         a = jnp.where(valid, a * weight, 0.0)
         b = jnp.where(valid, b, 0.0)
         sigma = jnp.max(b, axis=1)  # b_1, the largest
         delta = jnp.where(valid, 1 - b / jnp.where(sigma > 0, sigma, 1.0)[:, None], 0.0)
-        nodes, matrix = _chebyshev_matrix(CHEBYSHEV_DEGREE)
+        nodes, _ = _chebyshev_matrix(CHEBYSHEV_DEGREE)
         values = jnp.sum(a[:, None, :] / (1 - nodes[None, :, None] * delta[:, None, :]), axis=2)
-        coefficients = values @ matrix
-        eps = jnp.asarray(h.eps, jnp.float32)
-        sig = bshape(sigma)
-        den = sig * root + eps
-        z = jnp.where(den > 0, sig * root / jnp.where(den > 0, den, 1.0), 0.0)
-        drift = _clenshaw(coefficients, z) / jnp.where(den > 0, den, 1.0)
-        new_theta = theta - jnp.where(mu == 0, 0.0, mu * drift)
-        return tuple(new_stats), None, new_theta
+        return values, sigma
+
+    def _node_values_by_gap(self, s, k, log_p, amsgrad):
+        """`_node_values` for K rows, computed once per gap where the gaps are short.
+
+        Every row of a step has ``s + k = t - 1``, so a row's node values depend on its gap k
+        alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered; the rows
+        with longer gaps are computed one by one, the K // 4 longest of them (all of them, by
+        the same arithmetic, when more than K // 4 rows have k > J).
+        """
+        num_rows, gap_max = k.shape[0], self.num_terms
+        full = lambda: self._node_values(s, k, log_p, amsgrad)  # noqa: E731
+        if num_rows < 4 * (gap_max + 1):
+            return full()
+        room = num_rows // 4
+
+        def by_gap():
+            gaps = jnp.arange(gap_max + 1, dtype=jnp.int32)
+            t_minus_1 = jnp.max(s + k)
+            table, table_sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
+            row = jnp.minimum(k, gap_max)
+            values, sigma = table[row], table_sigma[row]
+            longest = jax.lax.top_k(k, room)[1]
+            far = self._node_values(s[longest], k[longest], log_p[longest], amsgrad)
+            return values.at[longest].set(far[0]), sigma.at[longest].set(far[1])
+
+        return jax.lax.cond(jnp.sum(k > gap_max) > room, full, by_gap)
 
     # -- gathering, scattering --------------------------------------------------------------
     def _catch_up_leaf(self, state, leaf_index, rows, theta_rows, t_minus_1, log_g):
@@ -377,8 +418,11 @@ class CatchUp:
         trace_rows = None
         if self.form.momentum is not None:
             trace_rows = gather(get(state.inner[-1].trace))
-        s = gather(get(state.last_step))
-        k = jnp.maximum(t_minus_1 - s, 0)
+        last = get(state.last_step)
+        s = gather(last)
+        # Empty or out-of-range slots (gathered as zeros) have nothing to catch up.
+        in_range = (rows >= 0) & (rows < last.shape[0])
+        k = jnp.where(in_range, jnp.maximum(t_minus_1 - s, 0), 0)
         log_p = jnp.zeros(k.shape, jnp.float32)
         if self.weight_decay is not None:
             mark = gather(get(state.decay_mark))
