@@ -122,6 +122,8 @@ def jax_stepper(tx, table, grads, apply, donate=True, view=False):
     step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
     carry = [jnp.array(table), None]  # a private copy: the table is donated
     carry[1] = tx.init(carry[0])
+    if isinstance(tx, atx.sparse.CatchUp):
+        carry[1] = steady_state(carry[1], table.shape[0], grads[0].indices.shape[0])
     position = [0]
 
     def run():
@@ -131,6 +133,15 @@ def jax_stepper(tx, table, grads, apply, donate=True, view=False):
         jax.block_until_ready(carry)
 
     return run
+
+
+def steady_state(state, num_rows, k, count=100_000):
+    """A catch-up state `count` steps into training on K uniformly random rows a step: each row's
+    gap since its last step is geometric with mean V / K (its cost depends on the gaps)."""
+    gaps = np.random.default_rng(1).geometric(k / num_rows, num_rows)
+    last = jnp.asarray(np.maximum(count - gaps, 0), jnp.int32)
+    at = lambda x: jnp.full_like(x, count) if x.dtype == jnp.int32 and x.ndim == 0 else x  # noqa: E731
+    return jax.tree.map(at, state)._replace(last_step=last)
 
 
 def torch_stepper(table, draws, num_rows, dim, threads):

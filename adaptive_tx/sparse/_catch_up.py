@@ -30,7 +30,10 @@ in closed form when the row is read again:
   :math:`g(z)/(b_1 x + \epsilon)` with :math:`z = b_1 x / (b_1 x + \epsilon) \in [0, 1]` and
   :math:`g(z) = \sum_j a_j w_j / (1 - z (1 - b_j/b_1))`, a function of the row only, interpolated at
   ``CHEBYSHEV_DEGREE + 1`` Chebyshev nodes per row and evaluated per element by Clenshaw's
-  recurrence (see ``tests/test_catch_up.py`` for the measured interpolation error);
+  recurrence (see ``tests/test_catch_up.py`` for the measured interpolation error). Every row of
+  a step has :math:`s + k = t - 1`, so the node values depend on the gap :math:`k` alone: they
+  are tabulated once per step for :math:`k \le J` and only the rows with longer gaps are
+  summed one by one;
 * RMSProp's momentum (``sparse.trace``) decays by :math:`\mu^k` and moves the row by the
   geometric sum :math:`\sum_{j=1}^k \mu^j b`.
 
