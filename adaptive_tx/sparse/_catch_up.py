@@ -281,7 +281,7 @@ class CatchUp:
         wd = _value(self.weight_decay, step0)
         return jnp.log1p(-lr * wd)
 
-    def _catch_up_rows(self, inner_state, stats_rows, trace_rows, theta, s, k, log_p):
+    def _catch_up_rows(self, stats_rows, trace_rows, theta, s, k, log_p):
         """Rows brought from step ``s`` to ``s + k`` (zero gradients): stats, trace, θ.
 
         ``stats_rows``: the rows of each statistic; ``theta``: the parameter rows (float32);
@@ -294,7 +294,6 @@ class CatchUp:
         new_trace = trace_rows
         if self.form.kind == "none":
             return stats_rows, new_trace, new_theta
-        scaling, _ = self._stat_fields(inner_state)
         if self.form.kind == "ema":
             factor = jnp.asarray(self.form.decay, jnp.float32) ** kb
             new_stats = tuple(s_.astype(jnp.float32) * factor for s_ in stats_rows)
@@ -307,9 +306,9 @@ class CatchUp:
                 new_theta = new_theta + total * trace_rows.astype(jnp.float32)
                 new_trace = trace_rows.astype(jnp.float32) * mom_k
             return new_stats, new_trace, new_theta
-        return self._moments(scaling, stats_rows, new_theta, s, k, log_p, bshape)
+        return self._moments(stats_rows, new_theta, s, k, log_p, bshape)
 
-    def _moments(self, scaling, stats_rows, theta, s, k, log_p, bshape):
+    def _moments(self, stats_rows, theta, s, k, log_p, bshape):
         from adaptive_tx.moments import bias_corrected_moments_rule
 
         amsgrad = len(stats_rows) == 3
@@ -430,9 +429,11 @@ class CatchUp:
         if self.weight_decay is not None:
             mark = gather(get(state.decay_mark))
             log_p = jnp.where(k > 0, (log_g[0] - mark[:, 0]) + (log_g[1] - mark[:, 1]), 0.0)
-        # Jitted (inlined under an outer jit): eager calls would dispatch it op by op.
+        # Jitted (inlined under an outer jit): eager calls would dispatch it op by op. Only the
+        # gathered rows go in: a whole statistic passed in would be copied before the update
+        # that writes it in place.
         return self._jitted_catch_up_rows(
-            state.inner, stats_rows, trace_rows, theta_rows.astype(jnp.float32), s, k, log_p
+            stats_rows, trace_rows, theta_rows.astype(jnp.float32), s, k, log_p
         )
 
     def _unchanged(self, state, leaf_index, theta_rows):
