@@ -111,6 +111,23 @@ def _adopt_on_complex():
     return tx.update(params, tx.init(params), params)
 
 
+def _catch_up_without_params():
+    tx, table = atx.sparse.catch_up(atx.adam, 0.1), {"emb": jnp.ones((3, 2))}
+    return tx.update(table, tx.init(table))
+
+
+def _catch_up_view_of_another_table():
+    tx, table = atx.sparse.catch_up(atx.adam, 0.1), {"emb": jnp.ones((3, 2))}
+    return tx.view(tx.init(table))(("other",), table["emb"], jnp.array([0]))
+
+
+def _flush_a_lazy_optimizer():
+    from flax import nnx
+
+    embed = atx.sparse.Embed(3, 2, rngs=nnx.Rngs(0))
+    return atx.sparse.flush(nnx.Optimizer(embed, atx.adam(0.1), wrt=nnx.Param), embed)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -225,6 +242,14 @@ RAISES = {
         PARAMS
     ),
     "cautious-row-sparse": lambda: _rows_through(atx.cautious(atx.adam(0.1))),
+    "catch-up-alias": lambda: atx.sparse.catch_up(atx.radam, 0.1),
+    "catch-up-eps-root": lambda: atx.sparse.catch_up(atx.adam, 0.1, eps_root=1e-8),
+    "catch-up-mask": lambda: atx.sparse.catch_up(atx.adamw, 0.1, mask={"emb": True}),
+    "catch-up-storage": lambda: atx.sparse.catch_up(atx.adam, 0.1, nu_dtype="int8_blockwise"),
+    "catch-up-rho": lambda: atx.sparse.catch_up(atx.adam, 0.1, b1=0.99, b2=0.9),
+    "catch-up-no-params": _catch_up_without_params,
+    "catch-up-view-table": _catch_up_view_of_another_table,
+    "flush-lazy": _flush_a_lazy_optimizer,
 }
 
 

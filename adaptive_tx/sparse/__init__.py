@@ -63,6 +63,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adaptive_tx.sparse._catch_up import CatchUp, CatchUpState, catch_up, drift_terms
 from adaptive_tx.sparse._rows import (
     PrepareRowsState,
     apply_rows,
@@ -81,6 +82,8 @@ from adaptive_tx.sparse._type import RowSparse, check_rows, is_row_sparse, shape
 from adaptive_tx.sparse._wrappers import MultiStepsState, multi_steps, on_values
 
 __all__ = (
+    "CatchUp",
+    "CatchUpState",
     "Embed",
     "MultiStepsState",
     "PrepareRowsState",
@@ -88,8 +91,11 @@ __all__ = (
     "RowSparse",
     "apply_rows",
     "apply_updates",
+    "catch_up",
     "check_rows",
     "clip_by_global_norm",
+    "drift_terms",
+    "flush",
     "global_norm",
     "is_row_sparse",
     "map_values",
@@ -105,7 +111,7 @@ __all__ = (
     "value_and_grad",
 )
 
-_FLAX_NAMES = ("Embed", "value_and_grad")
+_FLAX_NAMES = ("Embed", "flush", "value_and_grad")
 
 
 def __getattr__(name: str) -> Any:

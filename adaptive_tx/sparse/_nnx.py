@@ -16,14 +16,18 @@ class _TableLookup:
     """The table of an `Embed` inside `value_and_grad`: each call gathers the rows, adds the zero
     perturbation whose gradient is the row gradient, and records the ids it looked up."""
 
-    def __init__(self, name: str, table: jax.Array, deltas: list | None):
-        self.name, self.table, self.deltas, self.ids = name, table, deltas, []
+    def __init__(self, path: tuple, table: jax.Array, deltas: list | None, view=None):
+        self.name, self.table, self.deltas, self.ids = str(path), table, deltas, []
+        self.path, self.view = path, view
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         # A negative id counts from the end, as nnx.Embed's jnp.take reads it (and trains it).
         num_rows = self.table.shape[0]
         ids = jnp.where((ids < 0) & (ids >= -num_rows), ids + num_rows, ids)
-        rows = jnp.take(self.table, ids, axis=0)
+        if self.view is None:
+            rows = jnp.take(self.table, ids, axis=0)
+        else:
+            rows = self.view(self.path, self.table, ids)
         if self.deltas is not None:
             rows = rows + self.deltas[len(self.ids)]
         self.ids.append(ids)
@@ -67,7 +71,7 @@ def _embed_tables(model: nnx.Module) -> list[tuple]:
     return sorted(paths, key=str)
 
 
-def value_and_grad(f: Callable, *, has_aux: bool = False) -> Callable:
+def value_and_grad(f: Callable, *, has_aux: bool = False, view: Callable | None = None) -> Callable:
     r"""``nnx.value_and_grad(f)`` with a `RowSparse` gradient for the table of every `Embed`.
 
     Differentiates ``f(model, *args, **kwargs)`` with respect to the model's ``nnx.Param`` s, like
@@ -95,6 +99,11 @@ def value_and_grad(f: Callable, *, has_aux: bool = False) -> Callable:
     Args:
       f: ``f(model, *args, **kwargs) -> loss`` (or ``(loss, aux)`` with `has_aux`).
       has_aux: whether `f` returns ``(loss, aux)``.
+      view: None (the lookups read the table), or ``(path, table, ids) -> rows``: what a lookup
+        of the table at state path ``path`` reads instead, e.g. the caught-up rows of
+        `adaptive_tx.sparse.catch_up` (``tx.view(nnx.as_pure(optimizer.opt_state))``), so that
+        the forward pass sees the rows dense training would see. The gradient is taken with
+        respect to the rows read.
 
     Returns:
       ``(model, *args, **kwargs) -> (value, grads)``, ``grads`` an ``nnx.State`` of ``nnx.Param``
@@ -120,7 +129,9 @@ def value_and_grad(f: Callable, *, has_aux: bool = False) -> Callable:
 
         def run(params, deltas, rest):
             lookups = [
-                _TableLookup(str(path), table_arrays[path], None if deltas is None else deltas[i])
+                _TableLookup(
+                    path, table_arrays[path], None if deltas is None else deltas[i], view
+                )
                 for i, path in enumerate(tables)
             ]
             with_lookups = nnx.State.from_flat_path(list(zip(tables, lookups)))
@@ -157,3 +168,36 @@ def value_and_grad(f: Callable, *, has_aux: bool = False) -> Callable:
         return ((loss, aux) if has_aux else loss), grads
 
     return wrapped
+
+
+def flush(optimizer: nnx.Optimizer, model: nnx.Module) -> None:
+    """Bring every row of ``model``'s parameters and ``optimizer``'s state up to date, in place.
+
+    For an ``nnx.Optimizer`` whose transformation is `adaptive_tx.sparse.catch_up`: the rows not
+    looked up since their last step are stale until flushed (`CatchUp.flush`); call this before
+    evaluating, exporting or checkpointing the model. Other transformations raise ``TypeError``.
+
+    Example:
+      >>> import adaptive_tx as atx
+      >>> from flax import nnx
+      >>> embed = Embed(num_embeddings=4, features=2, rngs=nnx.Rngs(0))
+      >>> optimizer = nnx.Optimizer(embed, atx.sparse.catch_up(atx.adam, 0.1), wrt=nnx.Param)
+      >>> _, grads = value_and_grad(lambda m, ids: m(ids).sum())(embed, jnp.array([1]))
+      >>> _ = optimizer.update(embed, grads)  # row 1 moves; rows 0, 2, 3 see zero gradients
+      >>> flush(optimizer, embed)
+      >>> optimizer.opt_state.last_step["embedding"][...]
+      Array([1, 1, 1, 1], dtype=int32)
+    """
+    from adaptive_tx.sparse._catch_up import CatchUp
+
+    if not isinstance(optimizer.tx, CatchUp):
+        raise TypeError(
+            f"sparse.flush: the optimizer's transformation is {type(optimizer.tx).__name__}, not "
+            "sparse.catch_up: only catch-up updates leave stale rows to flush (lazy ones are "
+            "final)"
+        )
+    params = nnx.as_pure(nnx.state(model, optimizer.wrt))
+    state = nnx.as_pure(optimizer.opt_state)
+    new_params, new_state = optimizer.tx.flush(state, params)
+    nnx.update(model, new_params)
+    nnx.update(optimizer.opt_state, nnx.state(new_state))
