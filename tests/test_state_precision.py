@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 import adaptive_tx as atx
+from adaptive_tx import quantized
 from adaptive_tx import state_precision as sp
 from tests.cases import gradient_stream, make_params, max_rel_diff, run
 from tests.reference import numpy_lean_state as ref
@@ -103,6 +104,63 @@ def test_stochastic_rounding_is_unbiased_within_one_unit_and_deterministic():
     np.testing.assert_array_equal(
         sp.round_stochastic_bfloat16(exact, key), exact.astype(jnp.bfloat16)
     )
+
+
+def _encoder_inputs(signed):
+    """Random values over seven decades, every map entry and midpoint, and their float32
+    neighbours (normal floats: XLA on CPU flushes subnormals to zero, numpy does not)."""
+    rng = np.random.default_rng(5)
+    table = sp.dynamic_map(signed)
+    values = [
+        rng.uniform(-1, 1, 20000),
+        10.0 ** rng.uniform(-9, 0, 20000) * rng.choice([-1, 1], 20000),
+        table,
+        (table[1:] + table[:-1]) / 2,
+    ]
+    x = np.concatenate(values).astype(np.float32)
+    x = np.concatenate([x, np.nextafter(x, np.float32(2)), np.nextafter(x, np.float32(-2))])
+    x = np.clip(np.abs(x) if not signed else x, -1, 1)
+    return np.where(np.abs(x) < np.finfo(np.float32).tiny, 0, x).astype(np.float32)
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_arithmetic_map_encoder_equals_searchsorted_bit_for_bit(signed):
+    """The closed-form encoder (no search, no table read) picks exactly the entry a search over
+    the sorted map picks: the nearest one, and the two bracketing ones for stochastic rounding."""
+    table = sp.dynamic_map(signed)
+    midpoints = (table[1:] + table[:-1]) / 2
+    x = _encoder_inputs(signed)
+    nearest, entries, count = jax.jit(
+        lambda x: (
+            quantized.encode_map(x, signed),
+            quantized._entry(jnp.arange(256), signed, jnp),
+            quantized.count_near(
+                lambda i: quantized._entry(i, signed, jnp), x, quantized.map_guess(x, signed), 256
+            ),
+        )
+    )(jnp.asarray(x))
+    np.testing.assert_array_equal(entries, table)  # the step computes the table's values
+    np.testing.assert_array_equal(nearest, np.searchsorted(midpoints, x, side="left"))
+    np.testing.assert_array_equal(count, np.searchsorted(table, x, side="left"))
+    # a draw u = 0 takes the entry at or above x (the bracket's upper end; the lowest entry
+    # below the map)
+    codes = quantized.encode_map(jnp.asarray(x), signed, jnp.zeros(x.shape, jnp.float32))
+    upper = np.searchsorted(table, x, side="left")
+    np.testing.assert_array_equal(codes, np.where(upper == 0, 0, upper))
+
+
+def test_counter_bits_are_global_balanced_and_decorrelated():
+    """Bits depend on the global coordinate (not the array's layout), and change with the key:
+    every bit is balanced and uncorrelated between keys (steps, leaves) and neighbours."""
+    key = jax.random.key(3)
+    flat = quantized.random_bits(key, (1 << 16,))
+    np.testing.assert_array_equal(quantized.random_bits(key, (256, 256)).ravel(), flat)
+    other = quantized.random_bits(quantized.fold_in(key, 1), (1 << 16,))
+    bits = lambda b: (np.asarray(b)[:, None] >> np.arange(32, dtype=np.uint32)) & 1
+    a, b = bits(flat).astype(np.float64), bits(other).astype(np.float64)
+    assert np.all(np.abs(a.mean(axis=0) - 0.5) < 0.01)  # 5 sigma at n = 65536
+    assert np.all(np.abs(((a - 0.5) * (b - 0.5)).mean(axis=0)) < 0.01)
+    assert np.all(np.abs(((a[1:] - 0.5) * (a[:-1] - 0.5)).mean(axis=0)) < 0.01)
 
 
 # --- the engine: float32 arithmetic, storage on store ----------------------------------------
