@@ -8,19 +8,22 @@ arithmetic is never copied: every storage runs the same rule.
 
 Storages, as accepted by ``mu_dtype`` / ``nu_dtype`` of every moment-based transformation:
 
-==========================  ==============================================  ==================
-spec                        stored as                                       bytes / coordinate
-==========================  ==============================================  ==================
-``None`` / a float dtype    that dtype, rounded to nearest (`Cast`)         4, 2 (bf16, f16)
-``"bfloat16_sr"``           bfloat16, stochastic rounding                   2
-                            (`StochasticRounding`)
-``"int8_blockwise"``        8-bit dynamic codes + a float32 absmax per      ~1.016
-                            block of 256 (`Int8Blockwise`)
-``adaptive_tx.Factored()``  Adafactor's row and column means                O(m + n) per matrix
-``adaptive_tx.BlockMean``   one mean per block (Adam-mini)                  one number per block
-==========================  ==============================================  ==================
+=============================  ==========================================  ==================
+spec                           stored as                                   bytes / coordinate
+=============================  ==========================================  ==================
+``None`` / a float dtype       that dtype, rounded to nearest (`Cast`)     4, 2 (bf16, f16)
+``"bfloat16_sr"``              bfloat16, stochastic rounding               2
+                               (`StochasticRounding`)
+``"int8_blockwise"``           8-bit dynamic codes + a float32 absmax per  ~1.016
+                               block of 256 (`Int8Blockwise`)
+``"float8_e4m3fn_blockwise"``  FP8 values + a float32 absmax per block     ~1.016
+``"float8_e5m2_blockwise"``    of 256 (`Float8Blockwise`)
+``adaptive_tx.Factored()``     Adafactor's row and column means            O(m + n) per matrix
+``adaptive_tx.BlockMean``      one mean per block (Adam-mini)              one number per block
+=============================  ==========================================  ==================
 
-Rounding storages (`Cast`, `StochasticRounding`, `Int8Blockwise`) leave the step itself in float32:
+Rounding storages (`Cast`, `StochasticRounding`, `Int8Blockwise`, `Float8Blockwise`) leave the
+step itself in float32:
 the update is computed from the new float32 statistics and only the state is rounded (as optax's
 ``mu_dtype``). Estimating storages (`Factored`, `BlockMean`) *are* the estimate: the step reads the
 statistic as stored.
@@ -46,6 +49,8 @@ from jax.typing import ArrayLike, DTypeLike
 from adaptive_tx import _layout, _validate
 from adaptive_tx._layout import PLACEHOLDER_SHAPE, full_like, keep_layout, placeholder
 from adaptive_tx.quantized import (
+    FLOAT8_DTYPES,
+    Float8Blockwise,
     Int8Blockwise,
     QuantizedArray,
     _check_real,
@@ -296,7 +301,8 @@ def storage(spec: StorageSpec, name: str = "state dtype", *, nonnegative: bool =
 
     Args:
       spec: None (the parameter's dtype), a float dtype, ``"bfloat16_sr"``, ``"int8_blockwise"``,
-        or a storage object (`Cast`, `StochasticRounding`, `Int8Blockwise`, `Factored`, `BlockMean`
+        ``"float8_e4m3fn_blockwise"``, ``"float8_e5m2_blockwise"``, or a storage object
+        (`Cast`, `StochasticRounding`, `Int8Blockwise`, `Float8Blockwise`, `Factored`, `BlockMean`
         or any object with ``init``, ``encode``, ``reads_stored`` and ``container``, see `Cast`).
       name: the argument's name, for the error message.
       nonnegative: the statistic is never negative (a second moment): 8-bit storage then uses the
@@ -313,7 +319,9 @@ def storage(spec: StorageSpec, name: str = "state dtype", *, nonnegative: bool =
         return StochasticRounding()
     if isinstance(spec, str) and spec == INT8_BLOCKWISE:
         spec = Int8Blockwise()
-    if isinstance(spec, Int8Blockwise) and spec.signed is None:
+    if isinstance(spec, str) and spec.removesuffix("_blockwise") in FLOAT8_DTYPES:
+        spec = Float8Blockwise(spec.removesuffix("_blockwise"))
+    if isinstance(spec, (Int8Blockwise, Float8Blockwise)) and spec.signed is None:
         return spec._replace(signed=not nonnegative)
     if all(hasattr(spec, attr) for attr in ("init", "encode", "reads_stored", "container")):
         return spec
