@@ -56,7 +56,7 @@ class Setting(NamedTuple):
     def optimizer(self, learning_rate):
         if self.library == "optax":
             return optax.adam(learning_rate, eps=self.eps)
-        mu, nu = self.state if isinstance(self.state, tuple) else (self.state, self.state)
+        mu, nu = self.state if type(self.state) is tuple else (self.state, self.state)
         return atx.adam(learning_rate, eps=self.eps, mu_dtype=mu, nu_dtype=nu)
 
 
