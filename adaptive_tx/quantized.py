@@ -387,7 +387,8 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
     return QuantizedArray(codes, scales.reshape(scales_shape(jnp.shape(x))))
 
 
-_quantize_one = jax.jit(quantize_blockwise, static_argnums=1)  # one op in init, not thirty
+# One op in init, not thirty (a lambda: no docstring for the doctest collector to run twice).
+_quantize_one = jax.jit(lambda x, signed: quantize_blockwise(x, signed), static_argnums=1)
 
 
 def _check_real(where: str, param: jax.Array) -> None:
