@@ -72,6 +72,7 @@ from adaptive_tx.sharding import state_shardings
 from adaptive_tx.sparse import RowSparse
 from adaptive_tx.state_precision import (
     Cast,
+    Float8Blockwise,
     Int8Blockwise,
     QuantizedArray,
     StochasticRounding,
@@ -93,6 +94,7 @@ __all__ = (
     "Cast",
     "Factored",
     "FactoredArray",
+    "Float8Blockwise",
     "Int8Blockwise",
     "QuantizedArray",
     "RateSummary",

@@ -284,7 +284,7 @@ def apply_rule(
             if not jnp.iscomplexobj(old):
                 raise ComplexToRealError(jnp.result_type(g), jnp.result_type(old))
     stored = tuple(
-        storage.encode(new, old, None if key is None else jax.random.fold_in(key, i))
+        storage.encode(new, old, None if key is None else state_precision.fold_in(key, i))
         for i, (storage, new, old) in enumerate(zip(storages, new_stats, stats))
     )
     seen = tuple(
@@ -390,7 +390,8 @@ def dense_transformation(
     tree of arrays, or a container of params-shaped trees (8-bit ``codes`` and ``scales``,
     factored ``row`` and ``col`` means). Stochastic rounding draws its bits from the key
     ``fold_in(fold_in(key(0), count), leaf index)`` (then the statistic's index and the storage's
-    seed): deterministic, and the same however the arrays are sharded.
+    seed; `adaptive_tx.state_precision.fold_in`, a cheap hash): deterministic, and the same
+    however the arrays are sharded.
 
     Args:
       rule: the per-coordinate rule.
@@ -462,7 +463,7 @@ def dense_transformation(
                 where, sparse.shape_view(updates), stats, per_block, stat_shape
             )
         count = optax.safe_increment(state.count)
-        step_key = jax.random.fold_in(jax.random.key(0), count)
+        step_key = state_precision.fold_in(jax.random.key(0), count)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)
         paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
         leaves = [leaf for _, leaf in with_paths]
@@ -475,7 +476,7 @@ def dense_transformation(
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
             step = functools.partial(
-                apply_to_leaf, t=count, key=jax.random.fold_in(step_key, index)
+                apply_to_leaf, t=count, key=state_precision.fold_in(step_key, index)
             )
             if rule.reads_params:
                 step = functools.partial(step, param=param_leaves[index])

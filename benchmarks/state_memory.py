@@ -50,6 +50,7 @@ PARAMETER_SETS = {
 
 INT8 = "int8_blockwise"
 SR = "bfloat16_sr"
+E4M3, E5M2 = "float8_e4m3fn_blockwise", "float8_e5m2_blockwise"
 
 # (method, option, factory); learning rates are irrelevant to the state's size.
 OPTIMIZERS = [
@@ -58,6 +59,12 @@ OPTIMIZERS = [
     ("adam", "bfloat16", lambda: atx.adam(1e-3, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)),
     ("adam", "bfloat16_sr", lambda: atx.adam(1e-3, mu_dtype=SR, nu_dtype=SR)),
     ("adam", "int8_blockwise", lambda: atx.adam(1e-3, mu_dtype=INT8, nu_dtype=INT8)),
+    (
+        "adam",
+        "float8_e4m3fn_blockwise",
+        lambda: atx.adam(1e-3, mu_dtype=E4M3, nu_dtype=E4M3),
+    ),
+    ("adam", "mu e4m3fn, nu e5m2", lambda: atx.adam(1e-3, mu_dtype=E4M3, nu_dtype=E5M2)),
     ("adam", "nu Factored()", lambda: atx.adam(1e-3, nu_dtype=atx.Factored())),
     ("adam", "nu BlockMean(axes=(0,))", lambda: atx.adam(1e-3, nu_dtype=atx.BlockMean((0,)))),
     (

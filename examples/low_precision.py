@@ -48,7 +48,7 @@ class Setting(NamedTuple):
 
     label: str
     param_dtype: Any
-    state: Any  # mu_dtype = nu_dtype
+    state: Any  # mu_dtype = nu_dtype, or a (mu_dtype, nu_dtype) pair
     stochastic_update: bool = False  # round the parameter update stochastically (bf16 params)
     eps: float = 1e-8
     library: str = "adaptive_tx"  # or "optax": moments kept and computed in the params' dtype
@@ -56,7 +56,8 @@ class Setting(NamedTuple):
     def optimizer(self, learning_rate):
         if self.library == "optax":
             return optax.adam(learning_rate, eps=self.eps)
-        return atx.adam(learning_rate, eps=self.eps, mu_dtype=self.state, nu_dtype=self.state)
+        mu, nu = self.state if type(self.state) is tuple else (self.state, self.state)
+        return atx.adam(learning_rate, eps=self.eps, mu_dtype=mu, nu_dtype=nu)
 
 
 SETTINGS = {
@@ -65,6 +66,12 @@ SETTINGS = {
     "int8": Setting("8-bit state, stochastic rounding", jnp.float32, "int8_blockwise"),
     "int8_nearest": Setting(
         "8-bit state, nearest", jnp.float32, atx.Int8Blockwise(stochastic=False)
+    ),
+    "fp8": Setting("FP8 e4m3fn state, stochastic", jnp.float32, "float8_e4m3fn_blockwise"),
+    "fp8_e5m2_nu": Setting(
+        "FP8 state (nu e5m2), stochastic",
+        jnp.float32,
+        ("float8_e4m3fn_blockwise", "float8_e5m2_blockwise"),
     ),
     "bf16": Setting("bf16 state, round to nearest", jnp.float32, jnp.bfloat16),
     "all_bf16": Setting("bf16 params + state, nearest", jnp.bfloat16, jnp.bfloat16),

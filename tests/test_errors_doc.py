@@ -194,6 +194,10 @@ RAISES = {
         {"a": atx.adam(0.1), "f": optax.set_to_zero()}, {"w": "a", "b": "f"}
     ),
     "row-storage-int8-vector": lambda: _row_sparse_with_storage((4096,), nu_dtype="int8_blockwise"),
+    "row-storage-fp8-vector": lambda: _row_sparse_with_storage(
+        (4096,), nu_dtype="float8_e4m3fn_blockwise"
+    ),
+    "float8-dtype": lambda: atx.adam(0.1, nu_dtype=atx.Float8Blockwise("float16")).init(PARAMS),
     "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
     "row-sharded-axis": lambda: _row_sharded(axis="data"),
     "row-sharded-table-rows": lambda: _row_sharded(devices=4),

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 import adaptive_tx as atx
+from adaptive_tx import quantized
 from adaptive_tx import state_precision as sp
 from tests.cases import gradient_stream, make_params, max_rel_diff, run
 from tests.reference import numpy_lean_state as ref
@@ -103,6 +104,63 @@ def test_stochastic_rounding_is_unbiased_within_one_unit_and_deterministic():
     np.testing.assert_array_equal(
         sp.round_stochastic_bfloat16(exact, key), exact.astype(jnp.bfloat16)
     )
+
+
+def _encoder_inputs(signed):
+    """Random values over seven decades, every map entry and midpoint, and their float32
+    neighbours (normal floats: XLA on CPU flushes subnormals to zero, numpy does not)."""
+    rng = np.random.default_rng(5)
+    table = sp.dynamic_map(signed)
+    values = [
+        rng.uniform(-1, 1, 20000),
+        10.0 ** rng.uniform(-9, 0, 20000) * rng.choice([-1, 1], 20000),
+        table,
+        (table[1:] + table[:-1]) / 2,
+    ]
+    x = np.concatenate(values).astype(np.float32)
+    x = np.concatenate([x, np.nextafter(x, np.float32(2)), np.nextafter(x, np.float32(-2))])
+    x = np.clip(np.abs(x) if not signed else x, -1, 1)
+    return np.where(np.abs(x) < np.finfo(np.float32).tiny, 0, x).astype(np.float32)
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_arithmetic_map_encoder_equals_searchsorted_bit_for_bit(signed):
+    """The closed-form encoder (no search, no table read) picks exactly the entry a search over
+    the sorted map picks: the nearest one, and the two bracketing ones for stochastic rounding."""
+    table = sp.dynamic_map(signed)
+    midpoints = (table[1:] + table[:-1]) / 2
+    x = _encoder_inputs(signed)
+    nearest, entries, count = jax.jit(
+        lambda x: (
+            quantized.encode_map(x, signed),
+            quantized._entry(jnp.arange(256), signed, jnp),
+            quantized.count_near(
+                lambda i: quantized._entry(i, signed, jnp), x, quantized.map_guess(x, signed), 256
+            ),
+        )
+    )(jnp.asarray(x))
+    np.testing.assert_array_equal(entries, table)  # the step computes the table's values
+    np.testing.assert_array_equal(nearest, np.searchsorted(midpoints, x, side="left"))
+    np.testing.assert_array_equal(count, np.searchsorted(table, x, side="left"))
+    # a draw u = 0 takes the entry at or above x (the bracket's upper end; the lowest entry
+    # below the map)
+    codes = quantized.encode_map(jnp.asarray(x), signed, jnp.zeros(x.shape, jnp.float32))
+    upper = np.searchsorted(table, x, side="left")
+    np.testing.assert_array_equal(codes, np.where(upper == 0, 0, upper))
+
+
+def test_counter_bits_are_global_balanced_and_decorrelated():
+    """Bits depend on the global coordinate (not the array's layout), and change with the key:
+    every bit is balanced and uncorrelated between keys (steps, leaves) and neighbours."""
+    key = jax.random.key(3)
+    flat = quantized.random_bits(key, (1 << 16,))
+    np.testing.assert_array_equal(quantized.random_bits(key, (256, 256)).ravel(), flat)
+    other = quantized.random_bits(quantized.fold_in(key, 1), (1 << 16,))
+    bits = lambda b: (np.asarray(b)[:, None] >> np.arange(32, dtype=np.uint32)) & 1
+    a, b = bits(flat).astype(np.float64), bits(other).astype(np.float64)
+    assert np.all(np.abs(a.mean(axis=0) - 0.5) < 0.01)  # 5 sigma at n = 65536
+    assert np.all(np.abs(((a - 0.5) * (b - 0.5)).mean(axis=0)) < 0.01)
+    assert np.all(np.abs(((a[1:] - 0.5) * (a[:-1] - 0.5)).mean(axis=0)) < 0.01)
 
 
 # --- the engine: float32 arithmetic, storage on store ----------------------------------------
@@ -405,6 +463,7 @@ ROW_SHAPES["t300x64"] = (300, 64)
 ROW_SETS = ([5, 0, 5], [9, 3, 1])  # a repeated row (summed), then three distinct ones
 _ALL, _VECTORS, _TABLES = set(ROW_SHAPES), {"v_big", "v_small"}, {"t10x3", "t100x40", "t300x64"}
 INT8_DEFAULT_NEAREST = atx.Int8Blockwise(stochastic=False)
+FP8_NEAREST = atx.Float8Blockwise(min_size=0, stochastic=False)
 # (mu_dtype, nu_dtype, leaves refused, storage named in the refusal, tolerance): the tolerance of
 # the touched rows' state and update against the dense step's (0: bit for bit; stochastic rounding
 # draws other bits for gathered rows; a mean over a row is summed in another order).
@@ -416,6 +475,8 @@ ROW_STORAGES = {
     "bfloat16_sr_int8": ("bfloat16_sr", INT8_DEFAULT_NEAREST, {"v_big"}, "Int8Blockwise", 2**-7),
     # every leaf quantized: a table's row holds its own blocks, a vector's blocks span rows
     "int8_all_nearest": (INT8_NEAREST, INT8_NEAREST, _VECTORS, "Int8Blockwise", 0.0),
+    "fp8_all_nearest": (FP8_NEAREST, FP8_NEAREST._replace(dtype="float8_e5m2"), _VECTORS,
+                        "Float8Blockwise", 0.0),
     "factored": (None, atx.Factored(2), _TABLES, "Factored", 0.0),
     "block_mean_per_row": (jnp.bfloat16, atx.BlockMean(axes=(1,)), set(), None, 1e-6),
     "block_mean_per_leaf": (None, atx.BlockMean(), _ALL, "BlockMean", 0.0),
@@ -496,3 +557,48 @@ def test_row_sparse_steps_touch_their_rows_only_or_the_storage_refuses(name):
             # (the update is computed in float32 either way: within float32 rounding)
             np.testing.assert_allclose(update, expected, rtol=min(rtol, 1e-6), atol=0)
         state = row_state
+
+
+@pytest.mark.parametrize("dtype", [jnp.float8_e4m3fn, jnp.float8_e5m2], ids=["e4m3fn", "e5m2"])
+def test_float8_stochastic_rounding_is_unbiased_and_on_the_grid(dtype):
+    """Every draw is a value of the FP8 grid (the cast is exact); the mean of 2000 draws is
+    within 5 standard errors of the value, subnormals and values below the grid included."""
+    info = jnp.finfo(dtype)
+    top, tiny = float(info.max), 2.0 ** (info.minexp - info.nmant)
+    rng = np.random.default_rng(6)
+    v = [rng.uniform(-top, top, 300), tiny * rng.uniform(0, 40, 100), [top, -top, 0.0]]
+    v = np.concatenate(v)
+    v = jnp.asarray(v, jnp.float32)
+    draws = jax.vmap(
+        lambda k: quantized.round_stochastic_float(v, dtype, quantized.random_bits(k, v.shape))
+    )(jax.random.split(jax.random.key(0), 2000))
+    np.testing.assert_array_equal(draws.astype(dtype).astype(jnp.float32), draws)
+    low = np.asarray(jnp.abs(v).astype(dtype).astype(jnp.float32), np.float64)  # a neighbour
+    spacing = np.abs(np.spacing(low.astype(np.float32))) * 2.0 ** (23 - info.nmant)
+    spacing = np.maximum(spacing, tiny)
+    error = np.abs(np.asarray(draws, np.float64).mean(axis=0) - np.asarray(v, np.float64))
+    assert np.all(error <= 5 * spacing / 2 / np.sqrt(2000) + 1e-7 * np.abs(np.asarray(v)))
+
+
+@pytest.mark.parametrize("spec", ["float8_e4m3fn_blockwise", "float8_e5m2_blockwise"])
+@pytest.mark.parametrize("name,factory", [FACTORIES[0], FACTORIES[3]], ids=["adagrad", "adam"])
+def test_float8_state_trains_close_to_float32(name, factory, spec):
+    """As for the other storages, one jit and a run near float32's; FP8 keeps 2 or 3 mantissa
+    bits (a spacing of 12.5% to 25%, against 0.7% to 7% for the 8-bit map), so its stochastic
+    rounding perturbs more: within 15% of the distance moved (5% for the others)."""
+    storage = atx.Float8Blockwise(spec.removesuffix("_blockwise"), min_size=0)
+    params, grads = make_params(), gradient_stream(40)
+    iterates, state, traces = run(factory(storage), params, grads)
+    full, _, _ = run(factory(None), params, grads)
+    assert traces == 1
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, factory(storage).init(params))
+    moved = max(
+        float(np.max(np.abs(a - p))) for a, p in zip(*map(jax.tree.leaves, (full[-1], params)))
+    )
+    gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(*map(jax.tree.leaves, (iterates[-1], full[-1])))
+    )
+    assert gap <= 0.15 * moved, (gap, moved)
+    stored = factory(spec).init({"w": jnp.zeros((64, 128))})  # the spec names the storage
+    assert jnp.dtype(spec.removesuffix("_blockwise")) in {x.dtype for x in jax.tree.leaves(stored)}

@@ -1,0 +1,612 @@
+r"""Quantized statistics: counter-based random bits, the 8-bit dynamic map, blockwise FP8.
+
+The storages `Int8Blockwise` (Dettmers et al.'s dynamic map, one absmax per block of 256) and
+`Float8Blockwise` (a float8 cast, one absmax per block of 256) live here, with the arithmetic they
+share: `random_bits` (cheap counter-based bits for stochastic rounding) and the blocks themselves.
+Every operation is elementwise on the coordinates or a reduction over a block of 256 along the
+last axis: no sort, no search, no scatter, so a step stays one pass over memory.
+
+References: Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Block-wise Quantization",
+ICLR 2022, https://arxiv.org/abs/2110.02861 ; Peng et al., "FP8-LM: Training FP8 Large Language
+Models", 2023, https://arxiv.org/abs/2310.18313 ; Widynski, "Squares: A Fast Counter-Based RNG",
+2020, https://arxiv.org/abs/2004.06278 (counter-based bits).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from adaptive_tx._layout import (
+    BLOCK_SIZE,
+    explicit_sharding,
+    full_like,
+    keep_layout,
+    mesh_size,
+    placeholder,
+)
+
+# ---------------------------------------------------------------- counter-based random bits
+
+
+def _mix(h: jax.Array) -> jax.Array:
+    """A 32-bit finalizer (two multiply-xorshift rounds): every output bit depends on every input
+    bit (Wellons' ``lowbias32``)."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def key_words(key: jax.Array, salt: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Two uint32 scalars from a PRNG key (its raw data, no extra threefry) and a static `salt`."""
+    data = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+    first = data[0] ^ jnp.uint32((salt * 0x9E3779B9) & 0xFFFFFFFF)
+    return first, data[-1] if data.size > 1 else jnp.uint32(0x85EBCA6B)
+
+
+def fold_in(key: jax.Array, data: int | jax.Array) -> jax.Array:
+    """A new PRNG key from `key` and an integer (a step, a leaf, a statistic): a cheap hash.
+
+    The engine derives each leaf's and statistic's key with this, not ``jax.random.fold_in``
+    (a threefry hash, twenty rounds compiled per call, i.e. per leaf and statistic). Keys are only
+    read by `random_bits`, which mixes them again.
+
+    Example:
+      >>> a, b = fold_in(jax.random.key(0), 1), fold_in(jax.random.key(0), 2)
+      >>> bool((jax.random.key_data(a) != jax.random.key_data(b)).all())
+      True
+    """
+    words = jax.random.key_data(key)
+    spread = jnp.arange(words.shape[-1], dtype=jnp.uint32) * jnp.uint32(0x85EBCA6B)
+    salt = jnp.asarray(data).astype(jnp.uint32) * jnp.uint32(0x9E3779B9) + spread
+    return jax.random.wrap_key_data(_mix(words ^ salt), impl=jax.random.key_impl(key))
+
+
+def coordinate_index(shape: tuple[int, ...], like: jax.Array | None = None) -> jax.Array:
+    """Each coordinate's row-major index in an array of `shape`, as uint32 (modulo 2^32).
+
+    Built from iotas over the global shape, so it is the same however the array is sharded.
+    """
+    sharding = None if like is None else explicit_sharding(like)
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for dim in reversed(range(len(shape))):
+        iota = jax.lax.broadcasted_iota(jnp.uint32, shape, dim, out_sharding=sharding)
+        index = index + iota * jnp.uint32(stride & 0xFFFFFFFF)
+        stride *= shape[dim]
+    return index
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...], salt: int = 0, like=None) -> jax.Array:
+    r"""32 pseudo-random bits per coordinate: a counter-based hash of (coordinate, key, salt).
+
+    .. math::
+
+       b_i = \mathrm{mix}\big(\mathrm{mix}((i + k_0) \cdot \phi) \oplus k_1\big)
+
+    with :math:`i` the coordinate's global row-major index, :math:`(k_0, k_1)` two words mixed
+    from the key (which the engine derives from the step, the leaf and the statistic) and the
+    `salt`, :math:`\phi` the golden-ratio constant, and `mix` a multiply-xorshift finalizer. A few
+    integer operations per coordinate (threefry, ``jax.random.bits``, does 20 rounds), the same
+    bits on any device layout, and decorrelated per coordinate and per key: the key enters twice,
+    around a full mixing, so two keys do not give shifted copies of one sequence.
+
+    Args:
+      key: a PRNG key.
+      shape: the shape of the bits.
+      salt: a static integer mixed in (a storage's ``seed``).
+      like: an array whose explicit sharding the bits take (or None).
+
+    Returns:
+      A uint32 array of `shape`.
+
+    Example:
+      >>> bits = random_bits(jax.random.key(0), (100000,))
+      >>> bits.dtype, round(float((bits >> 31).mean()), 2)
+      (dtype('uint32'), 0.5)
+    """
+    first, second = key_words(key, salt)
+    h = (coordinate_index(shape, like) + first) * jnp.uint32(0x9E3779B9)
+    return _mix(_mix(h) ^ second)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], salt: int = 0, like=None) -> jax.Array:
+    """Uniform float32 draws in [0, 1) from the top 24 bits of `random_bits`."""
+    bits = random_bits(key, shape, salt, like)
+    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+# ---------------------------------------------------------------- the dynamic map
+
+
+def _decade_constants(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per decade e = 0..6: the grid's spacing and its first entry in units of it, float32."""
+    cells = (64 if signed else 128) / 2.0 ** np.arange(7)
+    spacing = 10.0 ** -np.arange(7) * 0.9 / cells
+    return (cells / 9 + 0.5).astype(np.float32), spacing.astype(np.float32)
+
+
+_DECADES = {signed: _decade_constants(signed) for signed in (True, False)}
+
+
+def _positive_entry(n, signed: bool, xp):
+    """The map's positive entries below 1 from ``n`` = 1 + their rank (signed: 1..127; unsigned,
+    where the rank starts at the entry 0: 2..255).
+
+    Rank ``n - 1`` lies in decade ``e`` with ``2^L <= n < 2^(L+1)`` cells (``L = 6 - e`` signed,
+    ``7 - e`` unsigned) as cell ``n - 2^L``: the entry is ``(offset[e] + cell) * spacing[e]``, an
+    add then a multiply (no multiply-add that a compiler could contract into an FMA, so every
+    backend and numpy round it alike). `xp` is numpy (the table) or jax.numpy (the step).
+    """
+    offset, spacing = _DECADES[signed]
+    top = 6 if signed else 7
+    level = 31 - (jax.lax.clz(n) if xp is jnp else _clz_np(n))
+    cell = (n - (xp.int32(1) << level)).astype(xp.float32)
+    a, b = xp.float32(offset[0]), xp.float32(spacing[0])
+    for e in range(1, 7):
+        at = level == top - e
+        a, b = xp.where(at, xp.float32(offset[e]), a), xp.where(at, xp.float32(spacing[e]), b)
+    return ((a + cell) * b).astype(xp.float32)
+
+
+def _clz_np(n: np.ndarray) -> np.ndarray:
+    return (31 - np.floor(np.log2(np.maximum(n, 1)))).astype(np.int32)
+
+
+def _entry(index, signed: bool, xp):
+    """The map's entry at `index` (0..255), computed (no table read)."""
+    index = xp.clip(index, 0, 255).astype(xp.int32)
+    if signed:
+        rank = xp.where(index >= 128, index - 127, 127 - index)  # 1..127 for the entries != 0, 1
+        value = _positive_entry(xp.maximum(rank, 1), True, xp)
+        value = xp.where(index < 127, -value, value)
+        value = xp.where(index == 127, xp.float32(0), value)
+    else:
+        value = _positive_entry(xp.maximum(index, 1) + 1, False, xp)
+        value = xp.where(index == 0, xp.float32(0), value)
+    return xp.where(index == 255, xp.float32(1), value).astype(xp.float32)
+
+
+def dynamic_map(signed: bool) -> np.ndarray:
+    r"""The 256 values of the dynamic quantization map of Dettmers et al. (2022), sorted.
+
+    For each exponent :math:`e = 0, \dots, 6` the map holds the midpoints of a linear grid on
+    :math:`[0.1, 1]` times :math:`10^{-e}`: :math:`2^{6-e}` of them per sign (signed map, for first
+    moments) or :math:`2^{7-e}` (unsigned map, for second moments); plus 0 and 1. Small magnitudes
+    keep a few significant digits, so the map spans seven orders of magnitude below the block's
+    absolute maximum. Each entry is computed in float32 as ``(offset[e] + cell) * spacing[e]``, the
+    same arithmetic the step runs (no table is read in a step): within 2e-7 of the exact value.
+
+    Example:
+      >>> table = dynamic_map(signed=False)
+      >>> table.shape, float(table[0]), float(table[-1]), float(table[1])
+      ((256,), 0.0, 1.0, 3.25e-07)
+    """
+    return _entry(np.arange(256, dtype=np.int32), signed, np)
+
+
+TABLES = {True: dynamic_map(True), False: dynamic_map(False)}
+MIDPOINTS = {signed: (t[1:] + t[:-1]) / 2 for signed, t in TABLES.items()}
+# The nearest-entry boundaries between decades: a value at or above ``_EDGES[k]`` is nearest to
+# an entry of decade k - 1 or above (k = 1..6): the midpoint of the two entries around 10^-k.
+_EDGES = {
+    signed: [np.float32(m[np.searchsorted(t, 10.0**-k) - 1]) for k in range(1, 7)]
+    for signed, (t, m) in ((s, (TABLES[s], MIDPOINTS[s])) for s in (True, False))
+}
+
+
+def map_guess(x: jax.Array, signed: bool) -> jax.Array:
+    r"""The index of the map entry nearest to `x` in [-1, 1], from the map's closed form, ±1.
+
+    The decade :math:`e` is the number of decade edges above :math:`|x|`; within it the entries
+    are the centres of :math:`C 2^{-e}` equal cells of :math:`[0.1, 1]\,10^{-e}` (:math:`C` = 64
+    signed, 128 unsigned), so the cell is :math:`\lfloor (|x|\,10^{e} - 0.1)\, C 2^{-e} / 0.9
+    \rfloor`, and the decade's cells follow those of the smaller decades in the sorted map.
+    Rounding in this float32 arithmetic leaves the guess at most one entry off; `count_near`
+    corrects it exactly.
+    """
+    y = jnp.abs(x)
+    scale = jnp.ones_like(y)
+    decade = jnp.zeros(y.shape, jnp.int32)
+    for edge in _EDGES[signed]:
+        below = y < edge
+        scale = jnp.where(below, scale * 10, scale)
+        decade = decade + below.astype(jnp.int32)
+    cells = jnp.right_shift(jnp.int32(64 if signed else 128), decade)
+    cell = jnp.floor((y * scale - 0.1) * (cells.astype(jnp.float32) / 0.9))
+    cell = jnp.clip(cell.astype(jnp.int32), 0, cells - 1)
+    index = (128 if signed else 0) + cells - 1 + cell
+    return jnp.where(x < 0, 254 - index, index) if signed else index
+
+
+def count_near(values, x: jax.Array, guess: jax.Array, size: int) -> jax.Array:
+    """How many of the `size` sorted ``values(i)`` are below `x`, given that count to within ±1.
+
+    ``guess - 1 + [values(guess - 1) < x] + [values(guess) < x]``: exact whenever the true count
+    is ``guess - 1``, ``guess`` or ``guess + 1``; two evaluations, no search. NaN counts as above
+    every value, as in ``jnp.searchsorted``.
+
+    Example:
+      >>> table = jnp.array([0.0, 1.0, 2.0, 3.0])
+      >>> count_near(lambda i: table[i], jnp.array([0.5, 2.5]), jnp.array([2, 2]), 4)
+      Array([1, 3], dtype=int32)
+    """
+    guess = jnp.clip(guess, 1, size - 1)
+    below = (values(guess - 1) < x).astype(jnp.int32)
+    count = guess - 1 + below + (values(guess) < x).astype(jnp.int32)
+    return jnp.where(jnp.isnan(x), size, count)
+
+
+def encode_map(normalized: jax.Array, signed: bool, u: jax.Array | None = None) -> jax.Array:
+    r"""Map indices (0..255) of values in [-1, 1]: the nearest entry, or with `u` a neighbour.
+
+    Nearest: the number of midpoints between entries below the value (as ``searchsorted``).
+    Stochastic (uniform draws `u` in [0, 1)): the entries just below and above the value, the
+    upper with probability proportional to the distance from the lower, so that the expected
+    decoded value is the value. Entries are computed (`dynamic_map`'s arithmetic), not read.
+    """
+    guess = map_guess(normalized, signed)
+    entry = functools.partial(_entry, signed=signed, xp=jnp)
+    if u is None:
+        return count_near(lambda i: (entry(i) + entry(i + 1)) / 2, normalized, guess, 255)
+    upper = jnp.clip(count_near(entry, normalized, guess, 256), 1, 255)
+    low, high = entry(upper - 1), entry(upper)
+    return jnp.where(u * (high - low) < normalized - low, upper, upper - 1)
+
+
+# ---------------------------------------------------------------- blocks
+
+
+def scales_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One scale per block of 256 along the last axis (a 0-d statistic is one block)."""
+    rows = shape or (1,)
+    return rows[:-1] + (math.ceil(rows[-1] / BLOCK_SIZE),)
+
+
+def _whole_blocks_per_shard(rows: jax.Array) -> jax.Array:
+    """`rows`, its last axis replicated if its shards do not hold whole blocks (explicit axes)."""
+    sharding = explicit_sharding(rows)
+    if sharding is None:
+        return rows
+    spec = tuple(sharding.spec) + (None,) * (rows.ndim - len(sharding.spec))
+    names = spec[-1]
+    if names is None or rows.shape[-1] % (BLOCK_SIZE * mesh_size(sharding, names)) == 0:
+        return rows
+    return jax.sharding.reshard(rows, jax.sharding.PartitionSpec(*spec[:-1], None))
+
+
+def to_blocks(x: jax.Array) -> jax.Array:
+    """`x` in float32 as ``(..., blocks, 256)`` along its last axis, zero-padded."""
+    x = x.astype(jnp.float32)
+    rows = _whole_blocks_per_shard(x.reshape(x.shape or (1,)))
+    n = rows.shape[-1]
+    num_blocks = math.ceil(n / BLOCK_SIZE)
+    if num_blocks * BLOCK_SIZE != n:
+        pad = [(0, 0)] * (rows.ndim - 1) + [(0, num_blocks * BLOCK_SIZE - n)]
+        rows = jnp.pad(rows, pad)
+    return rows.reshape(rows.shape[:-1] + (num_blocks, BLOCK_SIZE))
+
+
+def from_blocks(blocks: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The inverse of `to_blocks`: the padding dropped, `shape` restored."""
+    rows = shape or (1,)
+    flat = blocks.reshape(blocks.shape[:-2] + (blocks.shape[-2] * BLOCK_SIZE,))
+    if flat.shape[-1] != rows[-1]:
+        flat = flat[..., : rows[-1]]
+    return flat.reshape(shape)
+
+
+def scale_blocks(values: jax.Array, scales: jax.Array) -> jax.Array:
+    """`values` (the statistic's shape) times the scale of each one's block."""
+    blocks = to_blocks(values)
+    return from_blocks(blocks * scales[..., None], values.shape)
+
+
+# ---------------------------------------------------------------- 8-bit dynamic map
+
+
+class QuantizedArray(NamedTuple):
+    """A statistic quantized blockwise: 8-bit codes and one float32 scale per block of 256.
+
+    Attributes:
+      codes: the parameter's shape; int8 indexes the signed dynamic map (``code + 128``), uint8 the
+        unsigned one, a float8 dtype holds the block-scaled values (`Float8Blockwise`). A leaf
+        kept whole (smaller than the storage's ``min_size``) holds its float32 values here, and a
+        (1,) placeholder in ``scales``.
+      scales: float32, ``shape[:-1] + (ceil(shape[-1] / 256),)``: each block's absolute maximum.
+        Blocks run along the last axis, so the codes shard exactly like the parameter, and a
+        table's row (axis 0) holds its own blocks: a row's codes and scales are gathered and
+        scattered together.
+
+    Example:
+      >>> stored = quantize_blockwise(jnp.array([0.5, -1.0, 0.25]), signed=True)
+      >>> stored.codes, stored.scales
+      (Array([  91, -128,   73], dtype=int8), Array([1.], dtype=float32))
+      >>> stored.widen()  # the signed map has no -1
+      Array([ 0.50078124, -0.9929688 ,  0.24765624], dtype=float32)
+    """
+
+    codes: jax.Array
+    scales: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.codes.shape
+
+    def widen(self) -> jax.Array:
+        """The float32 statistic: ``map[code] * scale`` of its block (FP8: ``value * scale``)."""
+        dtype = self.codes.dtype
+        if dtype == jnp.float32:
+            return self.codes
+        if jnp.issubdtype(dtype, jnp.floating):  # float8: values in units of scale / max
+            values = self.codes.astype(jnp.float32) * np.float32(1 / float(jnp.finfo(dtype).max))
+        else:
+            signed = dtype == jnp.int8
+            values = _entry(self.codes.astype(jnp.int32) + (128 if signed else 0), signed, jnp)
+        return scale_blocks(values, self.scales)
+
+
+def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None) -> QuantizedArray:
+    r"""Quantize `x` in blocks of 256 along its last axis to the dynamic map (Dettmers et al.).
+
+    .. math::
+
+       s_b = \max_{i \in b} |x_i|, \qquad c_i = \arg\min_c |\mathrm{map}[c] - x_i / s_b|
+
+    (nearest, as bitsandbytes); with a `key`, :math:`c_i` is instead the code just below or just
+    above :math:`x_i / s_b`, the upper one with probability proportional to the distance from the
+    lower one, so that :math:`\mathbb{E}[\mathrm{map}[c_i]\, s_b] = x_i` (`random_bits`). With the
+    unsigned map a positive value never gets the code of 0 (it takes the smallest positive one): a
+    second moment decoded as 0 under a non-zero first moment would make a step of
+    :math:`m / \epsilon` (the "zero-point problem" of Li, Chen & Zhu, "Memory Efficient Optimizers
+    with 4-bit States", 2023, https://arxiv.org/abs/2309.01507). The code is computed from the
+    map's closed form (`map_guess`, `count_near`): exactly the nearest (or bracketing) entry.
+
+    Example:
+      >>> q = quantize_blockwise(jnp.array([[0.5, -2.0, 0.001]]), signed=True)
+      >>> q.scales, [round(v, 4) for v in q.widen()[0].tolist()]  # the signed map's ends: 1, -0.993
+      (Array([[2.]], dtype=float32), [0.4953, -1.9859, 0.001])
+    """
+    blocks = to_blocks(x)
+    scales = jnp.max(jnp.abs(blocks), axis=-1)
+    normalized = blocks / jnp.where(scales > 0, scales, 1.0)[..., None]
+    u = None if key is None else uniform(key, normalized.shape, like=normalized)
+    index = encode_map(normalized, signed, u)
+    if not signed:  # a positive second moment never decodes to 0 (the zero-point problem)
+        index = jnp.where(normalized > 0, jnp.maximum(index, 1), index)
+    index = from_blocks(index, jnp.shape(x))
+    codes = (index - 128).astype(jnp.int8) if signed else index.astype(jnp.uint8)
+    return QuantizedArray(codes, scales.reshape(scales_shape(jnp.shape(x))))
+
+
+# One op in init, not thirty (a lambda: no docstring for the doctest collector to run twice).
+_quantize_one = jax.jit(lambda x, signed: quantize_blockwise(x, signed), static_argnums=1)
+
+
+def _check_real(where: str, param: jax.Array) -> None:
+    if jnp.iscomplexobj(param):
+        raise TypeError(
+            f"{where} stores real statistics; got a complex parameter of shape {param.shape} "
+            "(use a float dtype for complex parameters)"
+        )
+
+
+def _row_conflict(stored: QuantizedArray) -> str | None:
+    """Why a leaf's rows cannot be updated alone: blocks of a quantized 1-d leaf span rows."""
+    if stored.codes.dtype == jnp.float32 or stored.codes.ndim >= 2:
+        return None
+    return f"keeps one scale per {BLOCK_SIZE} consecutive entries of this 1-d leaf"
+
+
+class Int8Blockwise(NamedTuple):
+    """Keep a statistic as 8-bit blockwise dynamic quantization (spec ``"int8_blockwise"``).
+
+    Each block of 256 coordinates along the last axis keeps its absolute maximum in float32 and
+    each coordinate an 8-bit index into Dettmers' dynamic map (`dynamic_map`): ~1.016 bytes per
+    coordinate instead of 4. Leaves with fewer than ``min_size`` coordinates stay float32 (as
+    bitsandbytes' ``min_8bit_size``): their state is small and they are often the most sensitive
+    (biases, norms).
+
+    Rounding is stochastic by default (`quantize_blockwise`), unlike bitsandbytes' nearest
+    rounding: an EMA step of a second moment (0.1% for β2 = 0.999) is far below the map's spacing
+    (0.7% near the block maximum, 7% a decade below it), so with nearest rounding a statistic
+    cannot move on its own and follows its block's maximum; on the digits MLP of
+    ``examples/low_precision.py`` that biases the final loss by 4 to 12%, against 0.2% with
+    stochastic rounding (``docs/low_precision.md``). ``stochastic=False`` gives bitsandbytes'
+    behaviour.
+
+    Reference: Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Block-wise
+    Quantization", ICLR 2022, https://arxiv.org/abs/2110.02861
+
+    Attributes:
+      min_size: leaves with fewer coordinates are kept in float32.
+      signed: the signed map (first moments) or the unsigned one (non-negative statistics: second
+        moments, accumulators); None lets the transformation choose per statistic.
+      stochastic: round to a neighbouring code with probabilities given by the distance (the
+        engine's key, deterministic per step and leaf), instead of to the nearest code.
+
+    Example:
+      >>> storage = Int8Blockwise(min_size=0, signed=False)
+      >>> stored = storage.init(jnp.zeros((2, 300)), 0.0)
+      >>> stored.codes.dtype, stored.codes.shape, stored.scales.shape
+      (dtype('uint8'), (2, 300), (2, 2))
+    """
+
+    min_size: int = 4096
+    signed: bool | None = None
+    stochastic: bool = True
+    reads_stored = False
+    container = QuantizedArray
+
+    def init(self, param: jax.Array, value: ArrayLike) -> QuantizedArray:
+        _check_real("Int8Blockwise", param)
+        if math.prod(param.shape) < self.min_size:
+            return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
+        # Every block of a constant array holds the same code and scale: those of one value.
+        one = _quantize_one(jnp.full((1,), value, jnp.float32), self.signed is not False)
+        code, scale = one.codes[0], one.scales[0]
+        return QuantizedArray(
+            full_like(param, code, code.dtype),
+            full_like(param, scale, jnp.float32, scales_shape(param.shape)),
+        )
+
+    def row_conflict(self, stored: QuantizedArray) -> str | None:
+        """Why a leaf's rows cannot be updated alone: blocks of a quantized 1-d leaf span rows."""
+        return _row_conflict(stored)
+
+    def encode(
+        self, x: jax.Array, previous: QuantizedArray, key: jax.Array | None
+    ) -> QuantizedArray:
+        if previous.codes.dtype == jnp.float32:
+            kept = keep_layout(x.astype(jnp.float32), previous.codes)
+            return QuantizedArray(kept, previous.scales)
+        key = key if self.stochastic else None
+        stored = quantize_blockwise(x, signed=previous.codes.dtype == jnp.int8, key=key)
+        return QuantizedArray(*map(keep_layout, stored, previous))
+
+
+# ---------------------------------------------------------------- FP8 with per-block scales
+
+FLOAT8_DTYPES = ("float8_e4m3fn", "float8_e5m2")
+
+
+def round_stochastic_float(v: jax.Array, dtype, u_bits: jax.Array) -> jax.Array:
+    r"""Round float32 `v` (within `dtype`'s range) to a neighbour of `dtype`'s grid, unbiased.
+
+    A float with :math:`m` mantissa bits keeps :math:`m` of float32's 23 (fewer below its
+    smallest normal exponent): adding random bits to the dropped ones and clearing them rounds up
+    with probability equal to the distance from the lower neighbour, so
+    :math:`\mathbb{E}[\mathrm{round}(v)] = v`. Below the smallest subnormal :math:`\tau` the value
+    becomes :math:`\tau` with probability :math:`|v| / \tau`, else 0. The result is exactly
+    representable in `dtype` (the cast that follows is exact).
+
+    Example:
+      >>> v = jnp.full((10000,), 1.0 + 2.0**-5)  # a quarter of an e4m3 unit above 1
+      >>> r = round_stochastic_float(v, jnp.float8_e4m3fn, random_bits(jax.random.key(0), v.shape))
+      >>> sorted(set(r.tolist())), round(float(r.mean() - 1) * 2**5, 1)
+      ([1.0, 1.125], 1.0)
+    """
+    info = jnp.finfo(dtype)
+    mant, emin = int(info.nmant), int(info.minexp)
+    bits = jax.lax.bitcast_convert_type(jnp.abs(v), jnp.uint32)
+    exponent = (bits >> 23).astype(jnp.int32) - 127
+    shift = jnp.clip(23 - mant + jnp.maximum(emin - exponent, 0), 0, 31).astype(jnp.uint32)
+    mask = (jnp.uint32(1) << shift) - jnp.uint32(1)
+    rounded = jax.lax.bitcast_convert_type((bits + (u_bits & mask)) & ~mask, jnp.float32)
+    tiny = np.float32(2.0 ** (emin - mant))
+    u = (u_bits >> 8).astype(jnp.float32) * np.float32(2.0**-24)
+    small = jnp.where(u * tiny < jnp.abs(v), tiny, np.float32(0))
+    out = jnp.where(jnp.abs(v) < tiny, small, rounded)
+    return jnp.where(jnp.isnan(v), v, jnp.copysign(out, v))
+
+
+def quantize_float8(
+    x: jax.Array, dtype, signed: bool = True, key: jax.Array | None = None
+) -> QuantizedArray:
+    r"""`x` in blocks of 256 along its last axis, scaled to `dtype`'s range and cast.
+
+    .. math::
+
+       s_b = \max_{i \in b} |x_i|, \qquad c_i = \mathrm{fp8}(x_i\, F / s_b)
+
+    with :math:`F` the largest finite value of `dtype` (448 for e4m3fn, 57344 for e5m2), rounded
+    to nearest, or with a `key` stochastically (`round_stochastic_float`). Unsigned (a second
+    moment), a positive value never becomes 0: it keeps at least the smallest subnormal.
+
+    Example:
+      >>> q = quantize_float8(jnp.array([0.5, -2.0, 0.001]), jnp.float8_e4m3fn)
+      >>> q.codes.dtype, q.scales, q.widen().tolist()  # 0.001 * 448 / 2 = 0.224 -> 0.21875
+      (dtype(float8_e4m3fn), Array([2.], dtype=float32), [0.5, -2.0, 0.0009765625])
+    """
+    dtype = jnp.dtype(dtype)
+    blocks = to_blocks(x)
+    scales = jnp.max(jnp.abs(blocks), axis=-1)
+    top = np.float32(jnp.finfo(dtype).max)
+    v = blocks / jnp.where(scales > 0, scales, 1.0)[..., None] * top
+    if key is not None:
+        v = round_stochastic_float(v, dtype, random_bits(key, v.shape, like=v))
+    if not signed:  # a positive second moment never decodes to 0 (the zero-point problem)
+        tiny = np.float32(2.0 ** (int(jnp.finfo(dtype).minexp) - int(jnp.finfo(dtype).nmant)))
+        v = jnp.where(v > 0, jnp.maximum(v, tiny), v)
+    codes = from_blocks(v.astype(dtype), jnp.shape(x))
+    return QuantizedArray(codes, scales.reshape(scales_shape(jnp.shape(x))))
+
+
+class Float8Blockwise(NamedTuple):
+    """Keep a statistic in FP8 with one float32 scale per block of 256 (specs
+    ``"float8_e4m3fn_blockwise"``, ``"float8_e5m2_blockwise"``).
+
+    Each block of 256 coordinates along the last axis keeps its absolute maximum in float32 and
+    each coordinate its value times ``max(dtype) / absmax`` cast to `dtype` (`quantize_float8`):
+    ~1.016 bytes per coordinate, as `Int8Blockwise`, with a cast for an encoder. e4m3fn keeps 3
+    mantissa bits over 2^-9 .. 448 (15 binades); e5m2 keeps 2 over 2^-16 .. 57344 (31 binades).
+    Leaves smaller than ``min_size`` stay float32; rows map to blocks as for `Int8Blockwise`.
+    Rounding is stochastic by default, for the reason `Int8Blockwise` gives (an EMA step below the
+    grid's spacing would otherwise be lost).
+
+    References: Peng et al., "FP8-LM: Training FP8 Large Language Models", 2023,
+    https://arxiv.org/abs/2310.18313 ; Micikevicius et al., "FP8 Formats for Deep Learning", 2022,
+    https://arxiv.org/abs/2209.05433
+
+    Attributes:
+      dtype: ``"float8_e4m3fn"`` or ``"float8_e5m2"``.
+      min_size: leaves with fewer coordinates are kept in float32.
+      signed: whether the statistic can be negative (None: the transformation says; a second
+        moment is not, and keeps positive values above 0).
+      stochastic: stochastic rounding (the engine's key) instead of round to nearest.
+
+    Example:
+      >>> storage = Float8Blockwise("float8_e4m3fn", min_size=0)
+      >>> stored = storage.init(jnp.zeros((2, 300)), 0.5)
+      >>> stored.codes.dtype, stored.scales.shape, stored.widen()[0, :2]
+      (dtype(float8_e4m3fn), (2, 2), Array([0.5, 0.5], dtype=float32))
+    """
+
+    dtype: str = "float8_e4m3fn"
+    min_size: int = 4096
+    signed: bool | None = None
+    stochastic: bool = True
+    reads_stored = False
+    container = QuantizedArray
+
+    def _checked_dtype(self):
+        if str(self.dtype) not in FLOAT8_DTYPES:
+            raise ValueError(
+                f"Float8Blockwise: dtype must be one of {FLOAT8_DTYPES}, got dtype={self.dtype!r} "
+                "(for another float dtype, pass the dtype itself as mu_dtype / nu_dtype)"
+            )
+        return jnp.dtype(str(self.dtype))
+
+    def init(self, param: jax.Array, value: ArrayLike) -> QuantizedArray:
+        _check_real("Float8Blockwise", param)
+        dtype = self._checked_dtype()
+        if math.prod(param.shape) < self.min_size:
+            return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
+        one = quantize_float8(jnp.full((1,), value, jnp.float32), dtype, self.signed is not False)
+        code, scale = one.codes[0], one.scales[0]
+        return QuantizedArray(
+            full_like(param, code, dtype),
+            full_like(param, scale, jnp.float32, scales_shape(param.shape)),
+        )
+
+    def row_conflict(self, stored: QuantizedArray) -> str | None:
+        """Why a leaf's rows cannot be updated alone: blocks of a quantized 1-d leaf span rows."""
+        return _row_conflict(stored)
+
+    def encode(
+        self, x: jax.Array, previous: QuantizedArray, key: jax.Array | None
+    ) -> QuantizedArray:
+        if previous.codes.dtype == jnp.float32:
+            kept = keep_layout(x.astype(jnp.float32), previous.codes)
+            return QuantizedArray(kept, previous.scales)
+        key = key if self.stochastic else None
+        stored = quantize_float8(x, previous.codes.dtype, self.signed is not False, key)
+        return QuantizedArray(*map(keep_layout, stored, previous))
