@@ -162,13 +162,24 @@ def check_state_dtype(dtype: Any, name: str = "state dtype") -> Any:
     """
     if dtype is None:
         return None
-    allowed = "None, a floating dtype, 'bfloat16_sr', 'int8_blockwise' or a storage object"
+    allowed = (
+        "None, a floating dtype of 16 bits or more, 'bfloat16_sr', 'int8_blockwise', "
+        "'float8_e4m3fn_blockwise', 'float8_e5m2_blockwise' or a storage object"
+    )
     try:
         canonical = jax.dtypes.canonicalize_dtype(dtype)
     except TypeError:
         raise TypeError(f"{name} must be {allowed}, got {name}={dtype!r}") from None
     if not jax.numpy.issubdtype(canonical, jax.numpy.inexact):
         raise TypeError(f"{name} must be {allowed}, got {name}={dtype!r}")
+    if canonical.itemsize < 2:
+        # A bare 8-bit (or narrower) float has no scale: second moments below its smallest
+        # subnormal (2e-3 in float8_e4m3fn) would be stored as 0 and the step become m / eps.
+        raise TypeError(
+            f"{name}={canonical.name} keeps statistics without a scale: values below the "
+            "dtype's smallest number would be stored as 0; use an 8-bit storage with per-block "
+            "scales: 'float8_e4m3fn_blockwise', 'float8_e5m2_blockwise' or 'int8_blockwise'"
+        )
     return canonical
 
 

@@ -198,6 +198,7 @@ RAISES = {
         (4096,), nu_dtype="float8_e4m3fn_blockwise"
     ),
     "float8-dtype": lambda: atx.adam(0.1, nu_dtype=atx.Float8Blockwise("float16")).init(PARAMS),
+    "state-dtype-bare-float8": lambda: atx.adam(0.1, mu_dtype=jnp.float8_e4m3fn),
     "row-storage-factored": lambda: _row_sparse_with_storage((10, 3), nu_dtype=atx.Factored(2)),
     "row-sharded-axis": lambda: _row_sharded(axis="data"),
     "row-sharded-table-rows": lambda: _row_sharded(devices=4),

@@ -602,3 +602,20 @@ def test_float8_state_trains_close_to_float32(name, factory, spec):
     assert gap <= 0.15 * moved, (gap, moved)
     stored = factory(spec).init({"w": jnp.zeros((64, 128))})  # the spec names the storage
     assert jnp.dtype(spec.removesuffix("_blockwise")) in {x.dtype for x in jax.tree.leaves(stored)}
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz"])
+@pytest.mark.parametrize("option", ["mu_dtype", "nu_dtype"])
+def test_bare_8bit_float_dtypes_are_refused(dtype, option):
+    """A plain 8-bit float dtype has no scale: Adam's second moment of gradients ~1e-2 (1e-4) is
+    below float8_e4m3fn's smallest subnormal (2e-3) and would be stored as 0 (steps m / eps), so
+    it is refused with the per-block storages as the fix; those keep it (the gradient's square
+    survives a step)."""
+    with pytest.raises(TypeError, match="keeps statistics without a scale.*_blockwise"):
+        atx.adam(0.1, **{option: jnp.dtype(dtype)})
+    assert jnp.asarray(1e-4, jnp.float8_e4m3fn) == 0  # what the bare dtype would have stored
+    spec = "float8_e4m3fn_blockwise" if "e4m3" in dtype else "float8_e5m2_blockwise"
+    tx = atx.adam(0.1, **{option: spec})
+    _, state = tx.update(jnp.full(4, 1e-2), tx.init(jnp.zeros(4)))
+    stat = state[0].mu if option == "mu_dtype" else state[0].nu
+    assert float(atx.state_precision.decode(stat)[0]) > 0
