@@ -6,6 +6,7 @@ them, are derived from it.
 
 from adaptive_tx import compat, sparse
 from adaptive_tx.aliases import (
+    adadelta,
     adafactor,
     adagrad,
     adam,
@@ -13,12 +14,14 @@ from adaptive_tx.aliases import (
     adamaxw,
     adamw,
     amsgrad,
+    lion,
     nadam,
     nadamw,
     radam,
     rmsprop,
     rowwise_adagrad,
 )
+from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
 from adaptive_tx.diagnostics import (
     RateSummary,
     effective_learning_rate,
@@ -48,6 +51,7 @@ from adaptive_tx.moments import (
 )
 from adaptive_tx.rule import Rule, dense_transformation
 from adaptive_tx.sharding import state_shardings
+from adaptive_tx.sign import ScaleByLionState, scale_by_lion
 from adaptive_tx.sparse import RowSparse
 from adaptive_tx.state_precision import (
     Cast,
@@ -77,16 +81,19 @@ __all__ = (
     "RateSummary",
     "RowSparse",
     "Rule",
+    "ScaleByAdadeltaState",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
     "ScaleByInfNormMomentsState",
     "ScaleByLearningRateState",
+    "ScaleByLionState",
     "ScaleByRectifiedMomentsState",
     "ScaleByRowwiseSumOfSquaresState",
     "ScaleByScheduledLearningRateState",
     "ScaleBySumOfSquaresState",
     "SkipNonfiniteState",
     "StochasticRounding",
+    "adadelta",
     "adafactor",
     "adagrad",
     "adam",
@@ -101,6 +108,7 @@ __all__ = (
     "effective_learning_rate",
     "effective_learning_rate_summary",
     "from_optax_state",
+    "lion",
     "nadam",
     "nadamw",
     "radam",
@@ -111,10 +119,12 @@ __all__ = (
     "scale_by_factored_ema_of_squares",
     "scale_by_inf_norm_moments",
     "scale_by_learning_rate",
+    "scale_by_lion",
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
     "scale_by_sum_of_squares",
     "skip_nonfinite",
+    "scale_by_adadelta",
     "sparse",
     "state_nbytes",
     "state_shardings",

@@ -18,6 +18,8 @@ import optax
 from jax.typing import DTypeLike
 
 from adaptive_tx import _validate, sparse
+from adaptive_tx.compat._common import is_off
+from adaptive_tx.delta import scale_by_adadelta
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
@@ -26,6 +28,7 @@ from adaptive_tx.moments import (
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
+from adaptive_tx.sign import scale_by_lion
 from adaptive_tx.state_precision import StorageSpec
 from adaptive_tx.sum_of_squares import scale_by_rowwise_sum_of_squares, scale_by_sum_of_squares
 from adaptive_tx.weight_decay import Mask, add_decoupled_weight_decay
@@ -444,6 +447,79 @@ def radam(
         nu_dtype=nu_dtype,
     )
     return _chain(scaling, learning_rate)
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule | None = None,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay_mask: Mask = None,
+    *,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adadelta: :math:`\theta_t = \theta_{t-1} - \eta_t \sqrt{E[\Delta x^2]_{t-1} + \epsilon}\, g_t / \sqrt{E[g^2]_t + \epsilon}`.
+
+    [coupled L2: ``add_decoupled_weight_decay`` before the scaling, :math:`g_t + \lambda_t
+    \theta_{t-1}`], ``scale_by_adadelta``, then the learning rate (None: 1, Zeiler's method);
+    equals ``optax.adadelta``.
+
+    Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012,
+    https://arxiv.org/abs/1212.5701
+
+    Args:
+      learning_rate: a non-negative number, a schedule, or None (1.0).
+      rho, eps, nu_dtype: see `scale_by_adadelta`.
+      weight_decay: λ of the L2 term added to the gradient before the scaling (as optax), >= 0.
+      weight_decay_mask: where the L2 term applies (see `add_decoupled_weight_decay`).
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0])
+      >>> tx = adadelta(1.0, rho=0.5, eps=1.0)
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # 1 - sqrt(1) / sqrt(0.5 * 2² + 1) * 2
+      Array([-0.1547005], dtype=float32)
+    """
+    parts = []
+    if not is_off(weight_decay):  # a Python 0 adds nothing: left out, as optax adds 0 * theta
+        parts.append(add_decoupled_weight_decay(weight_decay, weight_decay_mask))
+    parts.append(scale_by_adadelta(rho, eps, nu_dtype=nu_dtype))
+    parts.append(scale_by_learning_rate(1.0 if learning_rate is None else learning_rate))
+    return optax.chain(*parts)
+
+
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    mu_dtype: StorageSpec = None,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Lion: :math:`\theta_t = \theta_{t-1} - \eta_t\,(\operatorname{sign}(\beta_1 m_{t-1} + (1-\beta_1) g_t) + \lambda_t \theta_{t-1})`.
+
+    ``scale_by_lion``, ``add_decoupled_weight_decay``, then the learning rate; equals
+    ``optax.lion``. Every coordinate moves by :math:`\eta_t` (plus the decay).
+
+    Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023,
+    https://arxiv.org/abs/2302.06675
+
+    Args:
+      learning_rate: a non-negative number or a schedule (3-10 times smaller than AdamW's).
+      b1, b2, mu_dtype: see `scale_by_lion`.
+      weight_decay, mask: see `add_decoupled_weight_decay`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0, 1.0])
+      >>> tx = lion(0.1, weight_decay=0.0)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.01]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    scaling = scale_by_lion(b1, b2, mu_dtype)
+    return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
 
 
 def rowwise_adagrad(

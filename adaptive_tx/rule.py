@@ -12,6 +12,13 @@ step :math:`t`:
 `scale` is the per-coordinate factor that the effective learning rate reads from the state, so the
 arithmetic of a method is written once, here in a `Rule`, and every execution path (dense pytrees,
 row-sparse tables, diagnostics, lean state) is derived from it.
+
+A rule whose direction needs the statistics *before* the step (Lion's sign of an interpolation
+with :math:`m_{t-1}`; Adadelta's :math:`\sqrt{E[\Delta x^2]_{t-1}+\epsilon}\, g_t`) sets
+``reads_previous``: its direction is then
+:math:`\mathrm{direction}(g_t, s_t, t, s_{t-1})`. The scale never reads :math:`s_{t-1}`: it is a
+function of the state alone, so that the effective learning rate of the last step can be read from
+the state after it (the statistics before the step are not kept).
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ class Rule(NamedTuple):
       direction: ``(g, stats, t) -> d``: the direction (``g`` for Adagrad/RMSProp, the first moment for
         the Adam family).
       scale: ``(stats, t) -> s``: the per-coordinate factor, the update being ``d * s``.
+      reads_previous: False (the default) or True: ``direction`` then takes a fourth argument,
+        the statistics before the step, ``(g, stats, t, previous) -> d`` (Lion, Adadelta). The
+        scale reads the new statistics only, so that `state_scale` computes it from a state.
 
     All functions receive float32 (or wider) arrays of one leaf and the step ``t`` as an int32 scalar;
     they must be elementwise so that any subset of coordinates (a row of a table) can be updated alone.
@@ -57,6 +67,7 @@ class Rule(NamedTuple):
     accumulate: Callable[[jax.Array, Stats, jax.Array], Stats]
     direction: Callable[[jax.Array, Stats, jax.Array], jax.Array]
     scale: Callable[[Stats, jax.Array], jax.Array]
+    reads_previous: bool = False
 
 
 def abs_sq(g: jax.Array) -> jax.Array:
@@ -260,7 +271,11 @@ def apply_rule(
         state_precision.decode(kept) if storage.reads_stored else new
         for storage, new, kept in zip(storages, new_stats, stored)
     )
-    update = rule.direction(wide_g, seen, t) * rule.scale(seen, t)
+    if rule.reads_previous:
+        direction = rule.direction(wide_g, seen, t, widen(stats))
+    else:
+        direction = rule.direction(wide_g, seen, t)
+    update = direction * rule.scale(seen, t)
     return update.astype(update_dtype(g, stats)), stored
 
 

@@ -55,6 +55,11 @@ ALIASES = [
     ("radam", dict(learning_rate=0.01)),
     ("radam", dict(learning_rate=0.01, threshold=100.0, nesterov=True)),  # switches near step 60
     ("radam", dict(learning_rate=0.01, b2=0.99, eps=1e-4, eps_root=1e-8, threshold=4.0)),
+    ("adadelta", dict(learning_rate=1.0)),
+    # (adadelta's coupled L2 term: tests/test_reference.py, whose reference follows the parameters)
+    ("adadelta", dict(learning_rate=SCHEDULE, rho=0.5, eps=1e-3)),
+    ("lion", dict(learning_rate=0.001)),
+    ("lion", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.9, weight_decay=WD_SCHEDULE, mask=_mask)),
 ]
 
 # One row per alias, with default settings: for the properties every method must have.
@@ -190,4 +195,6 @@ CONVERGENCE_LR = {
     "adamaxw": 1e-1,
     "radam": 5e-3,
     "adafactor": 1e-2,
+    "adadelta": 0.1,
+    "lion": 1e-2,
 }

@@ -60,6 +60,8 @@ TORCH = [
     ("RAdam", dict(lr=0.01)),
     ("RAdam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, eps=0.1)),
     ("RAdam", dict(lr=SCHEDULE, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("Adadelta", dict()),
+    ("Adadelta", dict(lr=0.5, rho=0.5, eps=1e-3, weight_decay=0.1, maximize=True, foreach=True)),
 ]
 
 # (row of TORCH, primitive the preset calls, option, the value that gives optax's convention)

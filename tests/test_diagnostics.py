@@ -90,7 +90,7 @@ def _last_step(tx, params, grads):
 
 
 def _weight_decay(name, kwargs):
-    if name not in ("adamw", "nadamw", "adamaxw"):
+    if name not in ("adamw", "nadamw", "adamaxw", "lion"):
         return None
     default = inspect.signature(getattr(atx, name)).parameters["weight_decay"].default
     return kwargs.get("weight_decay", default)
@@ -100,6 +100,10 @@ def _alias_direction(name, kwargs, leaf_grads):
     """d_T in float64 (tests/reference): g_T, m_T or NAdam's look-ahead."""
     if name in ("adagrad", "rmsprop", "adafactor"):
         return np.asarray(leaf_grads[-1], np.float64)
+    if name == "adadelta":
+        return ref.adadelta_direction(leaf_grads, **_hyper(kwargs))
+    if name == "lion":
+        return ref.lion_direction(leaf_grads, **_hyper(kwargs))
     b1 = kwargs.get("b1", 0.9)
     if name in ("nadam", "nadamw") or kwargs.get("nesterov"):
         return ref.nesterov_direction(leaf_grads, b1)

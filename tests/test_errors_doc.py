@@ -88,6 +88,12 @@ def _complex_with_real_mu_dtype():
     return tx.update(params, tx.init(params), params)
 
 
+def _adadelta_update(grads):
+    params = {"w": jnp.ones(3)}
+    tx = atx.adadelta(1.0)
+    return tx.update(grads, tx.init(params), params)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -159,6 +165,10 @@ RAISES = {
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}
     ),
+    "adadelta-eps-zero": lambda: atx.adadelta(1.0, eps=0.0),
+    "adadelta-estimating-storage": lambda: atx.scale_by_adadelta(nu_dtype=atx.Factored(2)),
+    "adadelta-complex-gradient": lambda: _adadelta_update({"w": jnp.ones(3, jnp.complex64)}),
+    "adadelta-complex-params": lambda: atx.adadelta(1.0).init({"z": jnp.ones(3, jnp.complex64)}),
     "optax-state-rowwise": lambda: atx.from_optax_state(
         atx.rowwise_adagrad(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
     ),

@@ -243,6 +243,8 @@ def _objective(params):
     and complex64. Each leaf is its own problem (every alias is per-leaf)."""
     total = 0.0
     for suffix in ("f32", "c64"):
+        if "parabola_" + suffix not in params:
+            continue
         p, r = params["parabola_" + suffix], params["rosenbrock_" + suffix]
         total += jnp.sum(abs_sq(p - jnp.asarray(PARABOLA_END, p.dtype)))
         total += abs_sq(1.0 - r[0]) + 100.0 * abs_sq(r[1] - r[0] ** 2)
@@ -263,9 +265,17 @@ def _problems():
 
 
 
+# optax's test_optimization skips complex64 for these (adadelta refuses complex numbers, see
+# tests/test_aliases.py; lion's fixed-size steps are not claimed to solve the complex problems).
+REAL_ONLY_CONVERGENCE = ("adadelta", "lion")
+
+
 def _converging(name, kwargs):
-    """The row at its convergence rate, without weight decay (which moves the minimum)."""
+    """The row at its convergence rate, without weight decay (which moves the minimum; lion's
+    default 1e-3 is replaced by optax's test setting, 1e-4)."""
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("weight_decay")}
+    if name == "lion":
+        kwargs["weight_decay"] = 1e-4
     return name, {**kwargs, "learning_rate": CONVERGENCE_LR[name]}
 
 
@@ -289,6 +299,8 @@ def test_converges_on_a_parabola_and_rosenbrock_in_float32_and_complex64(row):
         return optax.apply_updates(params, updates), state
 
     params = _problems()
+    if name in REAL_ONLY_CONVERGENCE:
+        params = {k: v for k, v in params.items() if k.endswith("f32")}
     params, _ = jax.jit(lambda p: jax.lax.fori_loop(0, 10_000, step, (p, tx.init(p))))(params)
     expected = {
         k: jnp.asarray(PARABOLA_END if k.startswith("parabola") else [1.0, 1.0], v.dtype)

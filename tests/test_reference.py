@@ -83,6 +83,10 @@ ROWS = [
     # b2 = 0: rho_t = rho_inf = 1 exactly at every step (and r_t = 1), so the threshold 1 is
     # met with equality, and >= rectifies every step (the strict > of torch never does).
     ("radam", {"b2": 0.0, "eps": 1.0, "threshold": 1.0}),
+    ("adadelta", {}),
+    ("adadelta", {"rho": 0.5, "eps": 1e-3, "weight_decay": 0.1, "learning_rate": LR_SCHEDULE}),
+    ("lion", {}),
+    ("lion", {"b1": 0.5, "b2": 0.9, "weight_decay": WD_SCHEDULE, "learning_rate": LR_SCHEDULE}),
 ]
 
 REFERENCE = {
@@ -96,6 +100,8 @@ REFERENCE = {
     "adamax": ref.run_adamax,
     "adamaxw": ref.run_adamax,
     "radam": ref.run_radam,
+    "adadelta": ref.run_adadelta,
+    "lion": ref.run_lion,
 }
 
 
@@ -143,7 +149,7 @@ def _reference(name, kwargs, problem):
     args = _alias_args(name, kwargs)
     run = REFERENCE[name]
     hyper = {k: v for k, v in args.items() if k in inspect.signature(run).parameters}
-    ignored = set(args) - set(hyper) - {"learning_rate", "mu_dtype", "mask"}
+    ignored = set(args) - set(hyper) - {"learning_rate", "mu_dtype", "mask", "weight_decay_mask"}
     assert not ignored, f"{run.__name__} ignores {ignored}"
     return np.stack(run(*problem, args["learning_rate"], **hyper))
 
@@ -219,6 +225,14 @@ def _primitive(name, kwargs):
                 **pick("b1", "b2", "eps", "eps_root", "threshold", "nesterov")
             )
         ]
+    elif name == "adadelta":  # the L2 term comes before the scaling
+        return optax.chain(
+            optax.add_decayed_weights(a["weight_decay"]),
+            atx.scale_by_adadelta(**pick("rho", "eps")),
+            _scale_by_lr(a["learning_rate"]),
+        )
+    elif name == "lion":
+        chain = [atx.scale_by_lion(**pick("b1", "b2"))]
     else:
         raise ValueError(name)
     if "weight_decay" in a:

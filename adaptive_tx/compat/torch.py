@@ -34,6 +34,7 @@ import optax
 
 from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import check_pair, is_off, no_params_argument, real_params_only
+from adaptive_tx.delta import scale_by_adadelta
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -45,6 +46,7 @@ from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
 __all__ = (
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -150,6 +152,57 @@ def Adagrad(
 
     scaling = scale_by_sum_of_squares(initial_accumulator_value, eps, eps_in_sqrt=False)
     return _chain("Adagrad", scaling, rate, weight_decay, maximize=maximize)
+
+
+@no_params_argument
+def Adadelta(
+    lr: optax.ScalarOrSchedule = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0,
+    foreach: bool | None = None,
+    *,
+    capturable: bool = False,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Adadelta``: optax's arithmetic, coupled L2, ``lr`` 1 (Zeiler's method).
+
+    .. math::
+
+       g_t \leftarrow g_t + \lambda\theta_{t-1}, \quad
+       E[g^2]_t = \rho E[g^2]_{t-1} + (1-\rho) g_t^2, \quad
+       \Delta_t = \frac{\sqrt{E[\Delta^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}} g_t, \quad
+       \theta_t = \theta_{t-1} - \text{lr}\, \Delta_t,
+
+    :math:`E[\Delta^2]_t = \rho E[\Delta^2]_{t-1} + (1-\rho) \Delta_t^2` (the step before the
+    learning rate). `scale_by_adadelta`.
+
+    Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012,
+    https://arxiv.org/abs/1212.5701
+
+    Args:
+      lr: the learning rate (or an optax schedule), >= 0.
+      rho: :math:`\rho` in [0, 1).
+      eps: ε > 0, inside both square roots.
+      weight_decay: λ >= 0 of the L2 term added to the gradient.
+      foreach, capturable, differentiable: torch kernel choices, ignored.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Adadelta(rho=0.5, eps=1.0)
+      >>> params = jnp.array([1.0])
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # 1 - sqrt(1) / sqrt(0.5 * 2² + 1) * 2
+      Array([-0.1547005], dtype=float32)
+    """
+    del foreach, capturable, differentiable
+    scaling = scale_by_adadelta(rho, eps)
+    return _chain("Adadelta", scaling, lr, weight_decay, maximize=maximize)
 
 
 @no_params_argument

@@ -95,6 +95,43 @@ def _radam(grads, lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, n
     return r * _adam(grads, lr, b1, b2, eps, eps_root)
 
 
+def _adadelta_stats(grads, rho=0.9, eps=1e-6):
+    """E[g^2]_T and E[dx^2]_{T-1} (Zeiler 2012, Algorithm 1)."""
+    e_g, e_x, e_x_before = 0.0, 0.0, 0.0
+    for g in grads:
+        e_g = rho * e_g + (1.0 - rho) * g * g
+        dx = np.sqrt(e_x + eps) / np.sqrt(e_g + eps) * g
+        e_x_before, e_x = e_x, rho * e_x + (1.0 - rho) * dx * dx
+    return e_g, e_x_before
+
+
+def _adadelta(grads, lr, rho=0.9, eps=1e-6, **unused):
+    """lr / sqrt(E[g^2]_T + eps); its direction is sqrt(E[dx^2]_{T-1} + eps) g_T."""
+    e_g, _ = _adadelta_stats(grads, rho, eps)
+    return lr / np.sqrt(e_g + eps)
+
+
+def adadelta_direction(grads, rho=0.9, eps=1e-6, **unused):
+    """sqrt(E[dx^2]_{T-1} + eps) g_T, the direction Adadelta's rate multiplies."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    _, e_x_before = _adadelta_stats(grads, rho, eps)
+    return np.sqrt(e_x_before + eps) * grads[-1]
+
+
+def _lion(grads, lr, **unused):
+    """lr for every coordinate: the direction sign(b1 m_{T-1} + (1 - b1) g_T) has size 1."""
+    return np.full_like(grads[-1], lr)
+
+
+def lion_direction(grads, b1=0.9, b2=0.99, **unused):
+    """sign(b1 m_{T-1} + (1 - b1) g_T) (Chen et al. 2023)."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    m = 0.0
+    for g in grads[:-1]:
+        m = b2 * m + (1.0 - b2) * g
+    return np.sign(b1 * m + (1.0 - b1) * grads[-1])
+
+
 RATES = {
     "adagrad": _adagrad,
     "rmsprop": _rmsprop,
@@ -106,6 +143,8 @@ RATES = {
     "adamax": _adamax,
     "adamaxw": _adamax,
     "radam": _radam,
+    "adadelta": _adadelta,
+    "lion": _lion,
 }
 
 

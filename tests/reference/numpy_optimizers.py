@@ -332,3 +332,37 @@ def run_rowwise_adagrad(params0, grads, lr, initial_accumulator_value=0.0, eps=1
         return scale * g
 
     return _iterate(params0, grads, lr, direction)
+
+
+def run_adadelta(params0, grads, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """Zeiler 2012, Algorithm 1 (with optax's learning rate and coupled L2, g + wd p):
+    E[g^2]_t = rho E[g^2]_{t-1} + (1 - rho) g^2,
+    dx_t = sqrt(E[dx^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) g,
+    E[dx^2]_t = rho E[dx^2]_{t-1} + (1 - rho) dx_t^2; p <- p - lr dx_t."""
+    e_g, e_x = 0.0, 0.0
+    wd = _schedule(weight_decay)
+
+    def direction(t, g, p):
+        nonlocal e_g, e_x
+        g = g + wd(t - 1) * p
+        e_g = rho * e_g + (1.0 - rho) * g * g
+        dx = np.sqrt(e_x + eps) / np.sqrt(e_g + eps) * g
+        e_x = rho * e_x + (1.0 - rho) * dx * dx
+        return dx
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_lion(params0, grads, lr, b1=0.9, b2=0.99, weight_decay=1e-3):
+    """Chen et al. 2023, Algorithm 2: c_t = b1 m_{t-1} + (1 - b1) g_t,
+    p <- p - lr (sign(c_t) + wd p), m_t = b2 m_{t-1} + (1 - b2) g_t."""
+    m = 0.0
+    wd = _schedule(weight_decay)
+
+    def direction(t, g, p):
+        nonlocal m
+        c = b1 * m + (1.0 - b1) * g
+        m = b2 * m + (1.0 - b2) * g
+        return np.sign(c) + wd(t - 1) * p
+
+    return _iterate(params0, grads, lr, direction)
