@@ -6,6 +6,7 @@ them, are derived from it.
 
 from adaptive_tx import compat, sparse
 from adaptive_tx.aliases import (
+    adabelief,
     adadelta,
     adafactor,
     adagrad,
@@ -20,6 +21,8 @@ from adaptive_tx.aliases import (
     radam,
     rmsprop,
     rowwise_adagrad,
+    rprop,
+    yogi,
 )
 from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
 from adaptive_tx.diagnostics import (
@@ -51,7 +54,13 @@ from adaptive_tx.moments import (
 )
 from adaptive_tx.rule import Rule, dense_transformation
 from adaptive_tx.sharding import state_shardings
-from adaptive_tx.sign import ScaleByLionState, scale_by_lion
+from adaptive_tx.second_moments import (
+    ScaleByBeliefState,
+    ScaleByYogiState,
+    scale_by_belief,
+    scale_by_yogi,
+)
+from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState, scale_by_lion, scale_by_rprop
 from adaptive_tx.sparse import RowSparse
 from adaptive_tx.state_precision import (
     Cast,
@@ -82,6 +91,7 @@ __all__ = (
     "RowSparse",
     "Rule",
     "ScaleByAdadeltaState",
+    "ScaleByBeliefState",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
     "ScaleByInfNormMomentsState",
@@ -89,10 +99,13 @@ __all__ = (
     "ScaleByLionState",
     "ScaleByRectifiedMomentsState",
     "ScaleByRowwiseSumOfSquaresState",
+    "ScaleByRpropState",
     "ScaleByScheduledLearningRateState",
     "ScaleBySumOfSquaresState",
+    "ScaleByYogiState",
     "SkipNonfiniteState",
     "StochasticRounding",
+    "adabelief",
     "adadelta",
     "adafactor",
     "adagrad",
@@ -114,6 +127,8 @@ __all__ = (
     "radam",
     "rmsprop",
     "rowwise_adagrad",
+    "rprop",
+    "scale_by_belief",
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
     "scale_by_factored_ema_of_squares",
@@ -122,10 +137,13 @@ __all__ = (
     "scale_by_lion",
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
+    "scale_by_rprop",
     "scale_by_sum_of_squares",
+    "scale_by_yogi",
     "skip_nonfinite",
     "scale_by_adadelta",
     "sparse",
     "state_nbytes",
     "state_shardings",
+    "yogi",
 )

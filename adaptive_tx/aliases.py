@@ -28,7 +28,8 @@ from adaptive_tx.moments import (
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
-from adaptive_tx.sign import scale_by_lion
+from adaptive_tx.second_moments import scale_by_belief, scale_by_yogi
+from adaptive_tx.sign import scale_by_lion, scale_by_rprop
 from adaptive_tx.state_precision import StorageSpec
 from adaptive_tx.sum_of_squares import scale_by_rowwise_sum_of_squares, scale_by_sum_of_squares
 from adaptive_tx.weight_decay import Mask, add_decoupled_weight_decay
@@ -520,6 +521,106 @@ def lion(
     """
     scaling = scale_by_lion(b1, b2, mu_dtype)
     return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
+
+
+def adabelief(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    eps_root: float = 1e-16,
+    *,
+    nesterov: bool = False,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdaBelief: Adam with the variance around the first moment, :math:`s_t`, for :math:`v_t`.
+
+    :math:`\theta_t = \theta_{t-1} - \eta_t\, \hat m_t / (\sqrt{\hat s_t} + \epsilon)`,
+    :math:`s_t = \beta_2 s_{t-1} + (1-\beta_2)(g_t - m_t)^2 + \epsilon_{root}`.
+    ``scale_by_belief`` then the learning rate; equals ``optax.adabelief``.
+
+    Reference: Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed
+    Gradients", NeurIPS 2020, https://arxiv.org/abs/2010.07468
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, nesterov, mu_dtype, nu_dtype: see `scale_by_belief`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adabelief(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates.round(4)  # the first step: -0.1 g / (0.9 |g|)
+      Array([-0.1111,  0.1111], dtype=float32)
+    """
+    scaling = scale_by_belief(
+        b1, b2, eps, eps_root, nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+    )
+    return _chain(scaling, learning_rate)
+
+
+def yogi(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-3,
+    *,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Yogi: Adam whose second moment moves additively, :math:`v_t = v_{t-1} - (1-\beta_2)\operatorname{sign}(v_{t-1} - g_t^2) g_t^2`.
+
+    ``scale_by_yogi`` (moments starting at 1e-6, as optax) then the learning rate; equals
+    ``optax.yogi``.
+
+    Reference: Zaheer et al., "Adaptive Methods for Nonconvex Optimization", NeurIPS 2018,
+    https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, mu_dtype, nu_dtype: see `scale_by_yogi`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = yogi(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates.round(4)  # -0.1 * m_hat / (sqrt(v_hat) + 1e-3)
+      Array([-0.1], dtype=float32)
+    """
+    scaling = scale_by_yogi(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return _chain(scaling, learning_rate)
+
+
+def rprop(
+    learning_rate: float,
+    eta_minus: float = 0.5,
+    eta_plus: float = 1.2,
+    min_step_size: float = 1e-6,
+    max_step_size: float = 50.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rprop: :math:`\theta_t = \theta_{t-1} - \eta_t \operatorname{sign}(g_t)`, per-coordinate step sizes :math:`\eta_t`.
+
+    ``scale_by_rprop`` then ``scale_by_learning_rate(1.0)`` (the sign flip, whose state makes the
+    step sizes the effective learning rates); equals ``optax.rprop``. ``learning_rate`` is the
+    initial step size :math:`\eta_0`, a number.
+
+    Reference: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+    The RPROP Algorithm", ICNN 1993, https://doi.org/10.1109/ICNN.1993.298623
+
+    Args:
+      learning_rate, eta_minus, eta_plus, min_step_size, max_step_size: see `scale_by_rprop`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0, 1.0])
+      >>> tx = rprop(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.01]), tx.init(params))
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    scaling = scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)
+    return optax.chain(scaling, scale_by_learning_rate(1.0))
 
 
 def rowwise_adagrad(

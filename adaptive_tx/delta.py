@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate, sparse
-from adaptive_tx.rule import Rule, abs_sq, dense_transformation, ema, state_scale
+from adaptive_tx import _validate
+from adaptive_tx.rule import Rule, abs_sq, dense_transformation, ema, real_only, state_scale
 from adaptive_tx.state_precision import StorageSpec, moment_storages
 
 
@@ -156,7 +156,8 @@ def scale_by_adadelta(
             "'int8_blockwise')"
         )
     rule = adadelta_rule(hyperparams)
-    return _real_only(dense_transformation(rule, ScaleByAdadeltaState, (nu, nu), hyperparams))
+    tx = dense_transformation(rule, ScaleByAdadeltaState, (nu, nu), hyperparams)
+    return real_only(tx, "scale_by_adadelta", _COMPLEX_HINT)
 
 
 _COMPLEX_HINT = (
@@ -164,24 +165,3 @@ _COMPLEX_HINT = (
     "complex statistic); pass the real and imaginary parts as separate real parameters "
     "(optax.contrib.split_real_and_imaginary)"
 )
-
-
-def _real_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """`tx`, refusing complex parameters at ``init`` and complex gradients at ``update``."""
-
-    def init_fn(params):
-        _validate.check_real_params("scale_by_adadelta", params, _COMPLEX_HINT)
-        return tx.init(params)
-
-    def update_fn(updates, state, params=None):
-        with_paths = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)[0]
-        for path, leaf in with_paths:
-            values = leaf.values if sparse.is_row_sparse(leaf) else leaf
-            if jnp.iscomplexobj(values):
-                raise TypeError(
-                    f"scale_by_adadelta: gradient {jax.tree_util.keystr(path) or '<root>'} is "
-                    f"complex ({jnp.result_type(values)}); {_COMPLEX_HINT}"
-                )
-        return tx.update(updates, state, params)
-
-    return optax.GradientTransformation(init_fn, update_fn)

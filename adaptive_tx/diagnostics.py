@@ -23,6 +23,11 @@ the update. With optax's conventions:
   the past steps, :math:`d_t = \sqrt{E[\Delta x^2]_{t-1} + \epsilon}\; g_t` (the average of the
   steps *before* the last one, which the state no longer holds: the rate is the part of the step
   the state determines);
+- AdaBelief, Yogi: Adam's, with their own second statistic for :math:`v_t` (AdaBelief's
+  :math:`s_t`, the EMA of :math:`(g_t - m_t)^2` plus :math:`\epsilon_{root}`; Yogi's additive
+  :math:`v_t`), the direction :math:`m_t` (AdaBelief's ``nesterov``: NAdam's look-ahead);
+- Rprop: the step sizes :math:`\eta_t` in the state (the alias's learning rate is 1), its direction
+  :math:`\operatorname{sign}(g_t)`, 0 where the gradient's sign flipped (that step is skipped);
 - Lion: :math:`\eta` for every coordinate, its direction
   :math:`d_t = \operatorname{sign}(\beta_1 m_{t-1} + (1-\beta_1) g_t)` (plus the decoupled weight
   decay below).

@@ -456,3 +456,36 @@ def dense_transformation(
         return new_updates, make_state(count, new_stat_trees)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def real_only(
+    tx: optax.GradientTransformation, where: str, hint: str
+) -> optax.GradientTransformation:
+    """`tx`, refusing complex parameters at ``init`` and complex gradients at ``update``.
+
+    For rules that are not defined on complex numbers (their optax twins' arithmetic gives a
+    complex statistic or a step that means nothing there). `hint` says what to do instead.
+
+    Example:
+      >>> tx = real_only(optax.identity(), "identity", "split the parts")
+      >>> tx.update(jnp.ones(1, jnp.complex64), tx.init(jnp.zeros(1)))
+      Traceback (most recent call last):
+      ...
+      TypeError: identity: gradient <root> is complex (complex64); split the parts
+    """
+
+    def init_fn(params):
+        _validate.check_real_params(where, params, hint)
+        return tx.init(params)
+
+    def update_fn(updates, state, params=None):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)[0]:
+            values = leaf.values if sparse.is_row_sparse(leaf) else leaf
+            if jnp.iscomplexobj(values):
+                raise TypeError(
+                    f"{where}: gradient {jax.tree_util.keystr(path) or '<root>'} is complex "
+                    f"({jnp.result_type(values)}); {hint}"
+                )
+        return tx.update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -52,6 +52,7 @@ from timing import interleaved_times
 import adaptive_tx
 
 METHODS = ("adam", "adamw", "adagrad", "rmsprop", "adamax", "nadam")
+METHODS += ("adadelta", "adabelief", "yogi", "lion", "rprop")
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {
     "adam": ("Adam", ("foreach", "fused")),
@@ -60,6 +61,8 @@ TORCH = {
     "rmsprop": ("RMSprop", ("foreach",)),
     "adamax": ("Adamax", ("foreach",)),
     "nadam": ("NAdam", ("foreach",)),
+    "adadelta": ("Adadelta", ("foreach",)),
+    "rprop": ("Rprop", ("foreach",)),
 }
 LEARNING_RATE = 1e-3
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -175,7 +178,7 @@ def make_torch(method, kind, flat_params, flat_grads, leaves, device) -> Callabl
     """One torch.optim step on `leaves` tensors, or None if torch has no such implementation."""
     import torch
 
-    name, kinds = TORCH[method]
+    name, kinds = TORCH.get(method, (None, ()))  # lion, adabelief, yogi: not in torch.optim
     if kind not in kinds:
         return None
     params = [

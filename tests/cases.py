@@ -7,6 +7,7 @@ name and signature, which is the independent reference for parity.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -60,7 +61,40 @@ ALIASES = [
     ("adadelta", dict(learning_rate=SCHEDULE, rho=0.5, eps=1e-3)),
     ("lion", dict(learning_rate=0.001)),
     ("lion", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.9, weight_decay=WD_SCHEDULE, mask=_mask)),
+    ("adabelief", dict(learning_rate=0.01)),
+    # (with a schedule, adabelief's trajectories pass within 1e-3 of 0, where max_rel_diff's floor
+    # reads its 1-ulp absolute differences from optax, 5e-8, as 4e-5)
+    ("adabelief", dict(learning_rate=0.01, b2=0.99, eps=1e-8, eps_root=1e-10, nesterov=True)),
+    ("yogi", dict(learning_rate=0.01)),
+    ("yogi", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.9, eps=1e-5)),
+    ("rprop", dict(learning_rate=0.01)),
+    (
+        "rprop",
+        dict(learning_rate=0.1, eta_minus=0.3, eta_plus=1.5, min_step_size=0.01, max_step_size=0.2),
+    ),
 ]
+
+def _optax_rprop(
+    learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0
+):
+    """optax.rprop with the current step: optax 0.2.8 returns the step of the previous update (its
+    first update is 0; optax pull request 1725), but its new state's ``prev_updates`` is the
+    current step (the paper's, torch's), which this twin returns: optax does all the arithmetic."""
+    inner = optax.scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        _, state = inner.update(updates, state, params)
+        return jax.tree.map(jnp.negative, state.prev_updates), state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update)
+
+
+def optax_twin(name: str):
+    """The optax optimizer alias `name` reproduces: ``getattr(optax, name)``, except where optax's
+    has a defect that the alias does not reproduce (rprop: `_optax_rprop`)."""
+    return {"rprop": _optax_rprop}.get(name) or getattr(optax, name)
+
 
 # One row per alias, with default settings: for the properties every method must have.
 DEFAULTS = [row for i, row in enumerate(ALIASES) if row[0] not in [r[0] for r in ALIASES[:i]]]
@@ -197,4 +231,7 @@ CONVERGENCE_LR = {
     "adafactor": 1e-2,
     "adadelta": 0.1,
     "lion": 1e-2,
+    "adabelief": 1e-2,
+    "yogi": 1e-1,
+    "rprop": 1e-1,
 }

@@ -10,7 +10,7 @@ import numpy as np
 from adaptive_tx.delta import ScaleByAdadeltaState
 from adaptive_tx.diagnostics import effective_learning_rate
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState
-from adaptive_tx.sign import ScaleByLionState
+from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState
 from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState
 from tests.cases import gradient_stream, make_params, max_rel_diff, run
 
@@ -101,6 +101,8 @@ def check_per_coordinate_scale(tx, state, params, grad, plain: bool) -> None:
     elif isinstance(adaptive, ScaleByLionState):  # sign(b1 m_{t-1} + (1 - b1) g_t)
         b1 = previous.packed_hyperparams[0]
         direction = jax.tree.map(lambda m, g: jnp.sign(b1 * m + (1 - b1) * g), previous.mu, grad)
+    elif isinstance(adaptive, ScaleByRpropState):  # sign(g_t), 0 where the sign flipped
+        direction = jax.tree.map(jnp.sign, adaptive.prev_updates)
     else:
         direction = grad if isinstance(adaptive, gradient_rules) else adaptive.mu
     expected = jax.tree.map(lambda d, r: -d * r, direction, rate)

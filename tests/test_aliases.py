@@ -14,6 +14,7 @@ from flax import nnx
 
 import adaptive_tx as atx
 from tests.cases import (
+    optax_twin,
     ALIASES,
     DEFAULTS,
     FACTORED,
@@ -55,7 +56,7 @@ def test_matches_optax_over_100_steps(row):
     name, kwargs = row
     params, grads = make_params(), gradient_stream(100)
     ours, our_state, traces = final(getattr(atx, name)(**kwargs), params, grads)
-    theirs, their_state, _ = final(getattr(optax, name)(**kwargs), params, grads)
+    theirs, their_state, _ = final(optax_twin(name)(**kwargs), params, grads)
     assert traces == 1, "the jitted step recompiled across steps"
     assert_tree_get_agrees(our_state, their_state, name)
     assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
@@ -95,13 +96,13 @@ def test_inject_hyperparams_equals_plain(row):
     hyperparameters injectable): the same updates as optax's twin injected the same way, and the
     plain alias's within float32 rounding."""
     name, kwargs = row
-    kwargs = {**_numeric_defaults(getattr(optax, name)), **kwargs}
+    kwargs = {**_numeric_defaults(optax_twin(name)), **kwargs}
     params, grads = make_params(), gradient_stream(10)
     ours, state, traces = final(
         optax.inject_hyperparams(getattr(atx, name))(**kwargs), params, grads
     )
     theirs, their_state, _ = final(
-        optax.inject_hyperparams(getattr(optax, name))(**kwargs), params, grads
+        optax.inject_hyperparams(optax_twin(name))(**kwargs), params, grads
     )
     assert_tree_get_agrees(state, their_state, name, inject=True)
     plain, _, _ = final(getattr(atx, name)(**kwargs), params, grads)
@@ -121,7 +122,7 @@ def test_inside_optax_chain_with_clipping(row):
         optax.chain(optax.clip_by_global_norm(1.0), getattr(atx, name)(**kwargs)), params, grads
     )
     theirs, _, _ = final(
-        optax.chain(optax.clip_by_global_norm(1.0), getattr(optax, name)(**kwargs)), params, grads
+        optax.chain(optax.clip_by_global_norm(1.0), optax_twin(name)(**kwargs)), params, grads
     )
     assert max_rel_diff(ours, theirs) <= 1e-5
 
@@ -179,7 +180,7 @@ def _train_nnx(tx, steps=5):
 def test_flax_nnx_optimizer(row):
     name, kwargs = row
     losses, ours = _train_nnx(getattr(atx, name)(**kwargs))
-    _, theirs = _train_nnx(getattr(optax, name)(**kwargs))
+    _, theirs = _train_nnx(optax_twin(name)(**kwargs))
     assert losses[-1] < losses[0]
     assert max_rel_diff(ours, theirs) <= 1e-5
 
@@ -220,9 +221,10 @@ def assert_tree_get_agrees(ours, theirs, name, inject=False):
         expected, got = _tree_get(theirs, key), _tree_get(ours, key)
         if expected is None or _is_state(expected):
             continue  # not in optax's state, or a sub-state (whose types differ by design)
-        special = inject and key == "count" and name in ("adagrad", "rmsprop", "adadelta")
+        special = inject and key == "count" and name in ("adagrad", "rmsprop", "adadelta", "rprop")
         if special and got is KeyError and expected is not KeyError:
-            # optax's adagrad, rmsprop and adadelta states keep no step count, so under injection optax
+            # optax's adagrad, rmsprop, adadelta and rprop states keep no step count, so under
+            # injection optax
             # finds the injector's alone; ours also has the adaptive state's (the same number).
             np.testing.assert_array_equal(
                 [v for _, v in optax.tree.get_all_with_path(ours, key)], expected
@@ -246,7 +248,7 @@ PARAM_DTYPES = ["bfloat16", "float16", "float32", "complex64"]
 # max |ours - reference| / max(|reference|, 1e-3) for an update of this dtype.
 # Aliases whose optax twin is not defined on complex numbers (optax squares a complex gradient,
 # g ** 2, into a complex statistic, and its own tests skip complex for them): refused here.
-REAL_ONLY = ("adadelta",)
+REAL_ONLY = ("adadelta", "rprop")
 UPDATE_TOL = {"bfloat16": 2e-2, "float16": 2e-3, "float32": 1e-5, "complex64": 1e-5}
 
 
@@ -282,8 +284,8 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     # adafactor: complex parameters are tests/test_factored.py's; its float16 means underflow
     # eps = 1e-30 to 0, so a zero gradient coordinate gives 0 * inf (as optax's float16 state)
     # adadelta refuses complex numbers (test_complex_gradient_on_real_parameters_is_refused)
-    params, grads = _dtype_grid(real_only=name in ("adafactor", "adadelta"))
-    ours, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    params, grads = _dtype_grid(real_only=name in ("adafactor", *REAL_ONLY))
+    ours, theirs = getattr(atx, name)(**kwargs), optax_twin(name)(**kwargs)
     dtypes = {k: jnp.result_type(grads[0][k].dtype, p.dtype) for k, p in params.items()}
     wide_params = {k: p.astype(_wide(p.dtype)) for k, p in params.items()}
     s1, s2 = ours.init(params), theirs.init(wide_params)
@@ -314,7 +316,7 @@ def test_complex_gradient_on_real_parameters_is_refused(row):
     moment), the real statistic would lose its imaginary part, so it is refused; where the
     statistics stay real (|g|^2: adagrad, rmsprop), the update is optax's (complex)."""
     name, kwargs = row
-    tx, theirs = getattr(atx, name)(**kwargs), getattr(optax, name)(**kwargs)
+    tx, theirs = getattr(atx, name)(**kwargs), optax_twin(name)(**kwargs)
     params, g = {"w": jnp.ones(3)}, {"w": jnp.full(3, 1 + 2j, jnp.complex64)}
     if name in REAL_ONLY:  # refused on complex parameters and on complex gradients
         with pytest.raises(TypeError, match=r"gradient \['w'\] is complex \(complex64\)"):

@@ -104,10 +104,12 @@ def _alias_direction(name, kwargs, leaf_grads):
         return ref.adadelta_direction(leaf_grads, **_hyper(kwargs))
     if name == "lion":
         return ref.lion_direction(leaf_grads, **_hyper(kwargs))
+    if name == "rprop":
+        return ref.rprop_direction(leaf_grads, kwargs["learning_rate"], **_hyper(kwargs))
     b1 = kwargs.get("b1", 0.9)
     if name in ("nadam", "nadamw") or kwargs.get("nesterov"):
         return ref.nesterov_direction(leaf_grads, b1)
-    return ref.first_moment(leaf_grads, b1)
+    return ref.first_moment(leaf_grads, b1, start=1e-6 if name == "yogi" else 0.0)
 
 
 ADAFACTOR_ROWS = [

@@ -169,6 +169,11 @@ RAISES = {
     "adadelta-estimating-storage": lambda: atx.scale_by_adadelta(nu_dtype=atx.Factored(2)),
     "adadelta-complex-gradient": lambda: _adadelta_update({"w": jnp.ones(3, jnp.complex64)}),
     "adadelta-complex-params": lambda: atx.adadelta(1.0).init({"z": jnp.ones(3, jnp.complex64)}),
+    "rprop-complex-gradient": lambda: atx.rprop(0.1).update(
+        {"w": jnp.ones(3, jnp.complex64)}, atx.rprop(0.1).init({"w": jnp.ones(3)})
+    ),
+    "rprop-step-bounds": lambda: atx.rprop(0.1, min_step_size=1.0, max_step_size=0.5),
+    "torch-rprop-pair": lambda: atx.compat.torch.Rprop(etas=0.5),
     "optax-state-rowwise": lambda: atx.from_optax_state(
         atx.rowwise_adagrad(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
     ),

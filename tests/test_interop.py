@@ -17,6 +17,7 @@ import pytest
 
 import adaptive_tx as atx
 from tests.cases import (
+    optax_twin,
     ALIASES,
     FACTORED,
     case_id,
@@ -32,7 +33,7 @@ def _layouts(rows):
     """One row per alias and layout of its optax state (what the conversion depends on)."""
     seen, kept = set(), []
     for name, kwargs in rows:
-        state = jax.eval_shape(getattr(optax, name)(**kwargs).init, make_params())
+        state = jax.eval_shape(optax_twin(name)(**kwargs).init, make_params())
         key = (name, str(jax.tree.structure(state)))
         if key not in seen:
             seen.add(key)
@@ -54,7 +55,7 @@ def _stepper(tx):
 
 def _optax_run(name, kwargs, params, grads):
     """optax's parameters after every step, and its state after SAVE_AT steps."""
-    tx = getattr(optax, name)(**kwargs)
+    tx = optax_twin(name)(**kwargs)
     step, state, saved = _stepper(tx), tx.init(params), None
     for t, g in enumerate(grads):
         if t == SAVE_AT:
@@ -93,7 +94,7 @@ def test_resumes_an_optax_run(row, tmp_path):
     params, grads = make_params(), gradient_stream(STEPS)
     expected, (saved_params, saved_state) = _optax_run(name, kwargs, params, grads)
     if name in THROUGH_ORBAX:
-        target = getattr(optax, name)(**kwargs).init(params)
+        target = optax_twin(name)(**kwargs).init(params)
         saved_params, saved_state = _through_orbax(tmp_path, saved_params, saved_state, target)
     resumed = _resume(name, kwargs, saved_params, saved_state, grads)
     assert max_rel_diff(resumed, saved_params) > 1e-4, "the resumed steps did not move"

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.cases import run
+from tests.cases import optax_twin, run
 from tests.reference import numpy_optimizers as ref
 
 STEPS = 100
@@ -87,6 +87,12 @@ ROWS = [
     ("adadelta", {"rho": 0.5, "eps": 1e-3, "weight_decay": 0.1, "learning_rate": LR_SCHEDULE}),
     ("lion", {}),
     ("lion", {"b1": 0.5, "b2": 0.9, "weight_decay": WD_SCHEDULE, "learning_rate": LR_SCHEDULE}),
+    ("adabelief", {}),
+    ("adabelief", {"b1": 0.5, "b2": 0.99, "eps": 1e-6, "eps_root": 1e-8, "nesterov": True}),
+    ("yogi", {}),
+    ("yogi", {"b1": 0.5, "b2": 0.9, "eps": 1e-5}),
+    ("rprop", {}),
+    ("rprop", {"eta_minus": 0.3, "eta_plus": 1.5, "min_step_size": 1e-3, "max_step_size": 0.02}),
 ]
 
 REFERENCE = {
@@ -102,6 +108,9 @@ REFERENCE = {
     "radam": ref.run_radam,
     "adadelta": ref.run_adadelta,
     "lion": ref.run_lion,
+    "adabelief": ref.run_adabelief,
+    "yogi": ref.run_yogi,
+    "rprop": ref.run_rprop,
 }
 
 
@@ -233,6 +242,13 @@ def _primitive(name, kwargs):
         )
     elif name == "lion":
         chain = [atx.scale_by_lion(**pick("b1", "b2"))]
+    elif name == "adabelief":
+        chain = [atx.scale_by_belief(**pick("b1", "b2", "eps", "eps_root", "nesterov"))]
+    elif name == "yogi":
+        chain = [atx.scale_by_yogi(**pick("b1", "b2", "eps"))]
+    elif name == "rprop":  # the learning rate is the initial step size; the step is -u_t
+        args = pick("learning_rate", "eta_minus", "eta_plus", "min_step_size", "max_step_size")
+        return optax.chain(atx.scale_by_rprop(**args), optax.scale(-1.0))
     else:
         raise ValueError(name)
     if "weight_decay" in a:
@@ -246,7 +262,7 @@ def test_reference_matches_optax(name, kwargs, problem):
     # below float32 noise (they agree to ~1e-15): even where an eps of 1e-8 sits
     # would show at TOL_X64.
     with jax.enable_x64(True):
-        tx = getattr(optax, name)(**{"learning_rate": LR, **kwargs})
+        tx = optax_twin(name)(**{"learning_rate": LR, **kwargs})
         actual = _run_jax(tx, problem, jnp.float64)
         _assert_close(actual, _reference(name, kwargs, problem), tol=TOL_X64)
 
@@ -254,7 +270,7 @@ def test_reference_matches_optax(name, kwargs, problem):
 @rows
 def test_optax_float32_meets_tolerance(name, kwargs, problem):
     """Calibrates TOL: float32 optax, like the library, against the reference."""
-    tx = getattr(optax, name)(**{"learning_rate": LR, **kwargs})
+    tx = optax_twin(name)(**{"learning_rate": LR, **kwargs})
     _assert_close(
         _run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs)
     )

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import pytest
+
 import adaptive_tx as atx
 from adaptive_tx.rule import apply_rule
 from adaptive_tx.sign import LionHyperparams, lion_rule
@@ -33,3 +35,27 @@ def test_untouched_rows_keep_their_momentum_and_parameters():
     mu = np.asarray(state[0].mu)
     np.testing.assert_allclose(mu[2], [0.03, -0.01], rtol=1e-6)
     assert np.all(np.delete(mu, 2, axis=0) == 0)
+
+
+def test_rprop_arguments_are_checked():
+    with pytest.raises(ValueError, match="min_step_size must be <= max_step_size"):
+        atx.rprop(0.1, min_step_size=1.0, max_step_size=0.5)
+    with pytest.raises(ValueError, match="eta_minus must be > 0"):
+        atx.rprop(0.1, eta_minus=0.0)
+    with pytest.raises(ValueError, match="Rprop: etas must be a pair of numbers"):
+        atx.compat.torch.Rprop(etas=0.5)
+    with pytest.raises(ValueError, match="Rprop: step_sizes must be a pair of numbers"):
+        atx.compat.torch.Rprop(step_sizes=(1e-6, 1.0, 2.0))
+
+
+def test_rprop_update_is_the_current_step():
+    """The paper's and torch's step: the first update already moves (optax 0.2.8 returns the
+    previous step, so its first update is 0), and a flip skips that coordinate's step."""
+    tx = atx.rprop(0.1)
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    steps = []
+    for g in ([1.0, 1.0], [1.0, -1.0], [1.0, -1.0]):
+        u, state = tx.update(jnp.array(g), state, params)
+        steps.append(np.asarray(u))
+    np.testing.assert_allclose(steps, [[-0.1, -0.1], [-0.12, 0.0], [-0.144, 0.05]], rtol=1e-6)

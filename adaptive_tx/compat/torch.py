@@ -42,6 +42,7 @@ from adaptive_tx.moments import (
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
+from adaptive_tx.sign import scale_by_rprop
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
@@ -54,6 +55,7 @@ __all__ = (
     "NAdam",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "SparseAdam",
 )
 
@@ -203,6 +205,60 @@ def Adadelta(
     del foreach, capturable, differentiable
     scaling = scale_by_adadelta(rho, eps)
     return _chain("Adadelta", scaling, lr, weight_decay, maximize=maximize)
+
+
+@no_params_argument
+def Rprop(
+    lr: float = 1e-2,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50),
+    *,
+    capturable: bool = False,
+    foreach: bool | None = None,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Rprop``: optax's rule, the current step, an ``lr`` outside the bounds clamped.
+
+    .. math::
+
+       \eta_t = \mathrm{clip}\big(\eta_{t-1} \cdot \{\eta_+, \eta_-, 1\}, \eta_{min}, \eta_{max}\big)
+       \text{ as } g_t g_{t-1} >, <, = 0, \qquad
+       \theta_t = \theta_{t-1} - \eta_t \operatorname{sign}(g_t)
+       \text{ (0 where } g_t g_{t-1} < 0 \text{, and } g_t \text{ then counts as 0)},
+
+    :math:`\eta_0` = ``lr``. `scale_by_rprop` with ``clamp_unchanged`` (torch clamps every step
+    size, so an ``lr`` outside ``step_sizes`` is clamped at the first step; optax keeps it until
+    the first sign comparison). ``lr`` is a number: it is only the initial step size.
+
+    Reference: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+    The RPROP Algorithm", ICNN 1993, https://doi.org/10.1109/ICNN.1993.298623
+
+    Args:
+      lr: the initial step size, >= 0.
+      etas: :math:`(\eta_-, \eta_+)`, the factors of a step whose gradient flipped / kept its sign.
+      step_sizes: :math:`(\eta_{min}, \eta_{max})`.
+      capturable, foreach, differentiable: torch kernel choices, ignored.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Rprop(lr=0.1)
+      >>> params = jnp.array([1.0, 1.0])
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    del capturable, foreach, differentiable
+    for name, pair in (("etas", etas), ("step_sizes", step_sizes)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"Rprop: {name} must be a pair of numbers, got {name}={pair!r}")
+    (eta_minus, eta_plus), (min_step, max_step) = etas, step_sizes
+    scaling = scale_by_rprop(lr, eta_minus, eta_plus, min_step, max_step, clamp_unchanged=True)
+    return _chain("Rprop", scaling, 1.0, maximize=maximize)
 
 
 @no_params_argument

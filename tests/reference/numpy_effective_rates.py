@@ -132,6 +132,46 @@ def lion_direction(grads, b1=0.9, b2=0.99, **unused):
     return np.sign(b1 * m + (1.0 - b1) * grads[-1])
 
 
+def _adabelief(grads, lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, **unused):
+    """Adam's rate with s_t = b2 s + (1 - b2) (g - m_t)^2 + eps_root for v_t."""
+    m, s = 0.0, 0.0
+    for g in grads:
+        m = b1 * m + (1.0 - b1) * g
+        s = b2 * s + (1.0 - b2) * (g - m) ** 2 + eps_root
+    t = len(grads)
+    return lr / (1.0 - b1**t) / (np.sqrt(s / (1.0 - b2**t)) + eps)
+
+
+def _yogi(grads, lr, b1=0.9, b2=0.999, eps=1e-3, **unused):
+    """Adam's rate with Yogi's v_t (starting at 1e-6)."""
+    v = 1e-6
+    for g in grads:
+        v = v - (1.0 - b2) * np.sign(v - g * g) * g * g
+    t = len(grads)
+    return lr / (1.0 - b1**t) / (np.sqrt(v / (1.0 - b2**t)) + eps)
+
+
+def _rprop_steps(grads, lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0):
+    """Rprop's step sizes eta_T and its last step u_T (Riedmiller & Braun 1993)."""
+    step, previous = np.full_like(grads[0], lr), np.zeros_like(grads[0])
+    for g in grads:
+        s = g * previous
+        changed = np.clip(step * np.where(s > 0, eta_plus, eta_minus), min_step_size, max_step_size)
+        step = np.where(s == 0, step, changed)
+        previous = np.where(s < 0, 0.0, step * np.sign(g))
+    return step, previous
+
+
+def _rprop(grads, lr, **hyper):
+    """The step sizes eta_T: the alias' learning rate is 1 (a sign flip)."""
+    return _rprop_steps(grads, lr, **hyper)[0]
+
+
+def rprop_direction(grads, lr, **hyper):
+    """sign(g_T), 0 where the gradient's sign flipped: the direction Rprop's rate multiplies."""
+    return np.sign(_rprop_steps([np.asarray(g, np.float64) for g in grads], lr, **hyper)[1])
+
+
 RATES = {
     "adagrad": _adagrad,
     "rmsprop": _rmsprop,
@@ -145,6 +185,9 @@ RATES = {
     "radam": _radam,
     "adadelta": _adadelta,
     "lion": _lion,
+    "adabelief": _adabelief,
+    "yogi": _yogi,
+    "rprop": _rprop,
 }
 
 
@@ -154,9 +197,9 @@ def effective_rate(name, grads, lr, **hyper):
     return RATES[name](grads, lr, **hyper)
 
 
-def first_moment(grads, b1=0.9, **unused):
-    """m_T, the direction the Adam family's rate multiplies."""
-    return _ema_series([np.asarray(g, np.float64) for g in grads], b1)
+def first_moment(grads, b1=0.9, start=0.0, **unused):
+    """m_T, the direction the Adam family's rate multiplies (Yogi's starts at 1e-6)."""
+    return _ema_series([np.asarray(g, np.float64) for g in grads], b1, start)
 
 
 def nesterov_direction(grads, b1=0.9, momentum_decay=None, **unused):
