@@ -179,13 +179,16 @@ PER_COORDINATE_ONLY = {"adadelta"}
 
 def _explicit_case(row, storage):
     """The alias of `row` with its statistics stored as `storage`, or None where the alias has no
-    statistic that storage applies to (Lion's one signed moment and the estimating storages)."""
+    statistic that storage applies to (Lion's one signed moment and the estimating storages; an
+    alias without storage options appears once, as "float32", its default)."""
     spec = EXPLICIT_STORAGES[storage]
     accepted = inspect.signature(getattr(atx, row[0])).parameters
     estimating = isinstance(spec, (atx.Factored, atx.BlockMean))
     kwargs = {"nu_dtype": spec} if "nu_dtype" in accepted else {}
     if not estimating and "mu_dtype" in accepted:
         kwargs["mu_dtype"] = spec  # estimating storages are for non-negative statistics only
+    if not kwargs and storage == "float32":  # no storage option (rprop): its float32 default
+        return lambda: getattr(atx, row[0])(**row[1])
     if not kwargs or (estimating and row[0] in PER_COORDINATE_ONLY):
         return None
     return lambda: getattr(atx, row[0])(**row[1], **kwargs)

@@ -169,6 +169,10 @@ PRESET_ROWS = [
     ("keras", "Adamax", {}),
     ("keras", "Nadam", {}),
     ("keras", "Adafactor", {}),
+    ("torch", "Adadelta", {}),
+    ("torch", "Rprop", {}),
+    ("keras", "Adadelta", {}),
+    ("keras", "Lion", {}),
 ]
 
 
@@ -186,6 +190,14 @@ def test_preset_update_is_minus_rate_times_direction_plus_the_documented_terms(r
         rate = np.asarray(rate, np.float64)
         if name in ("Adagrad", "RMSprop", "Adafactor"):
             direction = np.asarray(leaf_grads[-1], np.float64)
+        elif name == "Adadelta":
+            eps_name = "eps" if framework == "torch" else "epsilon"
+            rho, eps = signature["rho"].default, signature[eps_name].default
+            direction = ref.adadelta_direction(leaf_grads, rho, eps)
+        elif name == "Lion":
+            direction = ref.lion_direction(leaf_grads, 0.9, 0.99)
+        elif name == "Rprop":
+            direction = ref.rprop_direction(leaf_grads, lr)
         elif name in ("NAdam", "Nadam"):
             psi = 0.004 if framework == "torch" else 1
             direction = ref.nesterov_direction(leaf_grads, 0.9, psi)

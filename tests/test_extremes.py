@@ -92,6 +92,12 @@ def alias_grid(name):
         return [
             {"learning_rate": SCHEDULE, "b2": b2, "b1": b1} for b2 in BETAS for b1 in (0.0, 0.9999)
         ]
+    if name == "rprop":  # no β, no ε: the step-size bounds at their edges (lr: the first step)
+        return [
+            {"learning_rate": 0.05, "min_step_size": low, "max_step_size": high}
+            for low in (0.0, 1e-30)
+            for high in (1e-3, 1e30)
+        ]
     if name == "adagrad":
         return _grid(None, "learning_rate", SCHEDULE, "eps")
     return _grid("decay" if name == "rmsprop" else "b2", "learning_rate", SCHEDULE, "eps")
