@@ -6,6 +6,8 @@ them, are derived from it.
 
 from adaptive_tx import compat, sparse
 from adaptive_tx.aliases import (
+    adabelief,
+    adadelta,
     adafactor,
     adagrad,
     adam,
@@ -19,13 +21,17 @@ from adaptive_tx.aliases import (
     laprop,
     ftrl,
     lamb,
+    lion,
     nadam,
     nadamw,
     radam,
     rmsprop,
     rowwise_adagrad,
+    rprop,
+    yogi,
 )
 from adaptive_tx.masking import cautious, cautious_mask
+from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
 from adaptive_tx.diagnostics import (
     RateSummary,
     effective_learning_rate,
@@ -69,6 +75,13 @@ from adaptive_tx.normalized_momentum import (
 )
 from adaptive_tx.rule import Rule, dense_transformation
 from adaptive_tx.sharding import state_shardings
+from adaptive_tx.second_moments import (
+    ScaleByBeliefState,
+    ScaleByYogiState,
+    scale_by_belief,
+    scale_by_yogi,
+)
+from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState, scale_by_lion, scale_by_rprop
 from adaptive_tx.sparse import RowSparse
 from adaptive_tx.state_precision import (
     Cast,
@@ -103,18 +116,25 @@ __all__ = (
     "ScaleByAdEMAMixState",
     "ScaleByAdanState",
     "ScaleByAdoptState",
+    "ScaleByAdadeltaState",
+    "ScaleByBeliefState",
     "ScaleByBiasCorrectedMomentsState",
     "ScaleByEmaOfSquaresState",
     "ScaleByFtrlState",
     "ScaleByInfNormMomentsState",
     "ScaleByLaPropState",
     "ScaleByLearningRateState",
+    "ScaleByLionState",
     "ScaleByRectifiedMomentsState",
     "ScaleByRowwiseSumOfSquaresState",
+    "ScaleByRpropState",
     "ScaleByScheduledLearningRateState",
     "ScaleBySumOfSquaresState",
+    "ScaleByYogiState",
     "SkipNonfiniteState",
     "StochasticRounding",
+    "adabelief",
+    "adadelta",
     "adafactor",
     "adagrad",
     "adam",
@@ -137,6 +157,7 @@ __all__ = (
     "laprop",
     "ftrl",
     "lamb",
+    "lion",
     "nadam",
     "nadamw",
     "radam",
@@ -145,6 +166,8 @@ __all__ = (
     "scale_by_adan",
     "scale_by_ademamix",
     "scale_by_adopt",
+    "rprop",
+    "scale_by_belief",
     "scale_by_bias_corrected_moments",
     "scale_by_ema_of_squares",
     "scale_by_factored_ema_of_squares",
@@ -152,12 +175,17 @@ __all__ = (
     "scale_by_inf_norm_moments",
     "scale_by_laprop",
     "scale_by_learning_rate",
+    "scale_by_lion",
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
+    "scale_by_rprop",
     "scale_by_sum_of_squares",
     "scale_by_trust_ratio",
+    "scale_by_yogi",
     "skip_nonfinite",
+    "scale_by_adadelta",
     "sparse",
     "state_nbytes",
     "state_shardings",
+    "yogi",
 )

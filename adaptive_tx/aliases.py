@@ -21,6 +21,8 @@ import optax
 from jax.typing import DTypeLike
 
 from adaptive_tx import _validate, sparse
+from adaptive_tx.compat._common import is_off
+from adaptive_tx.delta import scale_by_adadelta
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
 from adaptive_tx.ftrl_proximal import scale_by_ftrl
@@ -33,6 +35,8 @@ from adaptive_tx.moments import (
     scale_by_rectified_moments,
 )
 from adaptive_tx.normalized_momentum import quarter_power, scale_by_adopt, scale_by_laprop
+from adaptive_tx.second_moments import scale_by_belief, scale_by_yogi
+from adaptive_tx.sign import scale_by_lion, scale_by_rprop
 from adaptive_tx.state_precision import StorageSpec
 from adaptive_tx.sum_of_squares import scale_by_rowwise_sum_of_squares, scale_by_sum_of_squares
 from adaptive_tx.weight_decay import Mask, add_decoupled_weight_decay
@@ -485,6 +489,65 @@ def lamb(
     Args:
       learning_rate: a non-negative number or a schedule.
       b1, b2, eps, eps_root, mu_dtype, nu_dtype: see `scale_by_bias_corrected_moments`.
+def adadelta(
+    learning_rate: ScalarOrSchedule | None = None,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay_mask: Mask = None,
+    *,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adadelta: :math:`\theta_t = \theta_{t-1} - \eta_t \sqrt{E[\Delta x^2]_{t-1} + \epsilon}\, g_t / \sqrt{E[g^2]_t + \epsilon}`.
+
+    [coupled L2: ``add_decoupled_weight_decay`` before the scaling, :math:`g_t + \lambda_t
+    \theta_{t-1}`], ``scale_by_adadelta``, then the learning rate (None: 1, Zeiler's method);
+    equals ``optax.adadelta``.
+
+    Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012,
+    https://arxiv.org/abs/1212.5701
+
+    Args:
+      learning_rate: a non-negative number, a schedule, or None (1.0).
+      rho, eps, nu_dtype: see `scale_by_adadelta`.
+      weight_decay: λ of the L2 term added to the gradient before the scaling (as optax), >= 0.
+      weight_decay_mask: where the L2 term applies (see `add_decoupled_weight_decay`).
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0])
+      >>> tx = adadelta(1.0, rho=0.5, eps=1.0)
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # 1 - sqrt(1) / sqrt(0.5 * 2² + 1) * 2
+      Array([-0.1547005], dtype=float32)
+    """
+    parts = []
+    if not is_off(weight_decay):  # a Python 0 adds nothing: left out, as optax adds 0 * theta
+        parts.append(add_decoupled_weight_decay(weight_decay, weight_decay_mask))
+    parts.append(scale_by_adadelta(rho, eps, nu_dtype=nu_dtype))
+    parts.append(scale_by_learning_rate(1.0 if learning_rate is None else learning_rate))
+    return optax.chain(*parts)
+
+
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    mu_dtype: StorageSpec = None,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Lion: :math:`\theta_t = \theta_{t-1} - \eta_t\,(\operatorname{sign}(\beta_1 m_{t-1} + (1-\beta_1) g_t) + \lambda_t \theta_{t-1})`.
+
+    ``scale_by_lion``, ``add_decoupled_weight_decay``, then the learning rate; equals
+    ``optax.lion``. Every coordinate moves by :math:`\eta_t` (plus the decay).
+
+    Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023,
+    https://arxiv.org/abs/2302.06675
+
+    Args:
+      learning_rate: a non-negative number or a schedule (3-10 times smaller than AdamW's).
+      b1, b2, mu_dtype: see `scale_by_lion`.
       weight_decay, mask: see `add_decoupled_weight_decay`.
 
     Example:
@@ -502,6 +565,114 @@ def lamb(
         scale_by_trust_ratio(),
         scale_by_learning_rate(learning_rate),
     )
+      >>> params = jnp.array([1.0, 1.0])
+      >>> tx = lion(0.1, weight_decay=0.0)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.01]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    scaling = scale_by_lion(b1, b2, mu_dtype)
+    return _chain(scaling, learning_rate, weight_decay=weight_decay, mask=mask)
+
+
+def adabelief(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    eps_root: float = 1e-16,
+    *,
+    nesterov: bool = False,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdaBelief: Adam with the variance around the first moment, :math:`s_t`, for :math:`v_t`.
+
+    :math:`\theta_t = \theta_{t-1} - \eta_t\, \hat m_t / (\sqrt{\hat s_t} + \epsilon)`,
+    :math:`s_t = \beta_2 s_{t-1} + (1-\beta_2)(g_t - m_t)^2 + \epsilon_{root}`.
+    ``scale_by_belief`` then the learning rate; equals ``optax.adabelief``.
+
+    Reference: Zhuang et al., "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed
+    Gradients", NeurIPS 2020, https://arxiv.org/abs/2010.07468
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, nesterov, mu_dtype, nu_dtype: see `scale_by_belief`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = adabelief(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates.round(4)  # the first step: -0.1 g / (0.9 |g|)
+      Array([-0.1111,  0.1111], dtype=float32)
+    """
+    scaling = scale_by_belief(
+        b1, b2, eps, eps_root, nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype
+    )
+    return _chain(scaling, learning_rate)
+
+
+def yogi(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-3,
+    *,
+    mu_dtype: StorageSpec = None,
+    nu_dtype: StorageSpec = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Yogi: Adam whose second moment moves additively, :math:`v_t = v_{t-1} - (1-\beta_2)\operatorname{sign}(v_{t-1} - g_t^2) g_t^2`.
+
+    ``scale_by_yogi`` (moments starting at 1e-6, as optax) then the learning rate; equals
+    ``optax.yogi``.
+
+    Reference: Zaheer et al., "Adaptive Methods for Nonconvex Optimization", NeurIPS 2018,
+    https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, mu_dtype, nu_dtype: see `scale_by_yogi`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = yogi(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))
+      >>> updates.round(4)  # -0.1 * m_hat / (sqrt(v_hat) + 1e-3)
+      Array([-0.1], dtype=float32)
+    """
+    scaling = scale_by_yogi(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return _chain(scaling, learning_rate)
+
+
+def rprop(
+    learning_rate: float,
+    eta_minus: float = 0.5,
+    eta_plus: float = 1.2,
+    min_step_size: float = 1e-6,
+    max_step_size: float = 50.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rprop: :math:`\theta_t = \theta_{t-1} - \eta_t \operatorname{sign}(g_t)`, per-coordinate step sizes :math:`\eta_t`.
+
+    ``scale_by_rprop`` then ``scale_by_learning_rate(1.0)`` (the sign flip, whose state makes the
+    step sizes the effective learning rates); equals ``optax.rprop``. ``learning_rate`` is the
+    initial step size :math:`\eta_0`, a number.
+
+    Reference: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+    The RPROP Algorithm", ICNN 1993, https://doi.org/10.1109/ICNN.1993.298623
+
+    Args:
+      learning_rate, eta_minus, eta_plus, min_step_size, max_step_size: see `scale_by_rprop`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = jnp.array([1.0, 1.0])
+      >>> tx = rprop(0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.01]), tx.init(params))
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    scaling = scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)
+    return optax.chain(scaling, scale_by_learning_rate(1.0))
 
 
 def rowwise_adagrad(

@@ -26,7 +26,19 @@ the update. With optax's conventions:
 - Adan: :math:`\eta / (\sqrt{n_t/(1-\beta_3^t) + \epsilon_{root}} + \epsilon)` (direction
   :math:`\hat m_t + (1-\beta_2)\hat v_t`); AdEMAMix:
   :math:`\eta / (\sqrt{\nu_t/(1-\beta_2^t) + \epsilon_{root}} + \epsilon)` (direction
-  :math:`m^{(1)}_t/(1-\beta_1^t) + \alpha\, m^{(2)}_t`).
+  :math:`m^{(1)}_t/(1-\beta_1^t) + \alpha\, m^{(2)}_t`);
+- Adadelta: :math:`\eta / \sqrt{E[g^2]_t + \epsilon}`, its direction the gradient in the units of
+  the past steps, :math:`d_t = \sqrt{E[\Delta x^2]_{t-1} + \epsilon}\; g_t` (the average of the
+  steps *before* the last one, which the state no longer holds: the rate is the part of the step
+  the state determines);
+- AdaBelief, Yogi: Adam's, with their own second statistic for :math:`v_t` (AdaBelief's
+  :math:`s_t`, the EMA of :math:`(g_t - m_t)^2` plus :math:`\epsilon_{root}`; Yogi's additive
+  :math:`v_t`), the direction :math:`m_t` (AdaBelief's ``nesterov``: NAdam's look-ahead);
+- Rprop: the step sizes :math:`\eta_t` in the state (the alias's learning rate is 1), its direction
+  :math:`\operatorname{sign}(g_t)`, 0 where the gradient's sign flipped (that step is skipped);
+- Lion: :math:`\eta` for every coordinate, its direction
+  :math:`d_t = \operatorname{sign}(\beta_1 m_{t-1} + (1-\beta_1) g_t)` (plus the decoupled weight
+  decay below).
 
 A scheduled learning rate contributes the rate of the last step. The rate includes the first
 moment's bias correction :math:`1/(1-\beta_1^t)` (10 at the first Adam step with
@@ -35,7 +47,7 @@ moment's bias correction :math:`1/(1-\beta_1^t)` (10 at the first Adam step with
 Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exactly
 (:math:`\theta_{t-1}` the parameters given to the step, :math:`\lambda_t` the weight decay):
 
-- decoupled weight decay (``adamw``, ``nadamw``, ``adamaxw``, torch's ``AdamW``, keras'
+- decoupled weight decay (``adamw``, ``nadamw``, ``adamaxw``, ``lion``, torch's ``AdamW``, keras'
   ``weight_decay``): :math:`u_t = -\eta_{\text{eff}} \odot d_t - \eta_t \lambda_t \theta_{t-1}`
   (where the mask applies);
 - a momentum trace after the learning rate (``rmsprop(momentum=μ)``, keras' RMSprop):
@@ -66,8 +78,9 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   :math:`\epsilon_2 = 10^{-3}`), without its momentum and weight decay. With a parameter RMS of
   10, say, the step is 10 times the rate's.
 
-Transformations before the adaptive rule (gradient clipping, torch's coupled L2, a sign flip)
-change the gradient the rule sees; :math:`d_t` is computed from that gradient.
+Transformations before the adaptive rule (gradient clipping, the coupled L2 term of torch's presets
+and of ``adadelta``, a sign flip) change the gradient the rule sees; :math:`d_t` is computed from
+that gradient.
 
 The rate shows how an adaptive method treats each coordinate: a rare coordinate keeps a large
 rate, and Adagrad's rates only ever shrink (the "dying learning rate"), which

@@ -13,7 +13,7 @@ step :math:`t`:
 arithmetic of a method is written once, here in a `Rule`, and every execution path (dense pytrees,
 row-sparse tables, diagnostics, lean state) is derived from it.
 
-What a rule may see. By default: the gradient coordinate, its statistics and the step. Two
+What a rule may see. By default: the gradient coordinate, its statistics and the step. Three
 optional fields (at the end of `Rule`, off by default, so every other rule is unchanged) widen
 that, still coordinate by coordinate (a row of a table can still be updated alone):
 
@@ -25,6 +25,12 @@ that, still coordinate by coordinate (a row of a table can still be updated alon
   :math:`\theta_t = -\mathrm{direction} \odot \mathrm{scale}`, and the update is
   :math:`u_t = \theta_t - \theta_{t-1}` (FTRL: a coordinate whose closed form is 0 becomes exactly
   0 after ``optax.apply_updates``). Needs ``reads_params``.
+* ``reads_previous``: ``direction`` also receives the statistics *before* the step,
+  :math:`\mathrm{direction}(g_t, s_t, t, s_{t-1})` (after the parameter, where the rule reads it
+  too): Lion's sign of an interpolation with :math:`m_{t-1}`, Adadelta's
+  :math:`\sqrt{E[\Delta x^2]_{t-1}+\epsilon}\, g_t`. The scale never reads :math:`s_{t-1}`: it
+  is a function of the state alone, so that the effective learning rate of the last step can be
+  read from the state after it (the statistics before the step are not kept).
 
 A factor computed from a whole leaf (a norm, LAMB's trust ratio) is not a rule's: it is a
 transformation of its own in the chain (`adaptive_tx.layerwise`), which refuses row-sparse leaves.
@@ -57,12 +63,15 @@ class Rule(NamedTuple):
       direction: ``(g, stats, t) -> d``: the direction (``g`` for Adagrad/RMSProp, the first moment for
         the Adam family).
       scale: ``(stats, t) -> s``: the per-coordinate factor, the update being ``d * s``.
-
       reads_params: whether ``accumulate`` and ``direction`` take the parameter as a fourth
         argument, ``(g, stats, t, p)`` (default False).
       gives_params: whether ``-direction * scale`` is the new parameter, the update being it minus
         the parameter (default False: the update is ``direction * scale``); needs
         ``reads_params``.
+      reads_previous: whether ``direction`` also takes the statistics before the step, after the
+        parameter if it reads it: ``(g, stats, t, previous) -> d`` (Lion, Adadelta; default
+        False). The scale reads the new statistics only, so that `state_scale` computes it from
+        a state.
 
     All functions receive float32 (or wider) arrays of one leaf and the step ``t`` as an int32 scalar;
     they must be elementwise so that any subset of coordinates (a row of a table) can be updated alone.
@@ -81,6 +90,7 @@ class Rule(NamedTuple):
     scale: Callable[[Stats, jax.Array], jax.Array]
     reads_params: bool = False
     gives_params: bool = False
+    reads_previous: bool = False
 
 
 def abs_sq(g: jax.Array) -> jax.Array:
@@ -291,7 +301,8 @@ def apply_rule(
         state_precision.decode(kept) if storage.reads_stored else new
         for storage, new, kept in zip(storages, new_stats, stored)
     )
-    update = rule.direction(wide_g, seen, t, *seen_param) * rule.scale(seen, t)
+    previous = (widen(stats),) if rule.reads_previous else ()
+    update = rule.direction(wide_g, seen, t, *seen_param, *previous) * rule.scale(seen, t)
     if rule.gives_params:  # the new parameter minus the old one
         update = -update - seen_param[0]
     return update.astype(update_dtype(g, stats)), stored
@@ -500,5 +511,38 @@ def dense_transformation(
             sparse.shape_view(new_updates), sparse.shape_view(updates)
         )
         return new_updates, make_state(count, new_stat_trees)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def real_only(
+    tx: optax.GradientTransformation, where: str, hint: str
+) -> optax.GradientTransformation:
+    """`tx`, refusing complex parameters at ``init`` and complex gradients at ``update``.
+
+    For rules that are not defined on complex numbers (their optax twins' arithmetic gives a
+    complex statistic or a step that means nothing there). `hint` says what to do instead.
+
+    Example:
+      >>> tx = real_only(optax.identity(), "identity", "split the parts")
+      >>> tx.update(jnp.ones(1, jnp.complex64), tx.init(jnp.zeros(1)))
+      Traceback (most recent call last):
+      ...
+      TypeError: identity: gradient <root> is complex (complex64); split the parts
+    """
+
+    def init_fn(params):
+        _validate.check_real_params(where, params, hint)
+        return tx.init(params)
+
+    def update_fn(updates, state, params=None):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)[0]:
+            values = leaf.values if sparse.is_row_sparse(leaf) else leaf
+            if jnp.iscomplexobj(values):
+                raise TypeError(
+                    f"{where}: gradient {jax.tree_util.keystr(path) or '<root>'} is complex "
+                    f"({jnp.result_type(values)}); {hint}"
+                )
+        return tx.update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)

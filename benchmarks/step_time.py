@@ -72,6 +72,11 @@ METHODS = (
     "ademamix",
     "laprop",
     "lamb",
+    "adadelta",
+    "adabelief",
+    "yogi",
+    "lion",
+    "rprop",
 )
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {
@@ -81,6 +86,8 @@ TORCH = {
     "rmsprop": ("RMSprop", ("foreach",)),
     "adamax": ("Adamax", ("foreach",)),
     "nadam": ("NAdam", ("foreach",)),
+    "adadelta": ("Adadelta", ("foreach",)),
+    "rprop": ("Rprop", ("foreach",)),
 }
 LEARNING_RATE = 1e-3
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -209,7 +216,7 @@ def make_torch(method, kind, flat_params, flat_grads, leaves, device) -> Callabl
     """One torch.optim step on `leaves` tensors, or None if torch has no such implementation."""
     import torch
 
-    name, kinds = TORCH.get(method, (None, ()))  # (torch ships none of the newer methods)
+    name, kinds = TORCH.get(method, (None, ()))  # not in torch.optim: the rest
     if kind not in kinds:
         return None
     params = [

@@ -7,6 +7,7 @@ name and signature, which is the independent reference for parity.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -68,7 +69,38 @@ ALIASES = [
     ("laprop", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.99, eps=1e-3)),
     ("lamb", dict(learning_rate=0.01)),
     ("lamb", dict(learning_rate=SCHEDULE, b1=0.5, eps_root=1e-8, weight_decay=0.1, mask=_mask)),
+    ("adadelta", dict(learning_rate=1.0)),
+    # (adadelta's coupled L2 term: tests/test_reference.py, whose reference follows the parameters)
+    ("adadelta", dict(learning_rate=SCHEDULE, rho=0.5, eps=1e-3)),
+    ("lion", dict(learning_rate=0.001)),
+    ("lion", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.9, weight_decay=WD_SCHEDULE, mask=_mask)),
+    ("adabelief", dict(learning_rate=0.01)),
+    # (with a schedule, adabelief's trajectories pass within 1e-3 of 0, where max_rel_diff's floor
+    # reads its 1-ulp absolute differences from optax, 5e-8, as 4e-5)
+    ("adabelief", dict(learning_rate=0.01, b2=0.99, eps=1e-8, eps_root=1e-10, nesterov=True)),
+    ("yogi", dict(learning_rate=0.01)),
+    ("yogi", dict(learning_rate=SCHEDULE, b1=0.5, b2=0.9, eps=1e-5)),
+    ("rprop", dict(learning_rate=0.01)),
+    (
+        "rprop",
+        dict(learning_rate=0.1, eta_minus=0.3, eta_plus=1.5, min_step_size=0.01, max_step_size=0.2),
+    ),
 ]
+
+def _optax_rprop(
+    learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0
+):
+    """optax.rprop with the current step: optax 0.2.8 returns the step of the previous update (its
+    first update is 0; optax pull request 1725), but its new state's ``prev_updates`` is the
+    current step (the paper's, torch's), which this twin returns: optax does all the arithmetic."""
+    inner = optax.scale_by_rprop(learning_rate, eta_minus, eta_plus, min_step_size, max_step_size)
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        _, state = inner.update(updates, state, params)
+        return jax.tree.map(jnp.negative, state.prev_updates), state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update)
 
 
 def laprop(
@@ -92,7 +124,11 @@ COMPOSED_TWINS = ("laprop",)
 
 def twin(name: str):
     """The independent reference of an alias: optax's function of that name (or optax.contrib's),
-    or, for a method optax does not ship, its composition from optax primitives here."""
+    or, for a method optax does not ship, its composition from optax primitives here; where
+    optax's has a defect the alias does not reproduce, optax's arithmetic with the defect
+    removed (rprop: `_optax_rprop`)."""
+    if name == "rprop":
+        return _optax_rprop
     for namespace in (optax, optax.contrib):
         if hasattr(namespace, name):
             return getattr(namespace, name)
@@ -248,4 +284,9 @@ CONVERGENCE_LR = {
     "ademamix": 1e-2,
     "laprop": 1e-1,
     "lamb": 1e-3,
+    "adadelta": 0.1,
+    "lion": 1e-2,
+    "adabelief": 1e-2,
+    "yogi": 1e-1,
+    "rprop": 1e-1,
 }

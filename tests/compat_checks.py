@@ -7,8 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_tx.delta import ScaleByAdadeltaState
 from adaptive_tx.diagnostics import effective_learning_rate
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState
+from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState
 from adaptive_tx.sum_of_squares import ScaleBySumOfSquaresState
 from tests.cases import gradient_stream, make_params, max_rel_diff, run
 
@@ -83,6 +85,7 @@ def check_per_coordinate_scale(tx, state, params, grad, plain: bool) -> None:
     the stored first moment (Adam family without NAdam's look-ahead).
     """
     # Both jitted: RAdam's r_t cancels digits, so eager and compiled arithmetic differ by ~1e-4.
+    before = state
     update, state = jax.jit(tx.update)(grad, state, params)
     rate = jax.jit(effective_learning_rate)(state)
     chex.assert_trees_all_equal_shapes(rate, params)
@@ -91,7 +94,17 @@ def check_per_coordinate_scale(tx, state, params, grad, plain: bool) -> None:
         return
     (adaptive,) = [s for s in jax.tree.leaves(state, is_leaf=_is_adaptive) if _is_adaptive(s)]
     gradient_rules = (ScaleBySumOfSquaresState, ScaleByEmaOfSquaresState)
-    direction = grad if isinstance(adaptive, gradient_rules) else adaptive.mu
+    (previous,) = [s for s in jax.tree.leaves(before, is_leaf=_is_adaptive) if _is_adaptive(s)]
+    if isinstance(adaptive, ScaleByAdadeltaState):  # sqrt(E[dx^2]_{t-1} + eps) g_t
+        eps = previous.packed_hyperparams[1]
+        direction = jax.tree.map(lambda e, g: jnp.sqrt(e + eps) * g, previous.e_x, grad)
+    elif isinstance(adaptive, ScaleByLionState):  # sign(b1 m_{t-1} + (1 - b1) g_t)
+        b1 = previous.packed_hyperparams[0]
+        direction = jax.tree.map(lambda m, g: jnp.sign(b1 * m + (1 - b1) * g), previous.mu, grad)
+    elif isinstance(adaptive, ScaleByRpropState):  # sign(g_t), 0 where the sign flipped
+        direction = jax.tree.map(jnp.sign, adaptive.prev_updates)
+    else:
+        direction = grad if isinstance(adaptive, gradient_rules) else adaptive.mu
     expected = jax.tree.map(lambda d, r: -d * r, direction, rate)
     assert max_rel_diff(update, expected, floor=1e-12) <= 1e-5
 

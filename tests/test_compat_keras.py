@@ -102,6 +102,13 @@ KERAS = [
     ("Adafactor", dict(learning_rate=0.3, weight_decay=0.05, global_clipnorm=5.0)),
     ("Adafactor", dict(learning_rate=SCHEDULE, beta_2_decay=0.0, clipnorm=1.0)),
     ("Adafactor", dict(learning_rate=0.1, epsilon_2=0.0, clipvalue=0.5)),
+    ("Adadelta", dict(learning_rate=1.0)),
+    ("Adadelta", dict(learning_rate=0.5, rho=0.8, epsilon=1e-3, weight_decay=0.05, clipnorm=1.0)),
+    ("Lion", dict(learning_rate=0.01)),
+    (
+        "Lion",
+        dict(learning_rate=SCHEDULE, beta_1=0.5, beta_2=0.9, weight_decay=0.1, clipvalue=0.5),
+    ),
 ]
 
 # (row of KERAS, function the preset calls (a primitive, or the preset's chain), option, the value

@@ -60,6 +60,11 @@ TORCH = [
     ("RAdam", dict(lr=0.01)),
     ("RAdam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, eps=0.1)),
     ("RAdam", dict(lr=SCHEDULE, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("Adadelta", dict()),
+    ("Adadelta", dict(lr=0.5, rho=0.5, eps=1e-3, weight_decay=0.1, maximize=True, foreach=True)),
+    ("Rprop", dict()),
+    # lr above the largest step size: torch clamps it at the first step
+    ("Rprop", dict(lr=0.5, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
 ]
 
 # (row of TORCH, primitive the preset calls, option, the value that gives optax's convention)
@@ -69,6 +74,7 @@ CONVENTIONS = [
     (TORCH[7], "scale_by_bias_corrected_moments", "amsgrad_raw_max", False),
     (TORCH[15], "scale_by_bias_corrected_moments", "momentum_decay", None),
     (TORCH[18], "scale_by_rectified_moments", "eps_hat", False),
+    (TORCH[-1], "scale_by_rprop", "clamp_unchanged", False),
 ]
 
 

@@ -90,7 +90,7 @@ def _last_step(tx, params, grads):
 
 
 def _weight_decay(name, kwargs):
-    if name not in ("adamw", "nadamw", "adamaxw", "adan", "ademamix", "lamb"):
+    if name not in ("adamw", "nadamw", "adamaxw", "adan", "ademamix", "lamb", "lion"):
         return None
     default = inspect.signature(getattr(atx, name)).parameters["weight_decay"].default
     return kwargs.get("weight_decay", default)
@@ -102,10 +102,16 @@ def _alias_direction(name, kwargs, leaf_grads):
         return np.asarray(leaf_grads[-1], np.float64)
     if name in ("adopt", "laprop", "adan", "ademamix"):
         return ref.newer_direction(name, leaf_grads, **_hyper(kwargs))
+    if name == "adadelta":
+        return ref.adadelta_direction(leaf_grads, **_hyper(kwargs))
+    if name == "lion":
+        return ref.lion_direction(leaf_grads, **_hyper(kwargs))
+    if name == "rprop":
+        return ref.rprop_direction(leaf_grads, kwargs["learning_rate"], **_hyper(kwargs))
     b1 = kwargs.get("b1", 0.9)
     if name in ("nadam", "nadamw") or kwargs.get("nesterov"):
         return ref.nesterov_direction(leaf_grads, b1)
-    return ref.first_moment(leaf_grads, b1)
+    return ref.first_moment(leaf_grads, b1, start=1e-6 if name == "yogi" else 0.0)
 
 
 ADAFACTOR_ROWS = [
@@ -167,6 +173,10 @@ PRESET_ROWS = [
     ("keras", "Adamax", {}),
     ("keras", "Nadam", {}),
     ("keras", "Adafactor", {}),
+    ("torch", "Adadelta", {}),
+    ("torch", "Rprop", {}),
+    ("keras", "Adadelta", {}),
+    ("keras", "Lion", {}),
 ]
 
 
@@ -184,6 +194,14 @@ def test_preset_update_is_minus_rate_times_direction_plus_the_documented_terms(r
         rate = np.asarray(rate, np.float64)
         if name in ("Adagrad", "RMSprop", "Adafactor"):
             direction = np.asarray(leaf_grads[-1], np.float64)
+        elif name == "Adadelta":
+            eps_name = "eps" if framework == "torch" else "epsilon"
+            rho, eps = signature["rho"].default, signature[eps_name].default
+            direction = ref.adadelta_direction(leaf_grads, rho, eps)
+        elif name == "Lion":
+            direction = ref.lion_direction(leaf_grads, 0.9, 0.99)
+        elif name == "Rprop":
+            direction = ref.rprop_direction(leaf_grads, lr)
         elif name in ("NAdam", "Nadam"):
             psi = 0.004 if framework == "torch" else 1
             direction = ref.nesterov_direction(leaf_grads, 0.9, psi)

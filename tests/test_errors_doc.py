@@ -126,6 +126,10 @@ def _flush_a_lazy_optimizer():
 
     embed = atx.sparse.Embed(3, 2, rngs=nnx.Rngs(0))
     return atx.sparse.flush(nnx.Optimizer(embed, atx.adam(0.1), wrt=nnx.Param), embed)
+def _adadelta_update(grads):
+    params = {"w": jnp.ones(3)}
+    tx = atx.adadelta(1.0)
+    return tx.update(grads, tx.init(params), params)
 
 
 # The example of every row whose result is an exception, by the row's ID.
@@ -227,6 +231,15 @@ RAISES = {
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}
     ),
+    "adadelta-eps-zero": lambda: atx.adadelta(1.0, eps=0.0),
+    "adadelta-estimating-storage": lambda: atx.scale_by_adadelta(nu_dtype=atx.Factored(2)),
+    "adadelta-complex-gradient": lambda: _adadelta_update({"w": jnp.ones(3, jnp.complex64)}),
+    "adadelta-complex-params": lambda: atx.adadelta(1.0).init({"z": jnp.ones(3, jnp.complex64)}),
+    "rprop-complex-gradient": lambda: atx.rprop(0.1).update(
+        {"w": jnp.ones(3, jnp.complex64)}, atx.rprop(0.1).init({"w": jnp.ones(3)})
+    ),
+    "rprop-step-bounds": lambda: atx.rprop(0.1, min_step_size=1.0, max_step_size=0.5),
+    "torch-rprop-pair": lambda: atx.compat.torch.Rprop(etas=0.5),
     "optax-state-rowwise": lambda: atx.from_optax_state(
         atx.rowwise_adagrad(0.1), PARAMS, optax.adagrad(0.1).init(PARAMS)
     ),

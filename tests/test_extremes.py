@@ -75,6 +75,22 @@ ALIAS_NAMES = sorted({name for name, _ in ALIASES})
 
 
 def alias_grid(name):
+    if name == "adadelta":  # ε > 0 starts its steps: the ε grid is where they stay small
+        return [
+            {"learning_rate": SCHEDULE, "rho": rho, "eps": eps}
+            for rho in BETAS
+            for eps in (1e-8, 1e-6)
+        ]
+    if name == "lion":  # no ε: b1 at its edges instead
+        return [
+            {"learning_rate": SCHEDULE, "b2": b2, "b1": b1} for b2 in BETAS for b1 in (0.0, 0.9999)
+        ]
+    if name == "rprop":  # no β, no ε: the step-size bounds at their edges (lr: the first step)
+        return [
+            {"learning_rate": 0.05, "min_step_size": low, "max_step_size": high}
+            for low in (0.0, 1e-30)
+            for high in (1e-3, 1e30)
+        ]
     if name == "adagrad":
         return _grid(None, "learning_rate", SCHEDULE, "eps")
     if name == "adopt":  # eps > 0, the floor its first step divides by (ValueError at 0)

@@ -267,9 +267,17 @@ def _problems(real_only=False):
 
 
 
+# optax's test_optimization skips complex64 for these (adadelta and rprop refuse complex numbers,
+# see tests/test_aliases.py; lion's fixed-size steps are not claimed to solve the complex problems).
+REAL_ONLY_CONVERGENCE = ("adadelta", "lion", "rprop")
+
+
 def _converging(name, kwargs):
-    """The row at its convergence rate, without weight decay (which moves the minimum)."""
+    """The row at its convergence rate, without weight decay (which moves the minimum; lion's
+    default 1e-3 is replaced by optax's test setting, 1e-4)."""
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("weight_decay")}
+    if name == "lion":
+        kwargs["weight_decay"] = 1e-4
     return name, {**kwargs, "learning_rate": CONVERGENCE_LR[name]}
 
 
@@ -295,6 +303,8 @@ def test_converges_on_a_parabola_and_rosenbrock_in_float32_and_complex64(row):
     # ADOPT clips its normalized gradient, which complex numbers cannot be (refused with the fix,
     # tests/test_aliases.py; unclipped, its eps-floored first steps diverge on Rosenbrock)
     params = _problems(real_only=name == "adopt")
+    if name in REAL_ONLY_CONVERGENCE:
+        params = {k: v for k, v in params.items() if k.endswith("f32")}
     params, _ = jax.jit(lambda p: jax.lax.fori_loop(0, 10_000, step, (p, tx.init(p))))(params)
     expected = {
         k: jnp.asarray(PARABOLA_END if k.startswith("parabola") else [1.0, 1.0], v.dtype)

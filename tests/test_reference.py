@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests.cases import run
+from tests.cases import run, twin
 from tests.reference import numpy_optimizers as ref
 
 STEPS = 100
@@ -85,6 +85,16 @@ ROWS = [
     ("radam", {"b2": 0.0, "eps": 1.0, "threshold": 1.0}),
     ("lamb", {}),
     ("lamb", {"b1": 0.5, "eps_root": 1e-4, "weight_decay": 0.1, "learning_rate": LR_SCHEDULE}),
+    ("adadelta", {}),
+    ("adadelta", {"rho": 0.5, "eps": 1e-3, "weight_decay": 0.1, "learning_rate": LR_SCHEDULE}),
+    ("lion", {}),
+    ("lion", {"b1": 0.5, "b2": 0.9, "weight_decay": WD_SCHEDULE, "learning_rate": LR_SCHEDULE}),
+    ("adabelief", {}),
+    ("adabelief", {"b1": 0.5, "b2": 0.99, "eps": 1e-6, "eps_root": 1e-8, "nesterov": True}),
+    ("yogi", {}),
+    ("yogi", {"b1": 0.5, "b2": 0.9, "eps": 1e-5}),
+    ("rprop", {}),
+    ("rprop", {"eta_minus": 0.3, "eta_plus": 1.5, "min_step_size": 1e-3, "max_step_size": 0.02}),
 ]
 
 REFERENCE = {
@@ -99,6 +109,11 @@ REFERENCE = {
     "adamaxw": ref.run_adamax,
     "radam": ref.run_radam,
     "lamb": ref.run_lamb,
+    "adadelta": ref.run_adadelta,
+    "lion": ref.run_lion,
+    "adabelief": ref.run_adabelief,
+    "yogi": ref.run_yogi,
+    "rprop": ref.run_rprop,
 }
 
 
@@ -146,7 +161,7 @@ def _reference(name, kwargs, problem):
     args = _alias_args(name, kwargs)
     run = REFERENCE[name]
     hyper = {k: v for k, v in args.items() if k in inspect.signature(run).parameters}
-    ignored = set(args) - set(hyper) - {"learning_rate", "mu_dtype", "mask"}
+    ignored = set(args) - set(hyper) - {"learning_rate", "mu_dtype", "mask", "weight_decay_mask"}
     assert not ignored, f"{run.__name__} ignores {ignored}"
     return np.stack(run(*problem, args["learning_rate"], **hyper))
 
@@ -224,6 +239,21 @@ def _primitive(name, kwargs):
         ]
     elif name == "lamb":
         chain = [atx.scale_by_bias_corrected_moments(**pick("b1", "b2", "eps", "eps_root"))]
+    elif name == "adadelta":  # the L2 term comes before the scaling
+        return optax.chain(
+            optax.add_decayed_weights(a["weight_decay"]),
+            atx.scale_by_adadelta(**pick("rho", "eps")),
+            _scale_by_lr(a["learning_rate"]),
+        )
+    elif name == "lion":
+        chain = [atx.scale_by_lion(**pick("b1", "b2"))]
+    elif name == "adabelief":
+        chain = [atx.scale_by_belief(**pick("b1", "b2", "eps", "eps_root", "nesterov"))]
+    elif name == "yogi":
+        chain = [atx.scale_by_yogi(**pick("b1", "b2", "eps"))]
+    elif name == "rprop":  # the learning rate is the initial step size; the step is -u_t
+        args = pick("learning_rate", "eta_minus", "eta_plus", "min_step_size", "max_step_size")
+        return optax.chain(atx.scale_by_rprop(**args), optax.scale(-1.0))
     else:
         raise ValueError(name)
     if "weight_decay" in a:
@@ -239,7 +269,7 @@ def test_reference_matches_optax(name, kwargs, problem):
     # below float32 noise (they agree to ~1e-15): even where an eps of 1e-8 sits
     # would show at TOL_X64.
     with jax.enable_x64(True):
-        tx = getattr(optax, name)(**{"learning_rate": LR, **kwargs})
+        tx = twin(name)(**{"learning_rate": LR, **kwargs})
         actual = _run_jax(tx, problem, jnp.float64)
         _assert_close(actual, _reference(name, kwargs, problem), tol=TOL_X64)
 
@@ -247,7 +277,7 @@ def test_reference_matches_optax(name, kwargs, problem):
 @rows
 def test_optax_float32_meets_tolerance(name, kwargs, problem):
     """Calibrates TOL: float32 optax, like the library, against the reference."""
-    tx = getattr(optax, name)(**{"learning_rate": LR, **kwargs})
+    tx = twin(name)(**{"learning_rate": LR, **kwargs})
     _assert_close(
         _run_jax(tx, problem), _reference(name, kwargs, problem), _tolerance(name, kwargs)
     )

@@ -41,16 +41,19 @@ import optax
 
 from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import is_off, real_params_only
+from adaptive_tx.delta import scale_by_adadelta
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.factored import scale_by_factored_ema_of_squares
 from adaptive_tx.ftrl_proximal import scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import scale_by_bias_corrected_moments, scale_by_inf_norm_moments
+from adaptive_tx.sign import scale_by_lion
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
 __all__ = (
+    "Adadelta",
     "Adafactor",
     "Adagrad",
     "Adam",
@@ -58,6 +61,7 @@ __all__ = (
     "Adamax",
     "Ftrl",
     "Lamb",
+    "Lion",
     "Nadam",
     "RMSprop",
     "adafactor_scaling",
@@ -271,6 +275,131 @@ def Adagrad(
     scaling = scale_by_sum_of_squares(initial_accumulator_value, epsilon)
     return _chain(
         "Adagrad",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def Adadelta(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    rho: float = 0.95,
+    epsilon: float = 1e-7,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Adadelta``: optax's arithmetic with keras' defaults (ρ = 0.95, ε = 1e-7, η = 1e-3).
+
+    .. math::
+
+       E[g^2]_t = \rho E[g^2]_{t-1} + (1-\rho) g_t^2, \quad
+       \Delta_t = \frac{\sqrt{E[\Delta^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}} g_t, \quad
+       \theta_t = \theta_{t-1} - \eta_t \Delta_t,
+
+    :math:`E[\Delta^2]_t = \rho E[\Delta^2]_{t-1} + (1-\rho) \Delta_t^2`. `scale_by_adadelta`.
+    keras' default η = 1e-3 makes the steps 1000 times smaller than Zeiler's (η = 1, torch's
+    default).
+
+    Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012,
+    https://arxiv.org/abs/1212.5701
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      rho: :math:`\rho` in [0, 1).
+      epsilon: ε > 0, inside both square roots.
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = Adadelta(learning_rate=1.0, rho=0.5, epsilon=1.0)
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+      >>> updates  # -sqrt(1) / sqrt(0.5 * 2² + 1) * 2
+      Array([-1.1547005], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    scaling = scale_by_adadelta(rho, epsilon)
+    return _chain(
+        "Adadelta",
+        scaling,
+        learning_rate,
+        weight_decay=weight_decay,
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+        use_ema=use_ema,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def Lion(
+    learning_rate: optax.ScalarOrSchedule = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.99,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+    use_ema: bool = False,
+    ema_momentum: float = 0.99,
+    ema_overwrite_frequency: int | None = None,
+    loss_scale_factor: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``keras.optimizers.Lion``: optax's arithmetic, no weight decay by default.
+
+    .. math::
+
+       \theta_t = \theta_{t-1} - \eta_t \operatorname{sign}(\beta_1 m_{t-1} + (1-\beta_1) g_t),
+       \quad m_t = \beta_2 m_{t-1} + (1-\beta_2) g_t,
+
+    then keras' decoupled ``weight_decay`` (optax's ``lion`` decays by 1e-3 by default, keras by
+    nothing). `scale_by_lion`.
+
+    Reference: Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023,
+    https://arxiv.org/abs/2302.06675
+
+    Args:
+      learning_rate: η, a non-negative number or an optax schedule.
+      beta_1: :math:`\beta_1` in [0, 1) (keras also accepts 1: the sign of the momentum alone,
+        which `scale_by_lion` refuses).
+      beta_2: :math:`\beta_2` in [0, 1).
+      weight_decay, clipnorm, clipvalue, global_clipnorm, ...: keras' common options, as the
+        module docstring describes.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = Lion(learning_rate=0.1)
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(jnp.zeros(2)))
+      >>> updates
+      Array([-0.1,  0.1], dtype=float32)
+    """
+    del ema_momentum, ema_overwrite_frequency, name
+    scaling = scale_by_lion(beta_1, beta_2)
+    return _chain(
+        "Lion",
         scaling,
         learning_rate,
         weight_decay=weight_decay,

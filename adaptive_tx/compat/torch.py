@@ -34,6 +34,7 @@ import optax
 
 from adaptive_tx import _validate, sparse
 from adaptive_tx.compat._common import check_pair, is_off, no_params_argument, real_params_only
+from adaptive_tx.delta import scale_by_adadelta
 from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.moments import (
@@ -41,10 +42,12 @@ from adaptive_tx.moments import (
     scale_by_inf_norm_moments,
     scale_by_rectified_moments,
 )
+from adaptive_tx.sign import scale_by_rprop
 from adaptive_tx.sum_of_squares import scale_by_sum_of_squares
 from adaptive_tx.weight_decay import add_decoupled_weight_decay
 
 __all__ = (
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -52,6 +55,7 @@ __all__ = (
     "NAdam",
     "RAdam",
     "RMSprop",
+    "Rprop",
     "SparseAdam",
 )
 
@@ -150,6 +154,111 @@ def Adagrad(
 
     scaling = scale_by_sum_of_squares(initial_accumulator_value, eps, eps_in_sqrt=False)
     return _chain("Adagrad", scaling, rate, weight_decay, maximize=maximize)
+
+
+@no_params_argument
+def Adadelta(
+    lr: optax.ScalarOrSchedule = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0,
+    foreach: bool | None = None,
+    *,
+    capturable: bool = False,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Adadelta``: optax's arithmetic, coupled L2, ``lr`` 1 (Zeiler's method).
+
+    .. math::
+
+       g_t \leftarrow g_t + \lambda\theta_{t-1}, \quad
+       E[g^2]_t = \rho E[g^2]_{t-1} + (1-\rho) g_t^2, \quad
+       \Delta_t = \frac{\sqrt{E[\Delta^2]_{t-1} + \epsilon}}{\sqrt{E[g^2]_t + \epsilon}} g_t, \quad
+       \theta_t = \theta_{t-1} - \text{lr}\, \Delta_t,
+
+    :math:`E[\Delta^2]_t = \rho E[\Delta^2]_{t-1} + (1-\rho) \Delta_t^2` (the step before the
+    learning rate). `scale_by_adadelta`.
+
+    Reference: Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012,
+    https://arxiv.org/abs/1212.5701
+
+    Args:
+      lr: the learning rate (or an optax schedule), >= 0.
+      rho: :math:`\rho` in [0, 1).
+      eps: ε > 0, inside both square roots.
+      weight_decay: λ >= 0 of the L2 term added to the gradient.
+      foreach, capturable, differentiable: torch kernel choices, ignored.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Adadelta(rho=0.5, eps=1.0)
+      >>> params = jnp.array([1.0])
+      >>> updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)  # 1 - sqrt(1) / sqrt(0.5 * 2² + 1) * 2
+      Array([-0.1547005], dtype=float32)
+    """
+    del foreach, capturable, differentiable
+    scaling = scale_by_adadelta(rho, eps)
+    return _chain("Adadelta", scaling, lr, weight_decay, maximize=maximize)
+
+
+@no_params_argument
+def Rprop(
+    lr: float = 1e-2,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50),
+    *,
+    capturable: bool = False,
+    foreach: bool | None = None,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``torch.optim.Rprop``: optax's rule, the current step, an ``lr`` outside the bounds clamped.
+
+    .. math::
+
+       \eta_t = \mathrm{clip}\big(\eta_{t-1} \cdot \{\eta_+, \eta_-, 1\}, \eta_{min}, \eta_{max}\big)
+       \text{ as } g_t g_{t-1} >, <, = 0, \qquad
+       \theta_t = \theta_{t-1} - \eta_t \operatorname{sign}(g_t)
+       \text{ (0 where } g_t g_{t-1} < 0 \text{, and } g_t \text{ then counts as 0)},
+
+    :math:`\eta_0` = ``lr``. `scale_by_rprop` with ``clamp_unchanged`` (torch clamps every step
+    size, so an ``lr`` outside ``step_sizes`` is clamped at the first step; optax keeps it until
+    the first sign comparison). ``lr`` is a number: it is only the initial step size.
+
+    Reference: Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+    The RPROP Algorithm", ICNN 1993, https://doi.org/10.1109/ICNN.1993.298623
+
+    Args:
+      lr: the initial step size, >= 0.
+      etas: :math:`(\eta_-, \eta_+)`, the factors of a step whose gradient flipped / kept its sign.
+      step_sizes: :math:`(\eta_{min}, \eta_{max})`.
+      capturable, foreach, differentiable: torch kernel choices, ignored.
+      maximize: ascend the objective instead of descending.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = Rprop(lr=0.1)
+      >>> params = jnp.array([1.0, 1.0])
+      >>> updates, _ = tx.update(jnp.array([3.0, -0.5]), tx.init(params), params)
+      >>> optax.apply_updates(params, updates)
+      Array([0.9, 1.1], dtype=float32)
+    """
+    del capturable, foreach, differentiable
+    for name, pair in (("etas", etas), ("step_sizes", step_sizes)):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"Rprop: {name} must be a pair of numbers, got {name}={pair!r}")
+    (eta_minus, eta_plus), (min_step, max_step) = etas, step_sizes
+    scaling = scale_by_rprop(lr, eta_minus, eta_plus, min_step, max_step, clamp_unchanged=True)
+    return _chain("Rprop", scaling, 1.0, maximize=maximize)
 
 
 @no_params_argument

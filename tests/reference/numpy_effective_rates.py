@@ -169,6 +169,81 @@ def newer_direction(name, grads, **hyper):
 def _lamb(grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, **unused):
     """LAMB's rate: Adam's (with LAMB's eps = 1e-6); the per-leaf trust ratio is left out."""
     return _adam(grads, lr, b1, b2, eps, eps_root)
+def _adadelta_stats(grads, rho=0.9, eps=1e-6):
+    """E[g^2]_T and E[dx^2]_{T-1} (Zeiler 2012, Algorithm 1)."""
+    e_g, e_x, e_x_before = 0.0, 0.0, 0.0
+    for g in grads:
+        e_g = rho * e_g + (1.0 - rho) * g * g
+        dx = np.sqrt(e_x + eps) / np.sqrt(e_g + eps) * g
+        e_x_before, e_x = e_x, rho * e_x + (1.0 - rho) * dx * dx
+    return e_g, e_x_before
+
+
+def _adadelta(grads, lr, rho=0.9, eps=1e-6, **unused):
+    """lr / sqrt(E[g^2]_T + eps); its direction is sqrt(E[dx^2]_{T-1} + eps) g_T."""
+    e_g, _ = _adadelta_stats(grads, rho, eps)
+    return lr / np.sqrt(e_g + eps)
+
+
+def adadelta_direction(grads, rho=0.9, eps=1e-6, **unused):
+    """sqrt(E[dx^2]_{T-1} + eps) g_T, the direction Adadelta's rate multiplies."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    _, e_x_before = _adadelta_stats(grads, rho, eps)
+    return np.sqrt(e_x_before + eps) * grads[-1]
+
+
+def _lion(grads, lr, **unused):
+    """lr for every coordinate: the direction sign(b1 m_{T-1} + (1 - b1) g_T) has size 1."""
+    return np.full_like(grads[-1], lr)
+
+
+def lion_direction(grads, b1=0.9, b2=0.99, **unused):
+    """sign(b1 m_{T-1} + (1 - b1) g_T) (Chen et al. 2023)."""
+    grads = [np.asarray(g, np.float64) for g in grads]
+    m = 0.0
+    for g in grads[:-1]:
+        m = b2 * m + (1.0 - b2) * g
+    return np.sign(b1 * m + (1.0 - b1) * grads[-1])
+
+
+def _adabelief(grads, lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, **unused):
+    """Adam's rate with s_t = b2 s + (1 - b2) (g - m_t)^2 + eps_root for v_t."""
+    m, s = 0.0, 0.0
+    for g in grads:
+        m = b1 * m + (1.0 - b1) * g
+        s = b2 * s + (1.0 - b2) * (g - m) ** 2 + eps_root
+    t = len(grads)
+    return lr / (1.0 - b1**t) / (np.sqrt(s / (1.0 - b2**t)) + eps)
+
+
+def _yogi(grads, lr, b1=0.9, b2=0.999, eps=1e-3, **unused):
+    """Adam's rate with Yogi's v_t (starting at 1e-6)."""
+    v = 1e-6
+    for g in grads:
+        v = v - (1.0 - b2) * np.sign(v - g * g) * g * g
+    t = len(grads)
+    return lr / (1.0 - b1**t) / (np.sqrt(v / (1.0 - b2**t)) + eps)
+
+
+def _rprop_steps(grads, lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0):
+    """Rprop's step sizes eta_T and its last step u_T (Riedmiller & Braun 1993)."""
+    step, previous = np.full_like(grads[0], lr), np.zeros_like(grads[0])
+    for g in grads:
+        s = g * previous
+        changed = np.clip(step * np.where(s > 0, eta_plus, eta_minus), min_step_size, max_step_size)
+        step = np.where(s == 0, step, changed)
+        previous = np.where(s < 0, 0.0, step * np.sign(g))
+    return step, previous
+
+
+def _rprop(grads, lr, **hyper):
+    """The step sizes eta_T: the alias' learning rate is 1 (a sign flip)."""
+    return _rprop_steps(grads, lr, **hyper)[0]
+
+
+def rprop_direction(grads, lr, **hyper):
+    """sign(g_T), 0 where the gradient's sign flipped: the direction Rprop's rate multiplies."""
+    return np.sign(_rprop_steps([np.asarray(g, np.float64) for g in grads], lr, **hyper)[1])
 
 
 RATES = {
@@ -187,6 +262,11 @@ RATES = {
     "adan": _adan,
     "ademamix": _ademamix,
     "lamb": _lamb,
+    "adadelta": _adadelta,
+    "lion": _lion,
+    "adabelief": _adabelief,
+    "yogi": _yogi,
+    "rprop": _rprop,
 }
 
 
@@ -196,9 +276,9 @@ def effective_rate(name, grads, lr, **hyper):
     return RATES[name](grads, lr, **hyper)
 
 
-def first_moment(grads, b1=0.9, **unused):
-    """m_T, the direction the Adam family's rate multiplies."""
-    return _ema_series([np.asarray(g, np.float64) for g in grads], b1)
+def first_moment(grads, b1=0.9, start=0.0, **unused):
+    """m_T, the direction the Adam family's rate multiplies (Yogi's starts at 1e-6)."""
+    return _ema_series([np.asarray(g, np.float64) for g in grads], b1, start)
 
 
 def nesterov_direction(grads, b1=0.9, momentum_decay=None, **unused):

@@ -407,6 +407,21 @@ def run_adan(
             np.sqrt(_debias(n, b3, t) + eps_root) + eps
         )
         return u + wd(t - 1) * p
+def run_adadelta(params0, grads, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
+    """Zeiler 2012, Algorithm 1 (with optax's learning rate and coupled L2, g + wd p):
+    E[g^2]_t = rho E[g^2]_{t-1} + (1 - rho) g^2,
+    dx_t = sqrt(E[dx^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) g,
+    E[dx^2]_t = rho E[dx^2]_{t-1} + (1 - rho) dx_t^2; p <- p - lr dx_t."""
+    e_g, e_x = 0.0, 0.0
+    wd = _schedule(weight_decay)
+
+    def direction(t, g, p):
+        nonlocal e_g, e_x
+        g = g + wd(t - 1) * p
+        e_g = rho * e_g + (1.0 - rho) * g * g
+        dx = np.sqrt(e_x + eps) / np.sqrt(e_g + eps) * g
+        e_x = rho * e_x + (1.0 - rho) * dx * dx
+        return dx
 
     return _iterate(params0, grads, lr, direction)
 
@@ -438,6 +453,17 @@ def run_ademamix(
             np.sqrt(_debias(nu, b2, t) + eps_root) + eps
         )
         return u + weight_decay * p
+def run_lion(params0, grads, lr, b1=0.9, b2=0.99, weight_decay=1e-3):
+    """Chen et al. 2023, Algorithm 2: c_t = b1 m_{t-1} + (1 - b1) g_t,
+    p <- p - lr (sign(c_t) + wd p), m_t = b2 m_{t-1} + (1 - b2) g_t."""
+    m = 0.0
+    wd = _schedule(weight_decay)
+
+    def direction(t, g, p):
+        nonlocal m
+        c = b1 * m + (1.0 - b1) * g
+        m = b2 * m + (1.0 - b2) * g
+        return np.sign(c) + wd(t - 1) * p
 
     return _iterate(params0, grads, lr, direction)
 
@@ -527,3 +553,55 @@ def run_lamb(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weigh
         p = p - lr(t - 1) * ratio * r
         iterates.append(p.copy())
     return iterates
+def run_adabelief(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, nesterov=False):
+    """Zhuang et al. 2020, Algorithm 2 (eps_root added to s_t at every step, as in the paper):
+    m_t = b1 m + (1 - b1) g, s_t = b2 s + (1 - b2) (g - m_t)^2 + eps_root,
+    p <- p - lr mhat / (sqrt(s_t / (1 - b2^t)) + eps) (mhat: Adam's, or NAdam's look-ahead)."""
+    m, s = 0.0, 0.0
+
+    def direction(t, g, p):
+        nonlocal m, s
+        m = _ema(m, g, b1)
+        s = _ema(s, (g - m) ** 2, b2) + eps_root
+        return _first_moment_hat(m, g, b1, t, nesterov) / (np.sqrt(_debias(s, b2, t)) + eps)
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_yogi(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-3, eps_root=0.0, initial=1e-6):
+    """Zaheer et al. 2018, Algorithm 2 with Adam's bias corrections (optax's convention, both
+    moments starting at 1e-6): v_t = v - (1 - b2) sign(v - g^2) g^2,
+    p <- p - lr mhat / (sqrt(vhat + eps_root) + eps)."""
+    m, v = initial, initial
+
+    def direction(t, g, p):
+        nonlocal m, v
+        m = _ema(m, g, b1)
+        v = v - (1.0 - b2) * np.sign(v - g * g) * g * g
+        return _debias(m, b1, t) / (np.sqrt(_debias(v, b2, t) + eps_root) + eps)
+
+    return _iterate(params0, grads, lr, direction)
+
+
+def run_rprop(
+    params0, grads, lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0,
+    clamp_unchanged=False,
+):
+    """Riedmiller & Braun 1993 (Rprop without weight backtracking, as torch.optim.Rprop): with
+    s = g_t * u_{t-1}, eta_t = min(eta * eta_plus, max) if s > 0, max(eta * eta_minus, min) if
+    s < 0, else eta (clamped to [min, max] with clamp_unchanged, torch's); u_t = 0 if s < 0 else
+    eta_t sign(g_t); p <- p - u_t. lr is the initial step size (a number)."""
+    step, previous = None, 0.0
+
+    def direction(t, g, p):
+        nonlocal step, previous
+        if step is None:
+            step = np.full_like(g, lr)
+        s = g * previous
+        changed = np.clip(step * np.where(s > 0, eta_plus, eta_minus), min_step_size, max_step_size)
+        unchanged = np.clip(step, min_step_size, max_step_size) if clamp_unchanged else step
+        step = np.where(s == 0, unchanged, changed)
+        previous = np.where(s < 0, 0.0, step * np.sign(g))
+        return previous
+
+    return _iterate(params0, grads, 1.0, direction)
