@@ -6,31 +6,32 @@ them, are derived from it.
 
 from adaptive_tx import compat, sparse
 from adaptive_tx.aliases import (
-    adabelief,
-    adadelta,
     adafactor,
     adagrad,
     adam,
     adamax,
     adamaxw,
     adamw,
-    adan,
-    ademamix,
-    adopt,
     amsgrad,
-    laprop,
-    ftrl,
-    lamb,
-    lion,
     nadam,
     nadamw,
     radam,
     rmsprop,
     rowwise_adagrad,
+)
+from adaptive_tx.aliases_extended import (
+    adabelief,
+    adadelta,
+    adan,
+    ademamix,
+    adopt,
+    ftrl,
+    lamb,
+    laprop,
+    lion,
     rprop,
     yogi,
 )
-from adaptive_tx.masking import cautious, cautious_mask
 from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
 from adaptive_tx.diagnostics import (
     RateSummary,
@@ -44,15 +45,16 @@ from adaptive_tx.factored import (
     FactoredArray,
     scale_by_factored_ema_of_squares,
 )
+from adaptive_tx.ftrl_proximal import ScaleByFtrlState, scale_by_ftrl
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
-from adaptive_tx.ftrl_proximal import ScaleByFtrlState, scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
     ScaleByScheduledLearningRateState,
     scale_by_learning_rate,
 )
+from adaptive_tx.masking import cautious, cautious_mask
 from adaptive_tx.mixed_moments import (
     ScaleByAdanState,
     ScaleByAdEMAMixState,
@@ -74,13 +76,13 @@ from adaptive_tx.normalized_momentum import (
     scale_by_laprop,
 )
 from adaptive_tx.rule import Rule, dense_transformation
-from adaptive_tx.sharding import state_shardings
 from adaptive_tx.second_moments import (
     ScaleByBeliefState,
     ScaleByYogiState,
     scale_by_belief,
     scale_by_yogi,
 )
+from adaptive_tx.sharding import state_shardings
 from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState, scale_by_lion, scale_by_rprop
 from adaptive_tx.sparse import RowSparse
 from adaptive_tx.state_precision import (

@@ -126,6 +126,8 @@ def _flush_a_lazy_optimizer():
 
     embed = atx.sparse.Embed(3, 2, rngs=nnx.Rngs(0))
     return atx.sparse.flush(nnx.Optimizer(embed, atx.adam(0.1), wrt=nnx.Param), embed)
+
+
 def _adadelta_update(grads):
     params = {"w": jnp.ones(3)}
     tx = atx.adadelta(1.0)

@@ -160,6 +160,8 @@ def test_newer_methods_tiny_run(tmp_path):
     assert final["AdamW"][0.9] > 0.5 and final["ADOPT"][0.9] < 0.0
     assert final["AdamW"][0.999] < -0.5
     assert (tmp_path / "newer_methods.png").stat().st_size > 10_000
+
+
 def test_ftrl_sparsity_tiny_run(tmp_path):
     """examples/ftrl_sparsity.py, tiny: FTRL with L1 keeps most weights exactly 0 (the rarely seen
     ones), Adagrad only those of features never seen; the figure is written."""

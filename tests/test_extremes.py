@@ -33,7 +33,7 @@ import pytest
 import adaptive_tx as atx
 from adaptive_tx.moments import BiasCorrectedMomentsHyperparams
 from adaptive_tx.compat import torch as torch_presets
-from tests.cases import ALIASES, gradient_stream, make_params, max_rel_diff, trajectories, twin
+from tests.cases import ALIASES, max_rel_diff, trajectories, twin
 from tests.compat_checks import FLOOR, TOL
 
 STEPS = 100

@@ -166,9 +166,13 @@ def newer_direction(name, grads, **hyper):
             m2 = _ema(m2, g, _at(b3, i))
         return m1 / (1.0 - b1**t) + _at(alpha, t - 1) * m2
     raise ValueError(name)
+
+
 def _lamb(grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, **unused):
     """LAMB's rate: Adam's (with LAMB's eps = 1e-6); the per-leaf trust ratio is left out."""
     return _adam(grads, lr, b1, b2, eps, eps_root)
+
+
 def _adadelta_stats(grads, rho=0.9, eps=1e-6):
     """E[g^2]_T and E[dx^2]_{T-1} (Zeiler 2012, Algorithm 1)."""
     e_g, e_x, e_x_before = 0.0, 0.0, 0.0

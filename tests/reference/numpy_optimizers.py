@@ -407,6 +407,10 @@ def run_adan(
             np.sqrt(_debias(n, b3, t) + eps_root) + eps
         )
         return u + wd(t - 1) * p
+
+    return _iterate(params0, grads, lr, direction)
+
+
 def run_adadelta(params0, grads, lr, rho=0.9, eps=1e-6, weight_decay=0.0):
     """Zeiler 2012, Algorithm 1 (with optax's learning rate and coupled L2, g + wd p):
     E[g^2]_t = rho E[g^2]_{t-1} + (1 - rho) g^2,
@@ -453,6 +457,10 @@ def run_ademamix(
             np.sqrt(_debias(nu, b2, t) + eps_root) + eps
         )
         return u + weight_decay * p
+
+    return _iterate(params0, grads, lr, direction)
+
+
 def run_lion(params0, grads, lr, b1=0.9, b2=0.99, weight_decay=1e-3):
     """Chen et al. 2023, Algorithm 2: c_t = b1 m_{t-1} + (1 - b1) g_t,
     p <- p - lr (sign(c_t) + wd p), m_t = b2 m_{t-1} + (1 - b2) g_t."""
@@ -491,6 +499,8 @@ def run_cautious_adamw(
         return cautious_mask(u, g, floor) + weight_decay * p
 
     return _iterate(params0, grads, lr, direction)
+
+
 def run_ftrl(
     params0,
     grads,
@@ -553,6 +563,8 @@ def run_lamb(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weigh
         p = p - lr(t - 1) * ratio * r
         iterates.append(p.copy())
     return iterates
+
+
 def run_adabelief(params0, grads, lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, nesterov=False):
     """Zhuang et al. 2020, Algorithm 2 (eps_root added to s_t at every step, as in the paper):
     m_t = b1 m + (1 - b1) g, s_t = b2 s + (1 - b2) (g - m_t)^2 + eps_root,
