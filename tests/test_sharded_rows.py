@@ -44,6 +44,13 @@ EXTRA = {
 CASES = {case_id(row): (lambda row=row: getattr(atx, row[0])(**row[1])) for row in DEFAULTS}
 CASES.update(EXTRA)
 HLO_ROWS, HLO_DIM, HLO_K = 8192, 16, 64
+# Slots per device: 4 x K/n = 8 of emb's 16 looked-up rows, 4 of pos's 8. The random stream
+# keeps every device within them (at most 5 and 3): each device steps its own slots. The skewed
+# stream puts all K rows on the first device: all devices step all K slots that step.
+CAPACITY = 4.0
+STOCHASTIC = {"adam|bfloat16_sr", "adam|int8_blockwise"}  # rounding bits follow the slot
+# The sharded and one-device programs fuse these rules' arithmetic differently (last bits).
+LAST_BITS = {"adan()", "ademamix()", "laprop()"}
 
 
 def _grads(seed=0):
@@ -63,6 +70,22 @@ def _grads(seed=0):
             g[name] = atx.RowSparse(ids.astype(np.int32), values, rows)
         stream.append(g)
     return stream
+
+
+def _skewed(seed=2):
+    """Every looked-up row in the first device's rows (8 of emb, 2 of pos): over its slots."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            name: atx.RowSparse(
+                rng.integers(0, rows // 8, K[name]).astype(np.int32),
+                rng.normal(size=(K[name], dim)).astype(np.float32),
+                rows,
+            )
+            for name, (rows, dim) in SHAPES.items()
+        }
+        for _ in range(2)
+    ]
 
 
 def _params():
@@ -96,6 +119,14 @@ def _equal(a, b):
     )
 
 
+def _farthest(a, b):
+    """The largest absolute difference between two trees of arrays."""
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)), initial=0))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
 def _hlo(mesh):
     """The compiled row-sharded Adam step of a HLO_ROWS x HLO_DIM table: every collective's
     result size and the largest array of the per-device program (elements)."""
@@ -125,16 +156,23 @@ def _hlo(mesh):
             text,
         )
     ]
-    tuples = re.findall(r"= \([^)]*\) (all-gather|all-reduce|all-to-all)(?:-start)?\(", text)
+    # A collective of several arrays (the step's counters, reduced together): each array.
+    for parts, op in re.findall(
+        r"= \(([^)]*)\) (all-gather|all-reduce|all-to-all)(?:-start)?\(", text
+    ):
+        collectives += [(op, size(dims)) for dims in re.findall(r"\w+\[([\d,]*)\]", parts)]
     largest = max(size(dims) for dims in re.findall(r"\w+\[([\d,]*)\]", text))
-    return {"collectives": collectives, "tuple_collectives": tuples, "largest": largest}
+    return {"collectives": collectives, "largest": largest}
 
 
 def run():
     mesh = jax.make_mesh((8,), ("rows",), axis_types=(jax.sharding.AxisType.Auto,))
     params, stream = _params(), _grads()
     txs = {name: make() for name, make in CASES.items()}
-    sharded = {name: atx.sparse.row_sharded(tx, params, mesh, "rows") for name, tx in txs.items()}
+    sharded = {
+        name: atx.sparse.row_sharded(tx, params, mesh, "rows", capacity=CAPACITY)
+        for name, tx in txs.items()
+    }
     chains = {name: optax.chain(atx.sparse.prepare_rows(), tx) for name, tx in txs.items()}
 
     many = jax.jit(lambda ps, ss, g: {n: sharded[n].step(ps[n], ss[n], g) for n in txs})
@@ -153,35 +191,41 @@ def run():
         "one": {n: (one_params, one_states[n]) for n in txs},
     }
     init_specs = {n: _specs(both["sharded"][n][1]) for n in txs}
-    for g in stream:
-        outs = {
-            kind: fn(*[{n: pair[i] for n, pair in both[kind].items()} for i in (0, 1)], g)
-            for kind, fn in (("sharded", many), ("one", one))
-        }
-        both = outs
-    result = {"devices": len(jax.devices()), "cases": {}}
-    for n in txs:
-        (p, s), (q, r) = both["sharded"][n], both["one"][n]
-        result["cases"][n] = {
-            "params_equal": _equal(p, q),
-            "state_equal": _equal(s, r),
-            "moved_rows": int(np.sum(np.any(np.asarray(p["emb"]) != params["emb"], axis=1))),
-            "dropped_rows": int(s[0].dropped_rows),
-            "init_specs": init_specs[n],
-            "step_specs": _specs(s),
-            "param_specs": _specs(p),
-        }
+    result = {"devices": len(jax.devices()), "cases": {}, "skewed": {}}
+    start = both
+    for key, grads in (("cases", stream), ("skewed", _skewed())):
+        both = start
+        for g in grads:
+            both = {
+                kind: fn(*[{n: pair[i] for n, pair in both[kind].items()} for i in (0, 1)], g)
+                for kind, fn in (("sharded", many), ("one", one))
+            }
+        for n in txs:
+            (p, s), (q, r) = both["sharded"][n], both["one"][n]
+            result[key][n] = {
+                "params_equal": _equal(p, q),
+                "state_equal": _equal(s[:2], r),
+                "params_farthest": _farthest(p, q),
+                "state_farthest": _farthest(s[:2], r),
+                "moved_rows": int(np.sum(np.any(np.asarray(p["emb"]) != params["emb"], axis=1))),
+                "dropped_rows": int(s[0].dropped_rows),
+                "fallback_steps": int(s[2].fallback_steps),
+                "most_owned": int(s[2].most_owned),
+                "init_specs": init_specs[n],
+                "step_specs": _specs(s),
+                "param_specs": _specs(p),
+            }
     # A storage that refuses rows on one device refuses them here, with the same error.
     errors = {}
     factored = atx.adam(0.1, nu_dtype=atx.Factored(min_dim_size_to_factor=2))
     chain_of = lambda tx: optax.chain(atx.sparse.prepare_rows(), tx)
-    for kind, fn in (
-        ("sharded", lambda: jax.jit(atx.sparse.row_sharded(factored, params, mesh, "rows").step)),
-        ("one", lambda: jax.jit(_one_device_step(chain_of(factored)))),
+    refused = atx.sparse.row_sharded(factored, params, mesh, "rows")
+    for kind, fn, init in (
+        ("sharded", lambda: jax.jit(refused.step), refused.init),
+        ("one", lambda: jax.jit(_one_device_step(chain_of(factored))), chain_of(factored).init),
     ):
         try:
-            init = chain_of(factored).init(params)
-            fn()(params, init, stream[0])
+            fn()(params, init(params), stream[0])
             errors[kind] = None
         except TypeError as error:
             errors[kind] = str(error)
@@ -222,12 +266,35 @@ def results():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_row_sharded_step_equals_the_one_device_row_sparse_step(results, name):
+    """Each device steps its own rows in its slots: equal to one device bit for bit, except
+    where the random bits of stochastic rounding follow a row's slot (a tolerance of a tenth of
+    a step of lr = 0.1 over 3 steps; measured 5e-4 for bfloat16_sr and 4e-3 for 8-bit codes)
+    and where the two compiled programs round a float32 operation differently (1e-6)."""
     assert results["devices"] == 8
     case = results["cases"][name]
-    assert case["params_equal"] and case["state_equal"]
+    assert case["fallback_steps"] == 0 and case["most_owned"] == 5  # within the 8 slots
+    if name in STOCHASTIC:
+        assert 0 < case["params_farthest"] <= 0.01, case
+    elif name in LAST_BITS:
+        assert case["params_farthest"] <= 1e-6 and case["state_farthest"] <= 1e-6, case
+    else:
+        assert case["params_equal"] and case["state_equal"]
     assert case["dropped_rows"] == 6  # per table: rows and -1 at step 1, 1000 at step 2; once
     # lazy: rows never looked up keep their values (the stream touches under 64 rows)
     assert 8 <= case["moved_rows"] < SHAPES["emb"][0]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_device_over_its_slots_steps_all_rows_exactly(results, name):
+    """All K looked-up rows on one device: every device steps all K slots (the one-device
+    slots, stochastic rounding's bits included), and the state counts the steps."""
+    case = results["skewed"][name]
+    assert case["fallback_steps"] == 2 and case["most_owned"] == 16
+    if name in LAST_BITS:
+        assert case["params_farthest"] <= 1e-6 and case["state_farthest"] <= 1e-6, case
+    else:
+        assert case["params_equal"] and case["state_equal"]
+    assert case["moved_rows"] <= 8 and case["dropped_rows"] == 0  # the first device's rows
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -254,11 +321,11 @@ def test_batch_not_divisible_by_the_devices_is_refused(results):
 
 
 def test_no_collective_moves_the_table(results):
-    """The step all-gathers the K indices and values (K x D numbers) and reduces scalars; no
-    collective and no array of the per-device program has the table's size."""
+    """The step all-gathers the K indices and values (K x D numbers) and reduces scalars (the
+    counters); no collective and no array of the per-device program has the table's size."""
     hlo = results["hlo"]
     table, shard = HLO_ROWS * HLO_DIM, HLO_ROWS * HLO_DIM // 8
-    assert hlo["collectives"] and not hlo["tuple_collectives"], hlo
+    assert hlo["collectives"], hlo
     assert max(size for _, size in hlo["collectives"]) <= HLO_K * HLO_DIM, hlo["collectives"]
     assert hlo["largest"] == shard < table  # the device's own rows are the largest array
 
