@@ -359,6 +359,9 @@ def test_mesh_axis_and_table_rows_are_checked():
     mesh, table, _ = _one_device()
     with pytest.raises(ValueError, match="axis='data' is not an axis of the mesh"):
         atx.sparse.row_sharded(atx.adam(0.1), table, mesh, "data")
+    for capacity in (0, -1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match=f"capacity={re.escape(repr(capacity))} must be a"):
+            atx.sparse.row_sharded(atx.adam(0.1), table, mesh, "rows", capacity=capacity)
     abstract = jax.sharding.AbstractMesh((4,), ("rows",))
     with pytest.raises(ValueError, match=r"parameter \['emb'\] of shape \(10, 3\) cannot be split"):
         atx.sparse.row_sharded(atx.adam(0.1), table, abstract, "rows")
