@@ -25,7 +25,8 @@ class RowShardedStats(NamedTuple):
 
     Attributes:
       fallback_steps: int32 scalar, the steps in which some device held more looked-up rows
-        than its capacity, and so stepped all K rows (exact, slower; see `row_sharded`).
+        than its slots, and so sorted all K and stepped its rows in chunks (exact, slower; see
+        `row_sharded`).
       most_owned: int32 scalar, the most looked-up rows (repeats counted) that one device held
         in one step so far: a capacity of at least ``most_owned / (K / n)`` avoids the fallback.
 
@@ -131,21 +132,59 @@ def _own_rows(g: RowSparse, rows_per_shard: int, shard: jax.Array) -> RowSparse:
     return RowSparse._trusted(jnp.where(owned, local, rows_per_shard), values, rows_per_shard, True)
 
 
-def _owned(g: RowSparse, rows_per_shard: int, shard: jax.Array) -> jax.Array:
-    """A bool [K]: which looked-up rows (in range, not yet coalesced) this shard holds."""
-    return g.in_range() & (g.indices // rows_per_shard == shard)
+class _Packed(NamedTuple):
+    """One device's distinct looked-up rows of a leaf, first in `indices` (the rest empty),
+    to be stepped `slots` at a time."""
+
+    indices: jax.Array  # [chunks_max * slots], local row numbers; rows_per_shard: empty
+    values: jax.Array
+    held: jax.Array  # looked-up rows (repeats counted) the device holds
+    over: jax.Array  # more than `slots` of them: all K sorted
+    chunks: jax.Array  # ceil(distinct rows / slots), at least 1
+    slots: int
+
+    def chunk(self, i: jax.Array, rows_per_shard: int) -> RowSparse:
+        start = i * self.slots
+        indices = jax.lax.dynamic_slice_in_dim(self.indices, start, self.slots)
+        values = jax.lax.dynamic_slice_in_dim(self.values, start, self.slots)
+        return RowSparse._trusted(indices, values, rows_per_shard, True)
 
 
-def _compact(g: RowSparse, owned: jax.Array, rows_per_shard: int, shard: jax.Array, slots: int):
-    """This shard's looked-up rows, in order, moved to the first of `slots` slots (the rest
-    empty) and renumbered from the shard's first row; then coalesced. Needs sum(owned) <= slots."""
-    num = owned.shape[0]
-    where = jnp.nonzero(owned, size=slots, fill_value=num)[0]
-    taken = where < num
-    indices = g.indices.at[where].get(mode="fill", fill_value=0) - shard * rows_per_shard
-    values = g.values.at[where].get(mode="fill", fill_value=0)
-    indices = jnp.where(taken, indices, rows_per_shard)  # empty: out of range, dropped
-    return RowSparse._trusted(indices, values, rows_per_shard, False).coalesce()
+def _packed(g: RowSparse, rows_per_shard: int, shard: jax.Array, slots: int) -> _Packed:
+    """The rows of gathered `g` that this shard holds, coalesced: within `slots` slots, the held
+    entries are moved there (a pass over the K indices) and summed there (a sort of `slots`
+    indices); beyond, all K are sorted and summed (exact, as slow as one device)."""
+    num = g.indices.shape[0]
+    owned = g.in_range() & (g.indices // rows_per_shard == shard)
+    held = jnp.sum(owned, dtype=jnp.int32)
+    total = -(-num // slots) * slots  # room for every distinct row, in whole chunks
+
+    def compact(_):
+        where = jnp.nonzero(owned, size=slots, fill_value=num)[0]
+        indices = g.indices.at[where].get(mode="fill", fill_value=0) - shard * rows_per_shard
+        indices = jnp.where(where < num, indices, rows_per_shard)  # empty: dropped
+        local = RowSparse._trusted(indices, g.values.at[where].get(mode="fill", fill_value=0),
+                                   rows_per_shard, False).coalesce()
+        return _pad(local.indices, total, rows_per_shard), _pad(local.values, total, 0)
+
+    def every(_):
+        local = _own_rows(g.coalesce(), rows_per_shard, shard)
+        where = jnp.nonzero(local.indices < rows_per_shard, size=num, fill_value=num)[0]
+        indices = local.indices.at[where].get(mode="fill", fill_value=rows_per_shard)
+        values = local.values.at[where].get(mode="fill", fill_value=0)
+        return _pad(indices, total, rows_per_shard), _pad(values, total, 0)
+
+    fits = held <= slots
+    indices, values = compact(None) if slots == num else jax.lax.cond(fits, compact, every, None)
+    distinct = jnp.sum(indices < rows_per_shard, dtype=jnp.int32)
+    chunks = jnp.maximum(1, -(-distinct // slots))
+    return _Packed(indices, values, held, ~fits, chunks, slots)
+
+
+def _pad(x: jax.Array, length: int, fill: Any) -> jax.Array:
+    """`x` along its first axis, filled up to `length`."""
+    pad = [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    return jnp.pad(x, pad, constant_values=fill)
 
 
 def _slots(looked_up: int, size: int, capacity: float | None) -> int:
@@ -161,7 +200,7 @@ def _check_capacity(capacity: Any) -> None:
         raise ValueError(
             f"{WHERE}: capacity={capacity!r} must be a finite number > 0 (the slots of a "
             "device as a multiple of its even share K / n of the looked-up rows; 2.0 by "
-            "default) or None (every device steps all K slots); pass e.g. capacity=2.0"
+            "default) or None (K slots); pass e.g. capacity=2.0"
         )
 
 
@@ -193,17 +232,20 @@ def row_sharded(
        holds row } r, \text{ for each touched row } r; \quad \text{other rows unchanged,}
 
     the lazy step of one device with ``optax.chain(prepare_rows(), tx)``. A device that holds
-    more than C looked-up rows in a step (skewed ids: all K in one shard) steps all K slots
-    instead, the rows it does not hold left empty: the same result, at the cost of sorting K
-    indices and stepping K slots on that step; ``state[2].fallback_steps`` counts such steps and
-    ``state[2].most_owned`` tells the capacity that would have avoided them. No row is ever
-    dropped. The result equals the one-device step bit for bit, except under stochastic rounding
-    (``"bfloat16_sr"``), whose random bits follow a row's slot: a row's rounding may go the other
-    way than on one device (each stored value is still one of the two bfloat16 neighbours of the
-    same float32 value, unbiased); the fallback and ``capacity=None`` keep the K slots of one
-    device and its bits. Per device, a step moves the :math:`K \times D` gathered numbers and
-    passes once over the K indices; the sort, the gathers, the rule and the scatters follow C,
-    about :math:`2K/n`.
+    more than C looked-up rows in a step (skewed ids: all K in its rows) sums them over all K
+    (a sort of K indices) and steps its distinct rows C at a time, in as many chunks as needed
+    (each chunk reads the rows' statistics as the previous chunks left them, and the scalars of
+    the state, such as the step count, as the step found them): the same result, at the cost of
+    a K sort and up to :math:`\lceil K/C \rceil` chunks on that step. ``state[2].fallback_steps``
+    counts such steps and ``state[2].most_owned`` tells the capacity that would have avoided
+    them. No row is ever dropped. The result equals the one-device step bit for bit, except
+    under stochastic rounding (``"bfloat16_sr"``, the 8-bit blocks' default), whose random bits
+    follow a row's slot among the C (on one device: among the K): a row's rounding may go the
+    other way than on one device, each stored value still one of the two neighbours of the same
+    float32 value, unbiased (chunks of one step reuse the same bits). Per device, a step moves
+    the :math:`K \times D` gathered numbers and passes once over the K indices; the sort, the
+    gathers, the rule and the scatters follow C, about :math:`2K/n`. The table and its
+    statistics are updated in place (no copy of the device's rows).
 
     `tx` must update each row from that row's gradient and statistics (and scalars such as the
     step count): every rule of this library (the aliases with elementwise or 8-bit table state,
@@ -222,8 +264,8 @@ def row_sharded(
         the axis size divides.
       mesh: the device mesh.
       axis: the mesh axis (or tuple of axes) that splits the rows and the batch.
-      capacity: the slots of a device as a multiple of its share :math:`K/n` (> 0; at most K
-        slots); None: every device steps all K slots (no compaction, no fallback).
+      capacity: the slots C of a device as a multiple of its share :math:`K/n` (> 0; at most K
+        slots); None: K slots (every device steps at most K slots, never in chunks).
 
     Returns:
       A `RowSharded`: ``init``, ``step`` and the shardings of tables, state and gradients.
@@ -256,7 +298,14 @@ def row_sharded(
     def grad_shardings(grads):
         return jax.tree.map(lambda _: NamedSharding(mesh, P(axis)), grads)
 
-    def update(params, inner_state, local):
+    table_leaf = jax.tree.map(lambda sh: bool(sh.spec) and sh.spec[0] == axis, state_sh[1])
+
+    def update(params, inner_state, original, local):
+        # Per-row statistics carry over from chunk to chunk; every other leaf of the state
+        # (the step count) is computed from the step's incoming state, once per step.
+        inner_state = jax.tree.map(
+            lambda cur, old, table: cur if table else old, inner_state, original, table_leaf
+        )
         updates, inner_state = tx.update(local, inner_state, params)
         return apply_updates(params, updates), inner_state
 
@@ -268,36 +317,25 @@ def row_sharded(
         prepare_state = _count_dropped(prepare_state, jax.tree.leaves(gathered, is_leaf=is_rows))
         prepare_state = jax.tree.map(lambda x: jax.lax.pmax(x, axis), prepare_state)
         shard = jax.lax.axis_index(axis)
-        owned = jax.tree.map(lambda g, r: _owned(g, r, shard), gathered, rows_of, is_leaf=is_rows)
-        held = [jnp.sum(o, dtype=jnp.int32) for o in jax.tree.leaves(owned)]
-        slots = [_slots(g.indices.shape[0], size, capacity)
-                 for g in jax.tree.leaves(gathered, is_leaf=is_rows)]
+        leaves, treedef = jax.tree.flatten(gathered, is_leaf=is_rows)
+        rows = treedef.flatten_up_to(rows_of)
+        packed = [
+            _packed(g, r, shard, _slots(g.indices.shape[0], size, capacity))
+            for g, r in zip(leaves, rows)
+        ]
+        chunks = jnp.max(jnp.stack([p.chunks for p in packed]))
 
-        def all_slots(operands):
-            params, inner_state = operands
-            local = jax.tree.map(
-                lambda g, r: _own_rows(g.coalesce(), r, shard), gathered, rows_of, is_leaf=is_rows
-            )
-            return update(params, inner_state, local)
+        def body(i, carry):
+            local = treedef.unflatten([p.chunk(i, r) for p, r in zip(packed, rows)])
+            return update(*carry, inner_state, local)
 
-        def own_slots(operands):
-            params, inner_state = operands
-            leaves, treedef = jax.tree.flatten(gathered, is_leaf=is_rows)
-            local = treedef.unflatten([
-                _compact(g, o, r, shard, c) for g, o, r, c in
-                zip(leaves, jax.tree.leaves(owned), treedef.flatten_up_to(rows_of), slots)
-            ])
-            return update(params, inner_state, local)
-
-        fits = jnp.all(jnp.stack([h <= c for h, c in zip(held, slots)] or [jnp.bool_(True)]))
-        if capacity is None or all(c == g.indices.shape[0] for c, g in
-                                   zip(slots, jax.tree.leaves(gathered, is_leaf=is_rows))):
-            params, inner_state = all_slots((params, inner_state))
-        else:
-            params, inner_state = jax.lax.cond(fits, own_slots, all_slots, (params, inner_state))
-        most = jnp.max(jnp.stack(held or [jnp.int32(0)]))
+        # One chunk of C slots when every device holds at most C looked-up rows (the usual
+        # case); more, one after the other, on a device that holds more distinct rows.
+        params, inner_state = jax.lax.fori_loop(0, chunks, body, (params, inner_state))
+        most = jnp.max(jnp.stack([p.held for p in packed]))
+        over = jnp.stack([p.over for p in packed])
         stats = RowShardedStats(
-            stats.fallback_steps + jax.lax.pmax((~fits).astype(jnp.int32), axis),
+            stats.fallback_steps + jax.lax.pmax(jnp.any(over).astype(jnp.int32), axis),
             jnp.maximum(stats.most_owned, jax.lax.pmax(most, axis)),
         )
         return params, (prepare_state, inner_state, stats)
