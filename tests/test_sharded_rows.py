@@ -164,7 +164,8 @@ def _hlo(mesh):
     ):
         collectives += [(op, size(dims)) for dims in re.findall(r"\w+\[([\d,]*)\]", parts)]
     largest = max(size(dims) for dims in re.findall(r"\w+\[([\d,]*)\]", text))
-    return {"collectives": collectives, "largest": largest}
+    copies = [size(dims) for dims in re.findall(r"= \w+\[([\d,]*)\]\S* copy(?:-start)?\(", text)]
+    return {"collectives": collectives, "largest": largest, "largest_copy": max(copies or [0])}
 
 
 def run():
@@ -332,6 +333,8 @@ def test_no_collective_moves_the_table(results):
     assert hlo["collectives"], hlo
     assert max(size for _, size in hlo["collectives"]) <= HLO_K * HLO_DIM, hlo["collectives"]
     assert hlo["largest"] == shard < table  # the device's own rows are the largest array
+    # updated in place: nothing of the shard's size is copied (K x D numbers at most)
+    assert hlo["largest_copy"] <= HLO_K * HLO_DIM, hlo
 
 
 # --- one device, in this process --------------------------------------------------------------
