@@ -123,68 +123,64 @@ def _gather(g: RowSparse, axis: Any) -> RowSparse:
     )
 
 
-def _own_rows(g: RowSparse, rows_per_shard: int, shard: jax.Array) -> RowSparse:
-    """The rows of a coalesced gradient that this shard holds, in this shard's row numbers; the
-    other slots become empty (index ``rows_per_shard``, zero values), keeping their positions."""
-    local = g.indices - shard * rows_per_shard
-    owned = (g.indices < g.num_rows) & (local >= 0) & (local < rows_per_shard)
-    values = jnp.where(per_row(owned, g.values), g.values, 0)
-    return RowSparse._trusted(jnp.where(owned, local, rows_per_shard), values, rows_per_shard, True)
-
-
 class _Packed(NamedTuple):
-    """One device's distinct looked-up rows of a leaf, first in `indices` (the rest empty),
-    to be stepped `slots` at a time."""
+    """One device's distinct looked-up rows of a leaf, in increasing order first in `indices`
+    (the rest empty), to be stepped `slots` at a time."""
 
-    indices: jax.Array  # [chunks_max * slots], local row numbers; rows_per_shard: empty
-    values: jax.Array
+    indices: jax.Array  # [ceil(K / slots) * slots] local row numbers; rows_per_shard: empty
+    compact: jax.Array  # [slots, ...] the summed values of those rows, when they fit the slots
+    gathered: RowSparse  # the K looked-up rows, for the chunks of a device over its slots
+    local: jax.Array  # [K] their row numbers in this shard; rows_per_shard: not held here
     held: jax.Array  # looked-up rows (repeats counted) the device holds
-    over: jax.Array  # more than `slots` of them: all K sorted
+    fits: jax.Array  # at most `slots` of them
     chunks: jax.Array  # ceil(distinct rows / slots), at least 1
     slots: int
 
     def chunk(self, i: jax.Array, rows_per_shard: int) -> RowSparse:
-        start = i * self.slots
-        indices = jax.lax.dynamic_slice_in_dim(self.indices, start, self.slots)
-        values = jax.lax.dynamic_slice_in_dim(self.values, start, self.slots)
+        indices = jax.lax.dynamic_slice_in_dim(self.indices, i * self.slots, self.slots)
+
+        def summed(_):
+            # This chunk's rows summed over all K, in the order of the K (as one device sums).
+            g = self.gathered
+            at = jnp.clip(jnp.searchsorted(indices, self.local), 0, self.slots - 1)
+            match = (self.local < rows_per_shard) & (indices[at] == self.local)
+            values = jnp.where(per_row(match, g.values), g.values, 0)
+            return jax.ops.segment_sum(values, jnp.where(match, at, self.slots), self.slots)
+
+        values = jax.lax.cond(self.fits, lambda _: self.compact, summed, None)
         return RowSparse._trusted(indices, values, rows_per_shard, True)
 
 
 def _packed(g: RowSparse, rows_per_shard: int, shard: jax.Array, slots: int) -> _Packed:
     """The rows of gathered `g` that this shard holds, coalesced: within `slots` slots, the held
     entries are moved there (a pass over the K indices) and summed there (a sort of `slots`
-    indices); beyond, all K are sorted and summed (exact, as slow as one device)."""
+    indices); beyond, the held indices are sorted among all K and each chunk's rows summed over
+    the K (exact, as slow as one device)."""
     num = g.indices.shape[0]
-    owned = g.in_range() & (g.indices // rows_per_shard == shard)
+    local = g.indices - shard * rows_per_shard
+    owned = g.in_range() & (local >= 0) & (local < rows_per_shard)
+    local = jnp.where(owned, local, rows_per_shard)
     held = jnp.sum(owned, dtype=jnp.int32)
     total = -(-num // slots) * slots  # room for every distinct row, in whole chunks
-
-    def compact(_):
-        where = jnp.nonzero(owned, size=slots, fill_value=num)[0]
-        indices = g.indices.at[where].get(mode="fill", fill_value=0) - shard * rows_per_shard
-        indices = jnp.where(where < num, indices, rows_per_shard)  # empty: dropped
-        local = RowSparse._trusted(indices, g.values.at[where].get(mode="fill", fill_value=0),
-                                   rows_per_shard, False).coalesce()
-        return _pad(local.indices, total, rows_per_shard), _pad(local.values, total, 0)
-
-    def every(_):
-        local = _own_rows(g.coalesce(), rows_per_shard, shard)
-        where = jnp.nonzero(local.indices < rows_per_shard, size=num, fill_value=num)[0]
-        indices = local.indices.at[where].get(mode="fill", fill_value=rows_per_shard)
-        values = local.values.at[where].get(mode="fill", fill_value=0)
-        return _pad(indices, total, rows_per_shard), _pad(values, total, 0)
-
+    where = jnp.nonzero(owned, size=slots, fill_value=num)[0]
+    values = g.values.at[where].get(mode="fill", fill_value=0)
+    indices = local.at[where].get(mode="fill", fill_value=rows_per_shard)
+    compact = RowSparse._trusted(indices, values, rows_per_shard, False).coalesce()
     fits = held <= slots
-    indices, values = compact(None) if slots == num else jax.lax.cond(fits, compact, every, None)
+    indices = jax.lax.cond(
+        fits,
+        lambda _: _pad(compact.indices, total, rows_per_shard),
+        lambda _: jnp.unique(local, size=total, fill_value=rows_per_shard),
+        None,
+    )
     distinct = jnp.sum(indices < rows_per_shard, dtype=jnp.int32)
     chunks = jnp.maximum(1, -(-distinct // slots))
-    return _Packed(indices, values, held, ~fits, chunks, slots)
+    return _Packed(indices, compact.values, g, local, held, fits, chunks, slots)
 
 
 def _pad(x: jax.Array, length: int, fill: Any) -> jax.Array:
     """`x` along its first axis, filled up to `length`."""
-    pad = [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
-    return jnp.pad(x, pad, constant_values=fill)
+    return jnp.pad(x, [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
 
 
 def _slots(looked_up: int, size: int, capacity: float | None) -> int:
@@ -333,9 +329,9 @@ def row_sharded(
         # case); more, one after the other, on a device that holds more distinct rows.
         params, inner_state = jax.lax.fori_loop(0, chunks, body, (params, inner_state))
         most = jnp.max(jnp.stack([p.held for p in packed]))
-        over = jnp.stack([p.over for p in packed])
+        fits = jnp.stack([p.fits for p in packed])
         stats = RowShardedStats(
-            stats.fallback_steps + jax.lax.pmax(jnp.any(over).astype(jnp.int32), axis),
+            stats.fallback_steps + jax.lax.pmax(jnp.any(~fits).astype(jnp.int32), axis),
             jnp.maximum(stats.most_owned, jax.lax.pmax(most, axis)),
         )
         return params, (prepare_state, inner_state, stats)
