@@ -5,7 +5,12 @@ V = 1,000,000 x 64 and 8,000,000 x 16). Each contender is one Adam step, update 
 with donated buffers, warmed up, run round by round in one process and reported as the median:
 
   row-sharded     adaptive_tx.sparse.row_sharded(adam): the K indices and values all-gathered,
-                  each device steps the touched rows it holds (lazy, as one device would)
+                  each device steps the touched rows it holds (lazy, as one device would) in
+                  its 2 K / n slots
+  all K slots     the same with capacity=None: every device sorts the K indices and steps K
+                  slots, the rows it does not hold left empty (host devices only)
+  skewed          row-sharded with all K ids in the first device's rows: over its slots, every
+                  device steps all K slots that step (the exact fallback; host devices only)
   dense sharded   adaptive_tx.adam on the dense V x D gradient split by rows like the table (no
                   collective at all: every device streams its V/n x D slice of 5 arrays)
   ideal shard     one device's lazy step on its share alone: K/n rows of a V/n x D table, what a
@@ -82,7 +87,8 @@ def main(argv=None):
         ]
 
     def stepper(step, carry, grads, loop):
-        """(one call, N calls in one jitted loop) as zero-argument functions; carry donated."""
+        """(one call, N calls in one jitted loop) as zero-argument functions, and the carry
+        (donated, replaced at each call)."""
         jitted = jax.jit(step, donate_argnums=(0, 1))
         stacked = jax.tree.map(lambda *g: jnp.stack(g), *grads)
 
@@ -105,7 +111,7 @@ def main(argv=None):
             carry[:] = jitted_many(*carry)
             jax.block_until_ready(carry)
 
-        return one, looped
+        return one, looped, carry
 
     def lazy(tx):
         def step(params, state, g):
@@ -131,6 +137,19 @@ def main(argv=None):
         state = sharded.init(p)
         hlo = jax.jit(sharded.step).lower(p, state, grads[0]).compile().as_text()
         runs["row-sharded"] = stepper(sharded.step, [p, state], grads, args.loop)
+        if n > 1:
+            # every device steps all K slots: capacity=None, and the fallback (all K ids held
+            # by the first device, over its 2 K / n slots)
+            every = atx.sparse.row_sharded(atx.adam(lr), params, mesh, "rows", capacity=None)
+            p3 = jax.device_put(params, every.param_shardings)
+            runs["all K slots"] = stepper(every.step, [p3, every.init(p3)], grads, args.loop)
+            skewed = [
+                jax.device_put(rows(rng.choice(v // n, size=k, replace=False).astype(np.int32),
+                                    x, v), g_sh)
+                for _, x in sample
+            ]
+            p4 = jax.device_put(params, sharded.param_shardings)
+            runs["skewed"] = stepper(sharded.step, [p4, sharded.init(p4)], skewed, args.loop)
 
         # dense sharded: the dense gradient split like the table
         tx = atx.adam(lr)
@@ -158,7 +177,7 @@ def main(argv=None):
                                          args.loop)
         del table
 
-        times = interleaved_times({name: pair[0] for name, pair in runs.items()}, args.rounds,
+        times = interleaved_times({name: fns[0] for name, fns in runs.items()}, args.rounds,
                                   args.warmup)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
         line = " | ".join(f"{name} {ms:.3g} ms" for name, ms in med.items())
@@ -167,11 +186,16 @@ def main(argv=None):
             f"  row-sharded / ideal shard = {med['row-sharded'] / med['ideal shard']:.2f}, "
             f"dense sharded / row-sharded = {med['dense sharded'] / med['row-sharded']:.1f}"
         )
+        for name in ("row-sharded", "skewed"):
+            if name in runs:
+                stats = runs[name][2][1][2]
+                print(f"  {name}: {int(stats.fallback_steps)} steps over the slots of a device "
+                      f"(most looked-up rows on one device: {int(stats.most_owned):,})")
         if args.loop:
-            for name, (_, looped) in runs.items():
+            for name, (_, looped, _) in runs.items():
                 looped()  # compile and warm up
             loop_ms = {}
-            for name, (_, looped) in runs.items():
+            for name, (_, looped, _) in runs.items():
                 start = _now()
                 looped()
                 loop_ms[name] = (_now() - start) / args.loop * 1e3

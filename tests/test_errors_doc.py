@@ -84,12 +84,12 @@ def _row_sparse_with_storage(shape, **storage):
     return tx.update(g, tx.init(params), params)
 
 
-def _row_sharded(axis="rows", devices=1, shape=(10, 3)):
+def _row_sharded(axis="rows", devices=1, shape=(10, 3), **options):
     if devices == 1:
         mesh = jax.make_mesh((1,), ("rows",), axis_types=(jax.sharding.AxisType.Auto,))
     else:  # checked before any device is used: an abstract mesh stands for 4 devices
         mesh = jax.sharding.AbstractMesh((devices,), ("rows",))
-    return atx.sparse.row_sharded(atx.adam(0.1), {"emb": jnp.ones(shape)}, mesh, axis)
+    return atx.sparse.row_sharded(atx.adam(0.1), {"emb": jnp.ones(shape)}, mesh, axis, **options)
 
 
 def _row_sharded_step(grads, devices=1, shape=(10, 3)):
@@ -229,6 +229,7 @@ RAISES = {
         jnp.int32(1),
     ),
     "row-trust-ratio": lambda: _rows_through(atx.lamb(0.1)),
+    "row-sharded-capacity": lambda: _row_sharded(capacity=0),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}

@@ -77,7 +77,7 @@ from adaptive_tx.sparse._rows import (
     row_shape,
     trace,
 )
-from adaptive_tx.sparse._sharded import RowSharded, row_sharded
+from adaptive_tx.sparse._sharded import RowSharded, RowShardedStats, row_sharded
 from adaptive_tx.sparse._type import RowSparse, check_rows, is_row_sparse, shape_view
 from adaptive_tx.sparse._wrappers import MultiStepsState, multi_steps, on_values
 
@@ -88,6 +88,7 @@ __all__ = (
     "MultiStepsState",
     "PrepareRowsState",
     "RowSharded",
+    "RowShardedStats",
     "RowSparse",
     "apply_rows",
     "apply_updates",

@@ -206,6 +206,16 @@ class PrepareRowsState(NamedTuple):
     dropped_rows: jax.Array
 
 
+def _count_dropped(state: PrepareRowsState, leaves: list) -> PrepareRowsState:
+    """`state` with the out-of-range indices of the row-sparse `leaves` added (saturating)."""
+    bad = sum(
+        (jnp.sum(x.out_of_range(), dtype=jnp.int32) for x in leaves if is_row_sparse(x)),
+        jnp.zeros([], jnp.int32),
+    )
+    dropped = state.dropped_rows + jnp.minimum(bad, INT32_MAX - state.dropped_rows)
+    return PrepareRowsState(dropped_rows=dropped)
+
+
 def prepare_rows(lazy: bool = True) -> optax.GradientTransformation:
     r"""First in a chain: sums repeated rows, drops and counts bad indices; or makes rows dense.
 
@@ -249,13 +259,8 @@ def prepare_rows(lazy: bool = True) -> optax.GradientTransformation:
         del params
         check_rows("prepare_rows", updates)
         leaves = jax.tree.leaves(updates, is_leaf=is_row_sparse)
-        bad = sum(
-            (jnp.sum(x.out_of_range(), dtype=jnp.int32) for x in leaves if is_row_sparse(x)),
-            jnp.zeros([], jnp.int32),
-        )
-        dropped = state.dropped_rows + jnp.minimum(bad, INT32_MAX - state.dropped_rows)
-        updates = jax.tree.map(prepare, updates, is_leaf=is_row_sparse)
-        return updates, PrepareRowsState(dropped_rows=dropped)
+        updates_out = jax.tree.map(prepare, updates, is_leaf=is_row_sparse)
+        return updates_out, _count_dropped(state, leaves)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

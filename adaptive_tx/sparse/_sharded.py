@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -12,18 +14,38 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from adaptive_tx.sharding import state_shardings
-from adaptive_tx.sparse._rows import apply_updates, prepare_rows
+from adaptive_tx.sparse._rows import _count_dropped, apply_updates, prepare_rows
 from adaptive_tx.sparse._type import RowSparse, check_rows, is_row_sparse, per_row
 
 WHERE = "sparse.row_sharded"
+
+
+class RowShardedStats(NamedTuple):
+    """The last part of the row-sharded state: how often a device held more rows than its slots.
+
+    Attributes:
+      fallback_steps: int32 scalar, the steps in which some device held more looked-up rows
+        than its slots, and so sorted all K and stepped its rows in chunks (exact, slower; see
+        `row_sharded`).
+      most_owned: int32 scalar, the most looked-up rows (repeats counted) that one device held
+        in one step so far: a capacity of at least ``most_owned / (K / n)`` avoids the fallback.
+
+    Example:
+      >>> RowShardedStats(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)).fallback_steps
+      Array(0, dtype=int32)
+    """
+
+    fallback_steps: jax.Array
+    most_owned: jax.Array
 
 
 class RowSharded(NamedTuple):
     """What `row_sharded` returns: the layout of the tables and their state, and the step.
 
     Attributes:
-      init: ``init(params) -> state``, jitted: the state of ``optax.chain(prepare_rows(), tx)``,
-        every statistic split by rows like its table (`adaptive_tx.state_shardings`).
+      init: ``init(params) -> state``, jitted: the state of ``optax.chain(prepare_rows(), tx)``
+        (``state[0]``, ``state[1]``), every statistic split by rows like its table
+        (`adaptive_tx.state_shardings`), then a `RowShardedStats` (``state[2]``, replicated).
       step: ``step(params, state, grads) -> (params, state)``: one update of every table from
         its `RowSparse` gradient, applied; jit it (with `param_shardings` and `state_shardings`
         as in/out shardings and donated params and state, each device then reads and writes its
@@ -101,13 +123,81 @@ def _gather(g: RowSparse, axis: Any) -> RowSparse:
     )
 
 
-def _own_rows(g: RowSparse, rows_per_shard: int, shard: jax.Array) -> RowSparse:
-    """The rows of a coalesced gradient that this shard holds, in this shard's row numbers; the
-    other slots become empty (index ``rows_per_shard``, zero values), keeping their positions."""
+class _Packed(NamedTuple):
+    """One device's distinct looked-up rows of a leaf, in increasing order first in `indices`
+    (the rest empty), to be stepped `slots` at a time."""
+
+    indices: jax.Array  # [ceil(K / slots) * slots] local row numbers; rows_per_shard: empty
+    compact: jax.Array  # [slots, ...] the summed values of those rows, when they fit the slots
+    gathered: RowSparse  # the K looked-up rows, for the chunks of a device over its slots
+    local: jax.Array  # [K] their row numbers in this shard; rows_per_shard: not held here
+    held: jax.Array  # looked-up rows (repeats counted) the device holds
+    fits: jax.Array  # at most `slots` of them
+    chunks: jax.Array  # ceil(distinct rows / slots), at least 1
+    slots: int
+
+    def chunk(self, i: jax.Array, rows_per_shard: int) -> RowSparse:
+        indices = jax.lax.dynamic_slice_in_dim(self.indices, i * self.slots, self.slots)
+
+        def summed(_):
+            # This chunk's rows summed over all K, in the order of the K (as one device sums).
+            g = self.gathered
+            at = jnp.clip(jnp.searchsorted(indices, self.local), 0, self.slots - 1)
+            match = (self.local < rows_per_shard) & (indices[at] == self.local)
+            values = jnp.where(per_row(match, g.values), g.values, 0)
+            return jax.ops.segment_sum(values, jnp.where(match, at, self.slots), self.slots)
+
+        values = jax.lax.cond(self.fits, lambda _: self.compact, summed, None)
+        return RowSparse._trusted(indices, values, rows_per_shard, True)
+
+
+def _packed(g: RowSparse, rows_per_shard: int, shard: jax.Array, slots: int) -> _Packed:
+    """The rows of gathered `g` that this shard holds, coalesced: within `slots` slots, the held
+    entries are moved there (a pass over the K indices) and summed there (a sort of `slots`
+    indices); beyond, the held indices are sorted among all K and each chunk's rows summed over
+    the K (exact, as slow as one device)."""
+    num = g.indices.shape[0]
     local = g.indices - shard * rows_per_shard
-    owned = (g.indices < g.num_rows) & (local >= 0) & (local < rows_per_shard)
-    values = jnp.where(per_row(owned, g.values), g.values, 0)
-    return RowSparse._trusted(jnp.where(owned, local, rows_per_shard), values, rows_per_shard, True)
+    owned = g.in_range() & (local >= 0) & (local < rows_per_shard)
+    local = jnp.where(owned, local, rows_per_shard)
+    held = jnp.sum(owned, dtype=jnp.int32)
+    total = -(-num // slots) * slots  # room for every distinct row, in whole chunks
+    where = jnp.nonzero(owned, size=slots, fill_value=num)[0]
+    values = g.values.at[where].get(mode="fill", fill_value=0)
+    indices = local.at[where].get(mode="fill", fill_value=rows_per_shard)
+    compact = RowSparse._trusted(indices, values, rows_per_shard, False).coalesce()
+    fits = held <= slots
+    indices = jax.lax.cond(
+        fits,
+        lambda _: _pad(compact.indices, total, rows_per_shard),
+        lambda _: jnp.unique(local, size=total, fill_value=rows_per_shard),
+        None,
+    )
+    distinct = jnp.sum(indices < rows_per_shard, dtype=jnp.int32)
+    chunks = jnp.maximum(1, -(-distinct // slots))
+    return _Packed(indices, compact.values, g, local, held, fits, chunks, slots)
+
+
+def _pad(x: jax.Array, length: int, fill: Any) -> jax.Array:
+    """`x` along its first axis, filled up to `length`."""
+    return jnp.pad(x, [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
+
+
+def _slots(looked_up: int, size: int, capacity: float | None) -> int:
+    """The slots a device steps: ``ceil(capacity * K / n)``, at most K (None: K)."""
+    if capacity is None:
+        return looked_up
+    return min(looked_up, math.ceil(capacity * looked_up / size))
+
+
+def _check_capacity(capacity: Any) -> None:
+    ok = isinstance(capacity, (int, float)) and not isinstance(capacity, bool)
+    if capacity is not None and not (ok and math.isfinite(capacity) and capacity > 0):
+        raise ValueError(
+            f"{WHERE}: capacity={capacity!r} must be a finite number > 0 (the slots of a "
+            "device as a multiple of its even share K / n of the looked-up rows; 2.0 by "
+            "default) or None (K slots); pass e.g. capacity=2.0"
+        )
 
 
 def row_sharded(
@@ -115,6 +205,7 @@ def row_sharded(
     params: optax.Params,
     mesh: jax.sharding.Mesh,
     axis: str | tuple[str, ...],
+    capacity: float | None = 2.0,
 ) -> RowSharded:
     r"""The row-sparse step of embedding tables split by rows over a mesh axis.
 
@@ -122,22 +213,35 @@ def row_sharded(
     and of its statistics, and :math:`K/n` of the K looked-up rows of the gradient (its part of
     the batch). A step, under ``jax.shard_map``:
 
-    1. all-gathers the K indices and values (:math:`K \times D` numbers, never the table);
-    2. runs `prepare_rows` on them, the same on every device: repeated rows summed, bad indices
-       dropped and counted once;
-    3. keeps the rows this device holds, renumbered from its first row, the other slots empty;
+    1. all-gathers the K indices and values (:math:`K \times D` numbers, never the table), and
+       counts the bad indices once (the same count on every device);
+    2. keeps the looked-up rows this device holds, in order, in :math:`C = \lceil
+       \mathrm{capacity} \cdot K/n \rceil` slots, renumbered from its first row (a pass over
+       the K indices, no sort);
+    3. sums repeated rows among the C slots (the sort of `prepare_rows`, on C indices);
     4. runs ``tx.update`` and `apply_updates` on the local shard: `apply_rows` gathers, steps and
-       scatters the device's own touched rows only.
+       scatters the device's own touched rows only (C slots of :math:`D` numbers).
 
     .. math::
 
        (u_r, s_r) \leftarrow \mathrm{apply\_rule}(g_r, s_r, t) \quad \text{on the device that
        holds row } r, \text{ for each touched row } r; \quad \text{other rows unchanged,}
 
-    the lazy step of one device with ``optax.chain(prepare_rows(), tx)`` (equal to it bit for
-    bit, stochastic rounding included: each row keeps its slot among the K). The table is never
-    made dense nor gathered; per device, a step reads and writes at most its own touched rows,
-    and handles the K gathered indices (the sort that sums repeats is done on every device).
+    the lazy step of one device with ``optax.chain(prepare_rows(), tx)``. A device that holds
+    more than C looked-up rows in a step (skewed ids: all K in its rows) sums them over all K
+    (a sort of K indices) and steps its distinct rows C at a time, in as many chunks as needed
+    (each chunk reads the rows' statistics as the previous chunks left them, and the scalars of
+    the state, such as the step count, as the step found them): the same result, at the cost of
+    a K sort and up to :math:`\lceil K/C \rceil` chunks on that step. ``state[2].fallback_steps``
+    counts such steps and ``state[2].most_owned`` tells the capacity that would have avoided
+    them. No row is ever dropped. The result equals the one-device step bit for bit, except
+    under stochastic rounding (``"bfloat16_sr"``, the 8-bit blocks' default), whose random bits
+    follow a row's slot among the C (on one device: among the K): a row's rounding may go the
+    other way than on one device, each stored value still one of the two neighbours of the same
+    float32 value, unbiased (chunks of one step reuse the same bits). Per device, a step moves
+    the :math:`K \times D` gathered numbers and passes once over the K indices; the sort, the
+    gathers, the rule and the scatters follow C, about :math:`2K/n`. The table and its
+    statistics are updated in place (no copy of the device's rows).
 
     `tx` must update each row from that row's gradient and statistics (and scalars such as the
     step count): every rule of this library (the aliases with elementwise or 8-bit table state,
@@ -156,6 +260,8 @@ def row_sharded(
         the axis size divides.
       mesh: the device mesh.
       axis: the mesh axis (or tuple of axes) that splits the rows and the batch.
+      capacity: the slots C of a device as a multiple of its share :math:`K/n` (> 0; at most K
+        slots); None: K slots (every device steps at most K slots, never in chunks).
 
     Returns:
       A `RowSharded`: ``init``, ``step`` and the shardings of tables, state and gradients.
@@ -170,32 +276,65 @@ def row_sharded(
       >>> table, state = jax.jit(sharded.step)(table, state, g)
       >>> table["emb"][:, 0]
       Array([ 0. ,  0. ,  0. , -0.1,  0. ,  0. ,  0. ,  0. ], dtype=float32)
+      >>> int(state[2].fallback_steps), int(state[2].most_owned)
+      (0, 2)
     """
     size = _axis_size(mesh, axis)
     _check_tables(params, size, axis)
+    _check_capacity(capacity)
     prepare = prepare_rows()
     chain = optax.chain(prepare, tx)
     param_sh = jax.tree.map(lambda p: NamedSharding(mesh, P(axis)), params)
-    state_sh = state_shardings(chain, params, param_sh)
+    replicated = NamedSharding(mesh, P())
+    state_sh = (*state_shardings(chain, params, param_sh), RowShardedStats(replicated, replicated))
     spec = lambda sh: sh.spec
     rows_of = jax.tree.map(lambda p: p.shape[0] // size, params)
+    is_rows = is_row_sparse
 
     def grad_shardings(grads):
         return jax.tree.map(lambda _: NamedSharding(mesh, P(axis)), grads)
 
-    def local_step(params, state, grads):
-        prepare_state, inner_state = state
-        gathered = jax.tree.map(lambda g: _gather(g, axis), grads, is_leaf=is_row_sparse)
-        prepared, prepare_state = prepare.update(gathered, prepare_state)
-        # The count comes from the gathered indices, the same on every device; the maximum
-        # marks it as replicated for shard_map.
-        prepare_state = jax.tree.map(lambda x: jax.lax.pmax(x, axis), prepare_state)
-        shard = jax.lax.axis_index(axis)
-        local = jax.tree.map(
-            lambda g, rows: _own_rows(g, rows, shard), prepared, rows_of, is_leaf=is_row_sparse
+    table_leaf = jax.tree.map(lambda sh: bool(sh.spec) and sh.spec[0] == axis, state_sh[1])
+
+    def update(params, inner_state, original, local):
+        # Per-row statistics carry over from chunk to chunk; every other leaf of the state
+        # (the step count) is computed from the step's incoming state, once per step.
+        inner_state = jax.tree.map(
+            lambda cur, old, table: cur if table else old, inner_state, original, table_leaf
         )
         updates, inner_state = tx.update(local, inner_state, params)
-        return apply_updates(params, updates), (prepare_state, inner_state)
+        return apply_updates(params, updates), inner_state
+
+    def local_step(params, state, grads):
+        prepare_state, inner_state, stats = state
+        gathered = jax.tree.map(lambda g: _gather(g, axis), grads, is_leaf=is_rows)
+        # The count comes from the gathered indices, the same on every device; the maximum
+        # marks it as replicated for shard_map.
+        prepare_state = _count_dropped(prepare_state, jax.tree.leaves(gathered, is_leaf=is_rows))
+        prepare_state = jax.tree.map(lambda x: jax.lax.pmax(x, axis), prepare_state)
+        shard = jax.lax.axis_index(axis)
+        leaves, treedef = jax.tree.flatten(gathered, is_leaf=is_rows)
+        rows = treedef.flatten_up_to(rows_of)
+        packed = [
+            _packed(g, r, shard, _slots(g.indices.shape[0], size, capacity))
+            for g, r in zip(leaves, rows)
+        ]
+        chunks = jnp.max(jnp.stack([p.chunks for p in packed]))
+
+        def body(i, carry):
+            local = treedef.unflatten([p.chunk(i, r) for p, r in zip(packed, rows)])
+            return update(*carry, inner_state, local)
+
+        # One chunk of C slots when every device holds at most C looked-up rows (the usual
+        # case); more, one after the other, on a device that holds more distinct rows.
+        params, inner_state = jax.lax.fori_loop(0, chunks, body, (params, inner_state))
+        most = jnp.max(jnp.stack([p.held for p in packed]))
+        fits = jnp.stack([p.fits for p in packed])
+        stats = RowShardedStats(
+            stats.fallback_steps + jax.lax.pmax(jnp.any(~fits).astype(jnp.int32), axis),
+            jnp.maximum(stats.most_owned, jax.lax.pmax(most, axis)),
+        )
+        return params, (prepare_state, inner_state, stats)
 
     def step(params, state, grads):
         _check_grads(grads, size)
@@ -216,5 +355,9 @@ def row_sharded(
         # axes, where an array's sharding is part of its type, a reshard).
         return sharded(*jax.device_put((params, state, grads), (param_sh, state_sh, g_sh)))
 
-    init = jax.jit(chain.init, out_shardings=state_sh)
+    def init_fn(params):
+        zero = jnp.zeros([], jnp.int32)
+        return (*chain.init(params), RowShardedStats(zero, zero))
+
+    init = jax.jit(init_fn, out_shardings=state_sh)
     return RowSharded(init, step, param_sh, state_sh, grad_shardings)
