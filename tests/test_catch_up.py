@@ -8,6 +8,7 @@ entry. All cases of a grid share one jitted ``lax.scan``.
 
 from __future__ import annotations
 
+import re
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -380,3 +381,57 @@ def test_rows_tabulated_by_gap_match_a_float64_loop():
         # Measured: at most 4e-6 of the row (a long gap from an early step, whose decay and
         # drift are both evaluated in float32), within the 1e-5 dense training is held to above.
         assert np.all(error <= 2e-6 * drift.max(axis=1, keepdims=True) + 1e-5 * np.abs(theta))
+
+
+HLO_ROWS = 4099  # a row count no other dimension of the step has
+
+
+def _table_sized_ops(hlo: str, num_rows: int) -> list[str]:
+    """The instructions of the entry computation that produce a ``num_rows``-row array and are
+    neither a parameter nor an (in-place) scatter: copies, selects, fusions over the table."""
+    instruction = re.compile(r"%\S+ = (\([^)]*\)|\S+) ([\w-]+)\(")
+    roots, name, entry = {}, None, []
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            name = "ENTRY" if line.startswith("ENTRY") else line.split()[0].lstrip("%")
+            continue
+        match = instruction.search(line)
+        if match is None:
+            continue
+        if " ROOT " in line:
+            roots[name] = match.group(2)
+        if name == "ENTRY":
+            entry.append((match.group(1), match.group(2), line))
+    bad = []
+    for shape, op, line in entry:
+        if not re.search(rf"\[{num_rows}[,\]]", shape) or op in ("parameter", "tuple", "bitcast", "scatter"):
+            continue
+        called = re.search(r"calls=%([\w.-]+)", line)
+        if op == "fusion" and called and roots.get(called.group(1)) == "scatter":
+            continue
+        bad.append(line.strip()[:160])
+    return bad
+
+
+@pytest.mark.parametrize(
+    "alias, kwargs",
+    [(atx.adamw, dict(weight_decay=0.1)), (atx.rmsprop, dict(momentum=0.9))],
+    ids=["adamw", "rmsprop-momentum"],
+)
+def test_read_and_update_touch_no_table_sized_array(alias, kwargs):
+    # A donated step (forward read through `rows`, then the update) writes the table and its
+    # state in place: no copy of a table, last step or mark vector (O(V) a step).
+    tx = atx.sparse.catch_up(alias, 1e-2, **kwargs)
+    params = {"emb": jnp.zeros((HLO_ROWS, D))}
+    state = tx.init(params)
+
+    def step(params, state, ids):
+        rows = tx.rows(state, params, {"emb": ids})["emb"]
+        g = {"emb": atx.RowSparse(ids, rows - 1.0, HLO_ROWS)}
+        updates, state = tx.update(g, state, params)
+        return atx.sparse.apply_updates(params, updates), state
+
+    ids = jnp.arange(K, dtype=jnp.int32)
+    hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, ids).compile().as_text()
+    assert _table_sized_ops(hlo, HLO_ROWS) == []
+    assert "scatter" in hlo  # the parser sees the writes it allows

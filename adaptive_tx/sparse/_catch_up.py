@@ -574,16 +574,17 @@ class CatchUp:
                     t_minus_1, log_g,
                 )
             new_stats, new_trace, theta = caught
+            written, token = _write_order(rows, _leaf_rows(p)[0], g, theta)
             scatter = lambda a, r: a.at[rows].set(  # noqa: E731
-                r.astype(a.dtype), mode="drop", unique_indices=True
+                written(r, token).astype(a.dtype), mode="drop", unique_indices=True
             )
             for f, r in zip(fields, new_stats):
                 stat_leaves[f][index] = scatter(stat_leaves[f][index], r)
             if new_trace is not None:
                 trace_leaves[index] = scatter(trace_leaves[index], new_trace)
             offset = jnp.where(per_row(ok, theta), theta - theta_rows.astype(jnp.float32), 0.0)
-            offsets.append((rows, offset, theta))
-            new_last.append(last[index].at[rows].set(t, mode="drop", unique_indices=True))
+            offsets.append((rows, offset, theta, written, token))
+            new_last.append(scatter(last[index], jnp.broadcast_to(t, rows.shape)))
             if marks is not None:
                 new_marks.append(marks[index])  # set after the step's decay is known
             else:
@@ -616,12 +617,12 @@ class CatchUp:
             if extra is None:
                 out.append(u)
                 continue
-            rows, offset, theta = extra
+            rows, offset, theta, written, token = extra
             if self.weight_decay is not None:
                 # The step's decay acts on the caught-up θ; the inner step saw the stale one.
                 offset = offset * (1 - lr_t * wd_t)
                 new_marks[index] = marks[index].at[rows].set(
-                    jnp.broadcast_to(new_log, (rows.shape[0], 2)), mode="drop",
+                    written(jnp.broadcast_to(new_log, (rows.shape[0], 2)), token), mode="drop",
                     unique_indices=True,
                 )
             if is_row_sparse(u):
@@ -704,6 +705,30 @@ class CatchUp:
             decay_mark=None if marks is None else treedef.unflatten(marks),
         )
         return treedef.unflatten(new_leaves), new_state
+
+
+def _write_order(rows, num_rows, g, theta):
+    """``(written, token)``: the rows a step writes, made to depend on every read of the old rows.
+
+    XLA writes a donated table in place only if every read of the old table comes before the
+    write in the data flow; otherwise it keeps the old table alive by copying it whole, an
+    :math:`O(V)` copy a step. The last step (and decay mark) written is a constant ``t``, and a
+    forward read through `CatchUp.rows` / `CatchUp.view` reaches the update only through the
+    gradient, so neither is ordered by itself. ``token`` ([K] float32) depends on the gradient
+    values and on the caught-up rows (hence on every statistic, last step and mark read);
+    ``written(r, token)`` is ``r`` on the rows the scatter writes and the token on the slots it
+    drops (out of range), so no written value changes. (`jax.lax.optimization_barrier` does not
+    order them: the CPU compiler removes it before copy insertion.)
+    """
+    values = g.values if is_row_sparse(g) else g
+    flat = lambda x: jnp.reshape(x, (x.shape[0], -1))[:, 0].astype(jnp.float32)  # noqa: E731
+    token = flat(values) + flat(theta)
+    kept = (rows >= 0) & (rows < num_rows)
+
+    def written(r, token):
+        return jnp.where(per_row(kept, r), r, per_row(token, r).astype(r.dtype))
+
+    return written, token
 
 
 def _path_key(path) -> tuple:
