@@ -383,6 +383,48 @@ def test_rows_tabulated_by_gap_match_a_float64_loop():
         assert np.all(error <= 2e-6 * drift.max(axis=1, keepdims=True) + 1e-5 * np.abs(theta))
 
 
+def test_settled_long_gaps_share_the_tabulated_row():
+    """Late in training (bias corrections exactly 1 in float32) with a constant rate, a long-gap
+    row takes the tabulated gap-J values; early long-gap rows are still summed one by one. Rows
+    of both kinds, few and many of the early ones (each branch), against a float64 loop."""
+    rng = np.random.default_rng(3)
+    num, count, lr, b1, b2, eps = 1000, 25_000, 1e-3, 0.9, 0.999, 1e-8
+    tx = atx.sparse.catch_up(atx.adam, lr)
+    settled = tx._settled_step()
+    assert 20_000 < settled < count - 3000
+    table = jnp.ones((num, 2))
+    rows_of = jax.jit(lambda st: tx.rows(st, {"emb": table}, {"emb": jnp.arange(num)})["emb"])
+    for early in (0.0, 0.1, 0.4):
+        kind = rng.random(num)
+        gaps = np.where(
+            kind < early,
+            rng.integers(count - 12_000, count - 8000, num),  # 1 - b2^s is not 1 in float32
+            np.where(kind < 0.6, rng.integers(215, 3000, num), rng.integers(0, 215, num)),
+        )
+        m = rng.normal(size=(num, 2)) * 1e-2
+        v = m**2 * rng.uniform(0.1, 10, (num, 2))
+        state = tx.init({"emb": table})
+        scaling = state.inner[0]._replace(
+            count=jnp.int32(count),
+            mu={"emb": jnp.asarray(m, jnp.float32)},
+            nu={"emb": jnp.asarray(v, jnp.float32)},
+        )
+        state = state._replace(
+            count=jnp.int32(count),
+            inner=(scaling,) + tuple(state.inner[1:]),
+            last_step={"emb": jnp.asarray(count - gaps, jnp.int32)},
+        )
+        rows = np.asarray(rows_of(state))
+        theta, mm, vv = np.ones((num, 2)), m.copy(), v.copy()
+        for tau in range(count - gaps.max() + 1, count + 1):
+            active = (tau > count - gaps)[:, None]
+            mm, vv = np.where(active, b1 * mm, mm), np.where(active, b2 * vv, vv)
+            adam = mm / (1 - b1**tau) / (np.sqrt(vv / (1 - b2**tau)) + eps)
+            theta = np.where(active, theta - lr * adam, theta)
+        drift = np.abs(theta - 1).max(axis=1, keepdims=True)
+        assert np.all(np.abs(rows - theta) <= 2e-6 * drift + 2e-7), early
+
+
 HLO_ROWS = 4099  # a row count no other dimension of the step has
 
 

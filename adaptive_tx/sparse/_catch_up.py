@@ -32,8 +32,11 @@ in closed form when the row is read again:
   ``CHEBYSHEV_DEGREE + 1`` Chebyshev nodes per row and evaluated per element by Clenshaw's
   recurrence (see ``tests/test_catch_up.py`` for the measured interpolation error). Every row of
   a step has :math:`s + k = t - 1`, so the node values depend on the gap :math:`k` alone: they
-  are tabulated once per step for :math:`k \le J` and only the rows with longer gaps are
-  summed one by one;
+  are tabulated once per step for :math:`k \le J`. A row with a longer gap sums the terms of
+  steps :math:`s+1 .. s+J`; with a constant rate and no weight decay they equal the tabulated
+  row :math:`J`'s once :math:`\beta_1^{s+1}, \beta_2^{s+1} \le 2^{-30}` (the bias corrections
+  are then exactly 1 in float32: after about 20,800 steps at :math:`\beta_2 = 0.999`); the
+  other long-gap rows are summed one by one;
 * RMSProp's momentum (``sparse.trace``) decays by :math:`\mu^k` and moves the row by the
   geometric sum :math:`\sum_{j=1}^k \mu^j b`.
 
@@ -387,27 +390,53 @@ class CatchUp:
         """`_node_values` for K rows, computed once per gap where the gaps are short.
 
         Every row of a step has ``s + k = t - 1``, so a row's node values depend on its gap k
-        alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered; the rows
-        with longer gaps are computed one by one, the K // 4 longest of them (all of them, by
-        the same arithmetic, when more than K // 4 rows have k > J).
+        alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered. A row with
+        a longer gap sums the same J terms at steps ``s + 1 .. s + J``: with a constant rate and
+        no weight decay they are the tabulated row J's once the bias corrections are exactly 1
+        in float32 (`_settled_step`); the other long-gap rows are computed one by one, up to
+        K // 4 of them (all K rows, by the same arithmetic, when there are more).
         """
         num_rows, gap_max = k.shape[0], self.num_terms
         full = lambda: self._node_values(s, k, log_p, amsgrad)  # noqa: E731
         if num_rows < 4 * (gap_max + 1):
             return full()
         room = num_rows // 4
+        own = k > gap_max  # rows whose values are not a tabulated row
+        settled = self._settled_step()
+        if settled is not None:
+            own = own & (s + 1 < settled)
 
-        def by_gap():
+        def table():
             gaps = jnp.arange(gap_max + 1, dtype=jnp.int32)
             t_minus_1 = jnp.max(s + k)
-            table, table_sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
+            values, sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
             row = jnp.minimum(k, gap_max)
-            values, sigma = table[row], table_sigma[row]
-            longest = jax.lax.top_k(k, room)[1]
-            far = self._node_values(s[longest], k[longest], log_p[longest], amsgrad)
-            return values.at[longest].set(far[0]), sigma.at[longest].set(far[1])
+            return values[row], sigma[row]
 
-        return jax.lax.cond(jnp.sum(k > gap_max) > room, full, by_gap)
+        def by_gap():
+            values, sigma = table()
+            # The rows of `own` (at most `room`), then out-of-range slots (k = 0, dropped).
+            slots = jnp.nonzero(own, size=room, fill_value=num_rows)[0]
+            get = lambda x: x.at[slots].get(mode="fill", fill_value=0)  # noqa: E731
+            far = self._node_values(get(s), get(k), get(log_p), amsgrad)
+            put = lambda x, y: x.at[slots].set(y, mode="drop", unique_indices=True)  # noqa: E731
+            return put(values, far[0]), put(sigma, far[1])
+
+        count = jnp.sum(own)
+        if settled is None:
+            return jax.lax.cond(count > room, full, by_gap)
+        index = jnp.where(count == 0, 0, jnp.where(count <= room, 1, 2))
+        return jax.lax.switch(index, [table, by_gap, full])
+
+    def _settled_step(self):
+        """The first step from which every skipped step's terms are those of any later step, or
+        None: a constant rate, no weight decay, and :math:`\beta^\tau \le 2^{-30}` for both
+        betas, so that the bias corrections :math:`1 - \beta^\tau` are exactly 1 in float32."""
+        h = self.form.hyperparams
+        if callable(self.learning_rate) or self.weight_decay is not None:
+            return None
+        steps = [math.ceil(-30 * math.log(2) / math.log(b)) for b in (h.b1, h.b2) if 0 < b < 1]
+        return max(steps, default=0)
 
     # -- gathering, scattering --------------------------------------------------------------
     def _catch_up_leaf(self, state, leaf_index, rows, theta_rows, t_minus_1, log_g):
