@@ -435,6 +435,8 @@ class CatchUp:
         h = self.form.hyperparams
         if callable(self.learning_rate) or self.weight_decay is not None:
             return None
+        if getattr(h, "momentum_decay", None) is not None:
+            return None  # NAdam's momentum schedule depends on the step otherwise too
         steps = [math.ceil(-30 * math.log(2) / math.log(b)) for b in (h.b1, h.b2) if 0 < b < 1]
         return max(steps, default=0)
 
