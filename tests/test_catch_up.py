@@ -384,12 +384,14 @@ def test_rows_tabulated_by_gap_match_a_float64_loop():
 
 
 def test_settled_long_gaps_share_the_tabulated_row():
-    """Late in training (bias corrections exactly 1 in float32) with a constant rate, a long-gap
-    row takes the tabulated gap-J values; early long-gap rows are still summed one by one. Rows
-    of both kinds, few and many of the early ones (each branch), against a float64 loop."""
+    """Late in training (bias corrections exactly 1 in float32) with a constant rate and weight
+    decay, a long-gap row takes the tabulated gap-J values; early long-gap rows are still summed
+    one by one. Rows of both kinds, few and many of the early ones (each branch), against a
+    float64 sum of the skipped AdamW steps."""
     rng = np.random.default_rng(3)
-    num, count, lr, b1, b2, eps = 1000, 25_000, 1e-3, 0.9, 0.999, 1e-8
-    tx = atx.sparse.catch_up(atx.adam, lr)
+    num, count, lr, wd, b1, b2, eps = 1000, 25_000, 1e-3, 0.1, 0.9, 0.999, 1e-8
+    tx = atx.sparse.catch_up(atx.adamw, lr, weight_decay=wd)
+    step_log = float(np.log1p(-np.float64(np.float32(lr)) * wd))
     settled = tx._settled_step()
     assert 20_000 < settled < count - 3000
     table = jnp.ones((num, 2))
@@ -414,6 +416,9 @@ def test_settled_long_gaps_share_the_tabulated_row():
             inner=(scaling,) + tuple(state.inner[1:]),
             last_step={"emb": jnp.asarray(count - gaps, jnp.int32)},
         )
+        state = state._replace(
+            log_decay=_pair(count * step_log), decay_mark={"emb": _pair((count - gaps) * step_log)}
+        )
         rows = np.asarray(rows_of(state))
         # The skipped steps s + j in float64, j <= 1000: the terms fall like (b1/sqrt(b2))^j,
         # 1e-46 of the first at j = 1000.
@@ -421,9 +426,11 @@ def test_settled_long_gaps_share_the_tabulated_row():
         tau = (count - gaps)[:, None, None] + j
         adam = (b1**j * m[:, None]) / (1 - b1**tau)
         adam = adam / (np.sqrt(b2**j * v[:, None] / (1 - b2**tau)) + eps)
-        theta = 1 - lr * np.sum(np.where(j <= gaps[:, None, None], adam, 0.0), axis=1)
-        drift = np.abs(theta - 1).max(axis=1, keepdims=True)
-        assert np.all(np.abs(rows - theta) <= 2e-6 * drift + 2e-7), early
+        later = np.exp((gaps[:, None, None] - j) * step_log)  # the decay after step s + j
+        drift = -lr * np.sum(np.where(j <= gaps[:, None, None], adam * later, 0.0), axis=1)
+        theta = np.exp(gaps * step_log)[:, None] + drift
+        scale = np.abs(drift).max(axis=1, keepdims=True)
+        assert np.all(np.abs(rows - theta) <= 2e-6 * scale + 1e-6 * np.abs(theta)), early
 
 
 HLO_ROWS = 4099  # a row count no other dimension of the step has

@@ -33,8 +33,9 @@ in closed form when the row is read again:
   recurrence (see ``tests/test_catch_up.py`` for the measured interpolation error). Every row of
   a step has :math:`s + k = t - 1`, so the node values depend on the gap :math:`k` alone: they
   are tabulated once per step for :math:`k \le J`. A row with a longer gap sums the terms of
-  steps :math:`s+1 .. s+J`; with a constant rate and no weight decay they equal the tabulated
-  row :math:`J`'s once :math:`\beta_1^{s+1}, \beta_2^{s+1} \le 2^{-30}` (the bias corrections
+  steps :math:`s+1 .. s+J`; with a constant rate and weight decay they equal the tabulated
+  row :math:`J`'s (times the decay over the :math:`k - J` further steps) once
+  :math:`\beta_1^{s+1}, \beta_2^{s+1} \le 2^{-30}` (the bias corrections
   are then exactly 1 in float32: after about 20,800 steps at :math:`\beta_2 = 0.999`); the
   other long-gap rows are summed one by one;
 * RMSProp's momentum (``sparse.trace``) decays by :math:`\mu^k` and moves the row by the
@@ -392,7 +393,8 @@ class CatchUp:
         Every row of a step has ``s + k = t - 1``, so a row's node values depend on its gap k
         alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered. A row with
         a longer gap sums the same J terms at steps ``s + 1 .. s + J``: with a constant rate and
-        no weight decay they are the tabulated row J's once the bias corrections are exactly 1
+        weight decay they are the tabulated row J's (times the decay over the k - J further
+        steps) once the bias corrections are exactly 1
         in float32 (`_settled_step`); the other long-gap rows are computed one by one, up to
         K // 4 of them (all K rows, by the same arithmetic, when there are more).
         """
@@ -411,7 +413,12 @@ class CatchUp:
             t_minus_1 = jnp.max(s + k)
             values, sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
             row = jnp.minimum(k, gap_max)
-            return values[row], sigma[row]
+            values, sigma = values[row], sigma[row]
+            if settled is not None and self.weight_decay is not None:
+                # A settled long gap's terms are row J's, each decayed over k - J more steps.
+                more = log_p - gap_max * self._decay_step(0)
+                values = values * jnp.where(k > gap_max, jnp.exp(more), 1.0)[:, None]
+            return values, sigma
 
         def by_gap():
             values, sigma = table()
@@ -430,10 +437,10 @@ class CatchUp:
 
     def _settled_step(self):
         """The first step from which every skipped step's terms are those of any later step, or
-        None: a constant rate, no weight decay, and :math:`\beta^\tau \le 2^{-30}` for both
+        None: a constant rate and weight decay, and :math:`\beta^\tau \le 2^{-30}` for both
         betas, so that the bias corrections :math:`1 - \beta^\tau` are exactly 1 in float32."""
         h = self.form.hyperparams
-        if callable(self.learning_rate) or self.weight_decay is not None:
+        if callable(self.learning_rate) or callable(self.weight_decay):
             return None
         if getattr(h, "momentum_decay", None) is not None:
             return None  # NAdam's momentum schedule depends on the step otherwise too
