@@ -37,15 +37,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from timing import interleaved_times
 
-import adaptive_tx as atx
+# The repository (for adaptive_tx: this checkout's, not an installed copy) and this folder (for
+# timing), however this file is loaded.
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+
+from timing import interleaved_times  # noqa: E402
+
+import adaptive_tx as atx  # noqa: E402
 
 CONTENDERS = (
     "dense optax.adam",

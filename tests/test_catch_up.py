@@ -8,6 +8,7 @@ entry. All cases of a grid share one jitted ``lax.scan``.
 
 from __future__ import annotations
 
+import re
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -380,3 +381,108 @@ def test_rows_tabulated_by_gap_match_a_float64_loop():
         # Measured: at most 4e-6 of the row (a long gap from an early step, whose decay and
         # drift are both evaluated in float32), within the 1e-5 dense training is held to above.
         assert np.all(error <= 2e-6 * drift.max(axis=1, keepdims=True) + 1e-5 * np.abs(theta))
+
+
+def test_settled_long_gaps_share_the_tabulated_row():
+    """Late in training (bias corrections exactly 1 in float32) with a constant rate and weight
+    decay, a long-gap row takes the tabulated gap-J values; early long-gap rows are still summed
+    one by one. Rows of both kinds, few and many of the early ones (each branch), against a
+    float64 sum of the skipped AdamW steps."""
+    rng = np.random.default_rng(3)
+    num, count, lr, wd, b1, b2, eps = 1000, 25_000, 1e-3, 0.1, 0.9, 0.999, 1e-8
+    tx = atx.sparse.catch_up(atx.adamw, lr, weight_decay=wd)
+    step_log = float(np.log1p(-np.float64(np.float32(lr)) * wd))
+    settled = tx._settled_step()
+    assert 20_000 < settled < count - 3000
+    table = jnp.ones((num, 2))
+    rows_of = jax.jit(lambda st: tx.rows(st, {"emb": table}, {"emb": jnp.arange(num)})["emb"])
+    for early in (0.0, 0.1, 0.4):
+        kind = rng.random(num)
+        gaps = np.where(
+            kind < early,
+            rng.integers(count - 12_000, count - 8000, num),  # 1 - b2^s is not 1 in float32
+            np.where(kind < 0.6, rng.integers(215, 3000, num), rng.integers(0, 215, num)),
+        )
+        m = rng.normal(size=(num, 2)) * 1e-2
+        v = m**2 * rng.uniform(0.1, 10, (num, 2))
+        state = tx.init({"emb": table})
+        scaling = state.inner[0]._replace(
+            count=jnp.int32(count),
+            mu={"emb": jnp.asarray(m, jnp.float32)},
+            nu={"emb": jnp.asarray(v, jnp.float32)},
+        )
+        state = state._replace(
+            count=jnp.int32(count),
+            inner=(scaling,) + tuple(state.inner[1:]),
+            last_step={"emb": jnp.asarray(count - gaps, jnp.int32)},
+        )
+        state = state._replace(
+            log_decay=_pair(count * step_log), decay_mark={"emb": _pair((count - gaps) * step_log)}
+        )
+        rows = np.asarray(rows_of(state))
+        # The skipped steps s + j in float64, j <= 1000: the terms fall like (b1/sqrt(b2))^j,
+        # 1e-46 of the first at j = 1000.
+        j = np.arange(1, 1001)[None, :, None]
+        tau = (count - gaps)[:, None, None] + j
+        adam = (b1**j * m[:, None]) / (1 - b1**tau)
+        adam = adam / (np.sqrt(b2**j * v[:, None] / (1 - b2**tau)) + eps)
+        later = np.exp((gaps[:, None, None] - j) * step_log)  # the decay after step s + j
+        drift = -lr * np.sum(np.where(j <= gaps[:, None, None], adam * later, 0.0), axis=1)
+        theta = np.exp(gaps * step_log)[:, None] + drift
+        scale = np.abs(drift).max(axis=1, keepdims=True)
+        assert np.all(np.abs(rows - theta) <= 2e-6 * scale + 1e-6 * np.abs(theta)), early
+
+
+HLO_ROWS = 4099  # a row count no other dimension of the step has
+
+
+def _table_sized_ops(hlo: str, num_rows: int) -> list[str]:
+    """The instructions of the entry computation that produce a ``num_rows``-row array and are
+    neither a parameter nor an (in-place) scatter: copies, selects, fusions over the table."""
+    instruction = re.compile(r"%\S+ = (\([^)]*\)|\S+) ([\w-]+)\(")
+    roots, name, entry = {}, None, []
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            name = "ENTRY" if line.startswith("ENTRY") else line.split()[0].lstrip("%")
+            continue
+        match = instruction.search(line)
+        if match is None:
+            continue
+        if " ROOT " in line:
+            roots[name] = match.group(2)
+        if name == "ENTRY":
+            entry.append((match.group(1), match.group(2), line))
+    bad = []
+    for shape, op, line in entry:
+        allowed = op in ("parameter", "tuple", "bitcast", "scatter")
+        if allowed or not re.search(rf"\[{num_rows}[,\]]", shape):
+            continue
+        called = re.search(r"calls=%([\w.-]+)", line)
+        if op == "fusion" and called and roots.get(called.group(1)) == "scatter":
+            continue
+        bad.append(line.strip()[:160])
+    return bad
+
+
+@pytest.mark.parametrize(
+    "alias, kwargs",
+    [(atx.adamw, dict(weight_decay=0.1)), (atx.rmsprop, dict(momentum=0.9))],
+    ids=["adamw", "rmsprop-momentum"],
+)
+def test_read_and_update_touch_no_table_sized_array(alias, kwargs):
+    # A donated step (forward read through `rows`, then the update) writes the table and its
+    # state in place: no copy of a table, last step or mark vector (O(V) a step).
+    tx = atx.sparse.catch_up(alias, 1e-2, **kwargs)
+    params = {"emb": jnp.zeros((HLO_ROWS, D))}
+    state = tx.init(params)
+
+    def step(params, state, ids):
+        rows = tx.rows(state, params, {"emb": ids})["emb"]
+        g = {"emb": atx.RowSparse(ids, rows - 1.0, HLO_ROWS)}
+        updates, state = tx.update(g, state, params)
+        return atx.sparse.apply_updates(params, updates), state
+
+    ids = jnp.arange(K, dtype=jnp.int32)
+    hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, ids).compile().as_text()
+    assert _table_sized_ops(hlo, HLO_ROWS) == []
+    assert "scatter" in hlo  # the parser sees the writes it allows

@@ -32,8 +32,12 @@ in closed form when the row is read again:
   ``CHEBYSHEV_DEGREE + 1`` Chebyshev nodes per row and evaluated per element by Clenshaw's
   recurrence (see ``tests/test_catch_up.py`` for the measured interpolation error). Every row of
   a step has :math:`s + k = t - 1`, so the node values depend on the gap :math:`k` alone: they
-  are tabulated once per step for :math:`k \le J` and only the rows with longer gaps are
-  summed one by one;
+  are tabulated once per step for :math:`k \le J`. A row with a longer gap sums the terms of
+  steps :math:`s+1 .. s+J`; with a constant rate and weight decay they equal the tabulated
+  row :math:`J`'s (times the decay over the :math:`k - J` further steps) once
+  :math:`\beta_1^{s+1}, \beta_2^{s+1} \le 2^{-30}` (the bias corrections
+  are then exactly 1 in float32: after about 20,800 steps at :math:`\beta_2 = 0.999`); the
+  other long-gap rows are summed one by one;
 * RMSProp's momentum (``sparse.trace``) decays by :math:`\mu^k` and moves the row by the
   geometric sum :math:`\sum_{j=1}^k \mu^j b`.
 
@@ -387,27 +391,61 @@ class CatchUp:
         """`_node_values` for K rows, computed once per gap where the gaps are short.
 
         Every row of a step has ``s + k = t - 1``, so a row's node values depend on its gap k
-        alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered; the rows
-        with longer gaps are computed one by one, the K // 4 longest of them (all of them, by
-        the same arithmetic, when more than K // 4 rows have k > J).
+        alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered. A row with
+        a longer gap sums the same J terms at steps ``s + 1 .. s + J``: with a constant rate and
+        weight decay they are the tabulated row J's (times the decay over the k - J further
+        steps) once the bias corrections are exactly 1
+        in float32 (`_settled_step`); the other long-gap rows are computed one by one, up to
+        K // 4 of them (all K rows, by the same arithmetic, when there are more).
         """
         num_rows, gap_max = k.shape[0], self.num_terms
         full = lambda: self._node_values(s, k, log_p, amsgrad)  # noqa: E731
         if num_rows < 4 * (gap_max + 1):
             return full()
         room = num_rows // 4
+        own = k > gap_max  # rows whose values are not a tabulated row
+        settled = self._settled_step()
+        if settled is not None:
+            own = own & (s + 1 < settled)
 
-        def by_gap():
+        def table():
             gaps = jnp.arange(gap_max + 1, dtype=jnp.int32)
             t_minus_1 = jnp.max(s + k)
-            table, table_sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
+            values, sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
             row = jnp.minimum(k, gap_max)
-            values, sigma = table[row], table_sigma[row]
-            longest = jax.lax.top_k(k, room)[1]
-            far = self._node_values(s[longest], k[longest], log_p[longest], amsgrad)
-            return values.at[longest].set(far[0]), sigma.at[longest].set(far[1])
+            values, sigma = values[row], sigma[row]
+            if settled is not None and self.weight_decay is not None:
+                # A settled long gap's terms are row J's, each decayed over k - J more steps.
+                more = log_p - gap_max * self._decay_step(0)
+                values = values * jnp.where(k > gap_max, jnp.exp(more), 1.0)[:, None]
+            return values, sigma
 
-        return jax.lax.cond(jnp.sum(k > gap_max) > room, full, by_gap)
+        def by_gap():
+            values, sigma = table()
+            # The rows of `own` (at most `room`), then out-of-range slots (k = 0, dropped).
+            slots = jnp.nonzero(own, size=room, fill_value=num_rows)[0]
+            get = lambda x: x.at[slots].get(mode="fill", fill_value=0)  # noqa: E731
+            far = self._node_values(get(s), get(k), get(log_p), amsgrad)
+            put = lambda x, y: x.at[slots].set(y, mode="drop", unique_indices=True)  # noqa: E731
+            return put(values, far[0]), put(sigma, far[1])
+
+        count = jnp.sum(own)
+        if settled is None:
+            return jax.lax.cond(count > room, full, by_gap)
+        index = jnp.where(count == 0, 0, jnp.where(count <= room, 1, 2))
+        return jax.lax.switch(index, [table, by_gap, full])
+
+    def _settled_step(self):
+        """The first step from which every skipped step's terms are those of any later step, or
+        None: a constant rate and weight decay, and :math:`\beta^\tau \le 2^{-30}` for both
+        betas, so that the bias corrections :math:`1 - \beta^\tau` are exactly 1 in float32."""
+        h = self.form.hyperparams
+        if callable(self.learning_rate) or callable(self.weight_decay):
+            return None
+        if getattr(h, "momentum_decay", None) is not None:
+            return None  # NAdam's momentum schedule depends on the step otherwise too
+        steps = [math.ceil(-30 * math.log(2) / math.log(b)) for b in (h.b1, h.b2) if 0 < b < 1]
+        return max(steps, default=0)
 
     # -- gathering, scattering --------------------------------------------------------------
     def _catch_up_leaf(self, state, leaf_index, rows, theta_rows, t_minus_1, log_g):
@@ -574,16 +612,17 @@ class CatchUp:
                     t_minus_1, log_g,
                 )
             new_stats, new_trace, theta = caught
+            written, token = _write_order(rows, _leaf_rows(p)[0], g, theta)
             scatter = lambda a, r: a.at[rows].set(  # noqa: E731
-                r.astype(a.dtype), mode="drop", unique_indices=True
+                written(r, token).astype(a.dtype), mode="drop", unique_indices=True
             )
             for f, r in zip(fields, new_stats):
                 stat_leaves[f][index] = scatter(stat_leaves[f][index], r)
             if new_trace is not None:
                 trace_leaves[index] = scatter(trace_leaves[index], new_trace)
             offset = jnp.where(per_row(ok, theta), theta - theta_rows.astype(jnp.float32), 0.0)
-            offsets.append((rows, offset, theta))
-            new_last.append(last[index].at[rows].set(t, mode="drop", unique_indices=True))
+            offsets.append((rows, offset, theta, written, token))
+            new_last.append(scatter(last[index], jnp.broadcast_to(t, rows.shape)))
             if marks is not None:
                 new_marks.append(marks[index])  # set after the step's decay is known
             else:
@@ -616,12 +655,12 @@ class CatchUp:
             if extra is None:
                 out.append(u)
                 continue
-            rows, offset, theta = extra
+            rows, offset, theta, written, token = extra
             if self.weight_decay is not None:
                 # The step's decay acts on the caught-up θ; the inner step saw the stale one.
                 offset = offset * (1 - lr_t * wd_t)
                 new_marks[index] = marks[index].at[rows].set(
-                    jnp.broadcast_to(new_log, (rows.shape[0], 2)), mode="drop",
+                    written(jnp.broadcast_to(new_log, (rows.shape[0], 2)), token), mode="drop",
                     unique_indices=True,
                 )
             if is_row_sparse(u):
@@ -704,6 +743,30 @@ class CatchUp:
             decay_mark=None if marks is None else treedef.unflatten(marks),
         )
         return treedef.unflatten(new_leaves), new_state
+
+
+def _write_order(rows, num_rows, g, theta):
+    """``(written, token)``: the rows a step writes, made to depend on every read of the old rows.
+
+    XLA writes a donated table in place only if every read of the old table comes before the
+    write in the data flow; otherwise it keeps the old table alive by copying it whole, an
+    :math:`O(V)` copy a step. The last step (and decay mark) written is a constant ``t``, and a
+    forward read through `CatchUp.rows` / `CatchUp.view` reaches the update only through the
+    gradient, so neither is ordered by itself. ``token`` ([K] float32) depends on the gradient
+    values and on the caught-up rows (hence on every statistic, last step and mark read);
+    ``written(r, token)`` is ``r`` on the rows the scatter writes and the token on the slots it
+    drops (out of range), so no written value changes. (`jax.lax.optimization_barrier` does not
+    order them: the CPU compiler removes it before copy insertion.)
+    """
+    values = g.values if is_row_sparse(g) else g
+    flat = lambda x: jnp.reshape(x, (x.shape[0], -1))[:, 0].astype(jnp.float32)  # noqa: E731
+    token = flat(values) + flat(theta)
+    kept = (rows >= 0) & (rows < num_rows)
+
+    def written(r, token):
+        return jnp.where(per_row(kept, r), r, per_row(token, r).astype(r.dtype))
+
+    return written, token
 
 
 def _path_key(path) -> tuple:
