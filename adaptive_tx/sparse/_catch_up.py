@@ -71,7 +71,7 @@ FLUSH_CHUNK = 8192
 
 
 class CatchUpState(NamedTuple):
-    """State of `catch_up`.
+    r"""State of `catch_up`.
 
     Attributes:
       count: int32 scalar, the number of steps taken (saturating).
