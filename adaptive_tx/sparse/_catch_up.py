@@ -436,7 +436,7 @@ class CatchUp:
         return jax.lax.switch(index, [table, by_gap, full])
 
     def _settled_step(self):
-        """The first step from which every skipped step's terms are those of any later step, or
+        r"""The first step from which every skipped step's terms are those of any later step, or
         None: a constant rate and weight decay, and :math:`\beta^\tau \le 2^{-30}` for both
         betas, so that the bias corrections :math:`1 - \beta^\tau` are exactly 1 in float32."""
         h = self.form.hyperparams
