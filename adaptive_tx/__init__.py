@@ -21,9 +21,11 @@ from adaptive_tx.aliases import (
     lamb,
     nadam,
     nadamw,
+    novograd,
     radam,
     rmsprop,
     rowwise_adagrad,
+    sm3,
 )
 from adaptive_tx.masking import cautious, cautious_mask
 from adaptive_tx.diagnostics import (
@@ -31,6 +33,7 @@ from adaptive_tx.diagnostics import (
     effective_learning_rate,
     effective_learning_rate_summary,
 )
+from adaptive_tx.cover_set import CoverArray, CoverSet, ScaleBySm3State, scale_by_sm3
 from adaptive_tx.ema_of_squares import ScaleByEmaOfSquaresState, scale_by_ema_of_squares
 from adaptive_tx.factored import (
     BlockMean,
@@ -41,7 +44,7 @@ from adaptive_tx.factored import (
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
 from adaptive_tx.ftrl_proximal import ScaleByFtrlState, scale_by_ftrl
-from adaptive_tx.layerwise import scale_by_trust_ratio
+from adaptive_tx.layerwise import ScaleByNovogradState, scale_by_novograd, scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
     ScaleByScheduledLearningRateState,
@@ -90,6 +93,8 @@ __version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools
 __all__ = (
     "AddDecoupledWeightDecayState",
     "BlockMean",
+    "CoverArray",
+    "CoverSet",
     "Cast",
     "Factored",
     "FactoredArray",
@@ -107,9 +112,11 @@ __all__ = (
     "ScaleByInfNormMomentsState",
     "ScaleByLaPropState",
     "ScaleByLearningRateState",
+    "ScaleByNovogradState",
     "ScaleByRectifiedMomentsState",
     "ScaleByRowwiseSumOfSquaresState",
     "ScaleByScheduledLearningRateState",
+    "ScaleBySm3State",
     "ScaleBySumOfSquaresState",
     "SkipNonfiniteState",
     "StochasticRounding",
@@ -137,6 +144,7 @@ __all__ = (
     "lamb",
     "nadam",
     "nadamw",
+    "novograd",
     "radam",
     "rmsprop",
     "rowwise_adagrad",
@@ -150,11 +158,14 @@ __all__ = (
     "scale_by_inf_norm_moments",
     "scale_by_laprop",
     "scale_by_learning_rate",
+    "scale_by_novograd",
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
+    "scale_by_sm3",
     "scale_by_sum_of_squares",
     "scale_by_trust_ratio",
     "skip_nonfinite",
+    "sm3",
     "sparse",
     "state_nbytes",
     "state_shardings",

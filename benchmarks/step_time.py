@@ -63,6 +63,8 @@ METHODS = (
     "ademamix",
     "laprop",
     "lamb",
+    "sm3",
+    "novograd",
 )
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {

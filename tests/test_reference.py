@@ -85,6 +85,8 @@ ROWS = [
     ("radam", {"b2": 0.0, "eps": 1.0, "threshold": 1.0}),
     ("lamb", {}),
     ("lamb", {"b1": 0.5, "eps_root": 1e-4, "weight_decay": 0.1, "learning_rate": LR_SCHEDULE}),
+    ("sm3", {}),
+    ("novograd", {}),
 ]
 
 REFERENCE = {
@@ -99,6 +101,8 @@ REFERENCE = {
     "adamaxw": ref.run_adamax,
     "radam": ref.run_radam,
     "lamb": ref.run_lamb,
+    "sm3": ref.run_sm3,
+    "novograd": ref.run_novograd,
 }
 
 
@@ -224,6 +228,11 @@ def _primitive(name, kwargs):
         ]
     elif name == "lamb":
         chain = [atx.scale_by_bias_corrected_moments(**pick("b1", "b2", "eps", "eps_root"))]
+    elif name == "sm3":
+        chain = [atx.scale_by_sm3(b1=a["momentum"])]
+    elif name == "novograd":
+        keys = ("b1", "b2", "eps", "eps_root", "weight_decay")
+        return optax.chain(atx.scale_by_novograd(**pick(*keys)), _scale_by_lr(a["learning_rate"]))
     else:
         raise ValueError(name)
     if "weight_decay" in a:

@@ -172,6 +172,10 @@ def test_explicit_axes_state_keeps_the_types_init_gave_it(results, name):
 def test_explicit_axes_grid_covers_every_alias_and_storage(results):
     names = set(results["explicit"])
     extra = {"rowwise_adagrad", "adafactor", "optax.adafactor", "ftrl"}
-    expected = len(sharded_run.DEFAULTS) * len(sharded_run.EXPLICIT_STORAGES) + len(extra)
+    expected = (
+        len(sharded_run.STORAGE_ROWS) * len(sharded_run.EXPLICIT_STORAGES)
+        + len(sharded_run.OWN_STORAGE_ROWS)
+        + len(extra)
+    )
     assert len(names) == expected and extra | set(sharded_run.EXPLICIT_RUN) <= names
     assert all("run" in results["explicit"][n] for n in sharded_run.EXPLICIT_RUN)

@@ -10,7 +10,7 @@ shape) and the learning rate of the last step; keyword names are the optax alias
 
 import numpy as np
 
-from tests.reference.numpy_optimizers import _ema
+from tests.reference.numpy_optimizers import _ema, novograd_momentum, sm3_momentum
 
 
 def _ema_series(values, decay, start=0.0):
@@ -165,10 +165,24 @@ def newer_direction(name, grads, **hyper):
         for i, g in enumerate(grads):
             m2 = _ema(m2, g, _at(b3, i))
         return m1 / (1.0 - b1**t) + _at(alpha, t - 1) * m2
+    if name == "sm3":
+        return sm3_momentum(grads, hyper.get("momentum", 0.9))[-1]
+    if name == "novograd":
+        assert not hyper.get("weight_decay"), "the direction without decay"
+        keys = ("b1", "b2", "eps", "eps_root")
+        return novograd_momentum(grads, **{k: hyper[k] for k in keys if k in hyper})
     raise ValueError(name)
+
+
 def _lamb(grads, lr, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, **unused):
     """LAMB's rate: Adam's (with LAMB's eps = 1e-6); the per-leaf trust ratio is left out."""
     return _adam(grads, lr, b1, b2, eps, eps_root)
+
+
+def _sm3(grads, lr, **unused):
+    """SM3's and NovoGrad's rate: the learning rate alone; the direction, the momentum of
+    g / sqrt(v) (numpy_optimizers.sm3_momentum, novograd_momentum), holds the adaptivity."""
+    return np.full(np.shape(grads[0]), lr)
 
 
 RATES = {
@@ -187,6 +201,8 @@ RATES = {
     "adan": _adan,
     "ademamix": _ademamix,
     "lamb": _lamb,
+    "sm3": _sm3,
+    "novograd": _sm3,
 }
 
 
