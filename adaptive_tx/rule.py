@@ -26,8 +26,11 @@ that, still coordinate by coordinate (a row of a table can still be updated alon
   :math:`u_t = \theta_t - \theta_{t-1}` (FTRL: a coordinate whose closed form is 0 becomes exactly
   0 after ``optax.apply_updates``). Needs ``reads_params``.
 
-A factor computed from a whole leaf (a norm, LAMB's trust ratio) is not a rule's: it is a
-transformation of its own in the chain (`adaptive_tx.layerwise`), which refuses row-sparse leaves.
+A factor computed from a whole leaf (a norm, LAMB's trust ratio, NovoGrad's per-leaf second
+moment) is not a rule's: it is a transformation of its own in the chain (`adaptive_tx.layerwise`),
+which refuses row-sparse leaves. A statistic kept in fewer numbers than coordinates (SM3's
+per-axis maxima) is not a rule's either: it is a *storage* of the statistic
+(`adaptive_tx.CoverSet`, like `adaptive_tx.Factored`), and the rule runs on it as decoded.
 """
 
 from __future__ import annotations
