@@ -363,7 +363,7 @@ def test_complex_gradient_on_real_parameters_is_refused(row):
         updates, _ = tx.update(g, tx.init(params), params)
         assert updates["w"].dtype == their_updates["w"].dtype == jnp.complex64
         assert max_rel_diff(updates, their_updates) <= 1e-6
-    if "mu_dtype" in inspect.signature(getattr(atx, name)).parameters:  # a first moment
+    if name not in ("adagrad", "rmsprop", "sm3", "novograd"):  # Adam family: mu_dtype options
         # complex parameters with a real first moment are refused too; a real nu_dtype is fine
         # (the second moment is real)
         complex_params = {"w": jnp.ones(3, jnp.complex64)}
