@@ -29,9 +29,12 @@ from adaptive_tx.aliases_extended import (
     lamb,
     laprop,
     lion,
+    novograd,
     rprop,
+    sm3,
     yogi,
 )
+from adaptive_tx.cover_set import CoverArray, CoverSet, ScaleBySm3State, scale_by_sm3
 from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
 from adaptive_tx.diagnostics import (
     RateSummary,
@@ -48,7 +51,7 @@ from adaptive_tx.factored import (
 from adaptive_tx.ftrl_proximal import ScaleByFtrlState, scale_by_ftrl
 from adaptive_tx.guards import SkipNonfiniteState, check_restored_state, skip_nonfinite
 from adaptive_tx.interop import from_optax_state
-from adaptive_tx.layerwise import scale_by_trust_ratio
+from adaptive_tx.layerwise import ScaleByNovogradState, scale_by_novograd, scale_by_trust_ratio
 from adaptive_tx.learning_rate import (
     ScaleByLearningRateState,
     ScaleByScheduledLearningRateState,
@@ -106,6 +109,8 @@ __version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools
 __all__ = (
     "AddDecoupledWeightDecayState",
     "BlockMean",
+    "CoverArray",
+    "CoverSet",
     "Cast",
     "Factored",
     "FactoredArray",
@@ -127,10 +132,12 @@ __all__ = (
     "ScaleByLaPropState",
     "ScaleByLearningRateState",
     "ScaleByLionState",
+    "ScaleByNovogradState",
     "ScaleByRectifiedMomentsState",
     "ScaleByRowwiseSumOfSquaresState",
     "ScaleByRpropState",
     "ScaleByScheduledLearningRateState",
+    "ScaleBySm3State",
     "ScaleBySumOfSquaresState",
     "ScaleByYogiState",
     "SkipNonfiniteState",
@@ -162,6 +169,7 @@ __all__ = (
     "lion",
     "nadam",
     "nadamw",
+    "novograd",
     "radam",
     "rmsprop",
     "rowwise_adagrad",
@@ -181,11 +189,16 @@ __all__ = (
     "scale_by_rectified_moments",
     "scale_by_rowwise_sum_of_squares",
     "scale_by_rprop",
+    "scale_by_novograd",
+    "scale_by_rectified_moments",
+    "scale_by_rowwise_sum_of_squares",
+    "scale_by_sm3",
     "scale_by_sum_of_squares",
     "scale_by_trust_ratio",
     "scale_by_yogi",
     "skip_nonfinite",
     "scale_by_adadelta",
+    "sm3",
     "sparse",
     "state_nbytes",
     "state_shardings",

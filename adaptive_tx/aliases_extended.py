@@ -1,5 +1,5 @@
 r"""The rest of the adaptive family as aliases: LAMB, Adadelta, Lion, AdaBelief, Yogi, Rprop, ADOPT,
-Adan, AdEMAMix, LaProp and FTRL-Proximal.
+Adan, AdEMAMix, LaProp, FTRL-Proximal, SM3 and NovoGrad.
 
 Chains of this library's primitives like `adaptive_tx.aliases` (whose conventions hold here), each
 with the signature and defaults of its reference: optax's function of the same name
@@ -15,9 +15,10 @@ import optax
 
 from adaptive_tx.aliases import ScalarOrSchedule, _chain
 from adaptive_tx.compat._common import is_off
+from adaptive_tx.cover_set import scale_by_sm3
 from adaptive_tx.delta import scale_by_adadelta
 from adaptive_tx.ftrl_proximal import scale_by_ftrl
-from adaptive_tx.layerwise import scale_by_trust_ratio
+from adaptive_tx.layerwise import scale_by_novograd, scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.mixed_moments import scale_by_adan, scale_by_ademamix
 from adaptive_tx.moments import scale_by_bias_corrected_moments
@@ -458,3 +459,75 @@ def ftrl(
             nu_dtype,
         )
     )
+
+
+def sm3(
+    learning_rate: ScalarOrSchedule, momentum: float = 0.9
+) -> optax.GradientTransformationExtraArgs:
+    r"""SM3: Adagrad with its accumulator kept as per-axis maxima, then momentum.
+
+    .. math::
+
+       v_t = g_t^2 + \min_i \mu^{(i)}_{t-1}, \quad
+       m_t = \beta\, m_{t-1} + (1-\beta)\, g_t / \sqrt{v_t + 10^{-8}}, \quad
+       \mu^{(i)}_t = \max_{\text{other axes}} v_t, \qquad u_t = -\eta_t\, m_t,
+
+    with :math:`\beta` = ``momentum``: `scale_by_sm3` then the learning rate; equals
+    ``optax.sm3``. An ``(m, n)`` matrix keeps :math:`m + n` accumulator entries instead of
+    :math:`m n` (Adagrad's); the momentum is kept whole. A row-sparse gradient of a matrix is
+    refused (its column maxima span the rows).
+
+    Reference: Anil, Gupta, Koren & Singer, "Memory-Efficient Adaptive Optimization", NeurIPS 2019,
+    https://arxiv.org/abs/1901.11150
+
+    Args:
+      learning_rate: a non-negative number (or a schedule).
+      momentum: :math:`\beta` in [0, 1].
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = sm3(0.1, momentum=0.0)
+      >>> updates, _ = tx.update(jnp.array([[2.0, -0.5]]), tx.init(jnp.zeros((1, 2))))
+      >>> updates  # -0.1 * g / |g| on the first step
+      Array([[-0.1,  0.1]], dtype=float32)
+    """
+    return _chain(scale_by_sm3(b1=momentum), learning_rate)
+
+
+def novograd(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.25,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""NovoGrad: momentum of gradients normalized by their layer's RMS norm, plus weight decay.
+
+    .. math::
+
+       v_t = \beta_2 v_{t-1} + (1-\beta_2)\,\|g_t\|^2, \quad
+       m_t = \beta_1 m_{t-1} + \frac{g_t}{\sqrt{v_t + \epsilon_{root}} + \epsilon}
+             + \lambda\theta_{t-1}, \qquad u_t = -\eta_t\, m_t,
+
+    one :math:`v` per leaf (:math:`v_1 = \|g_1\|^2`, :math:`m_1` without the momentum):
+    `scale_by_novograd` then the learning rate; equals ``optax.novograd``. Its second moment costs
+    one number per layer; a row-sparse leaf is refused (the norm is the whole leaf's).
+
+    Reference: Ginsburg et al., "Stochastic Gradient Methods with Layer-wise Adaptive Moments for
+    Training of Deep Networks", 2019, https://arxiv.org/abs/1905.11286
+
+    Args:
+      learning_rate: a non-negative number or a schedule.
+      b1, b2, eps, eps_root, weight_decay: see `scale_by_novograd`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = novograd(0.1)
+      >>> params = jnp.zeros(2)
+      >>> updates, _ = tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)
+      >>> updates  # -0.1 * g / |g| on the first step
+      Array([-0.06, -0.08], dtype=float32)
+    """
+    scaling = scale_by_novograd(b1, b2, eps, eps_root, weight_decay)
+    return _chain(scaling, learning_rate)

@@ -69,6 +69,13 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   :math:`d_t = z_t - \mathrm{clip}(z_t, -\lambda_1, \lambda_1)`, and
   :math:`u_t = -\eta_{\text{eff}} \odot d_t - \theta_{t-1}` (:math:`\theta_t = -\eta_{\text{eff}}
   \odot d_t`);
+- SM3 (``sm3``): the rate is :math:`\eta` (its direction, the momentum of
+  :math:`g_t / \sqrt{v_t + \epsilon}` with :math:`v_t` the cover-set accumulator, holds the
+  adaptivity), as for ADOPT; NovoGrad (``novograd``): the rate is :math:`\eta`, the direction
+  :math:`m_t = \beta_1 m_{t-1} + g_t / (\sqrt{v_t + \epsilon_{root}} + \epsilon) +
+  \lambda\theta_{t-1}` with one :math:`v_t` per leaf (the per-leaf factor
+  :math:`\eta / (\sqrt{v_t + \epsilon_{root}} + \epsilon)` is the rate of the last gradient
+  only: the momentum mixes the factors of past steps);
 - transformations that keep no state are invisible to the state and left out. Adafactor
   (``adafactor``, keras' ``Adafactor``) clips each leaf's step to RMS :math:`c`
   (``clipping_threshold``) after the scale and multiplies it by the parameter's RMS:

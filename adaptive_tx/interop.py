@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import state_precision
+from adaptive_tx.cover_set import CoverArray
 from adaptive_tx.factored import FactoredArray
+from adaptive_tx.layerwise import ScaleByNovogradState
 from adaptive_tx.learning_rate import ScaleByLearningRateState, ScaleByScheduledLearningRateState
 from adaptive_tx.weight_decay import AddDecoupledWeightDecayState
 
@@ -121,6 +123,29 @@ def _factored(theirs: Any, template: FactoredArray) -> FactoredArray:
     )
 
 
+def _cover(theirs: Any, template: CoverArray) -> CoverArray:
+    """optax's sm3 ``mu`` (a list of per-axis vectors per leaf) as a `CoverArray` of trees."""
+    lists = _field(theirs, "mu", "sm3's mu")
+
+    def leaf(vectors, *kept):
+        kept = CoverArray(*kept)
+        used = [m for m in kept if jnp.ndim(m) == jnp.ndim(kept.axis0)] if kept.covered else []
+        if len(vectors) != max(len(used), 1):
+            raise ValueError(
+                f"from_optax_state: cannot convert sm3's mu: {len(vectors)} vectors in the optax "
+                f"state for a leaf of shape {kept.shape}"
+            )
+        new = [jnp.reshape(v, m.shape).astype(m.dtype) for v, m in zip(vectors, used or kept)]
+        return tuple(new) + tuple(kept)[len(new) :]
+
+    is_list = lambda x: isinstance(x, list)  # noqa: E731
+    parts = jax.tree.map(leaf, lists, *template, is_leaf=is_list)
+    is_parts = lambda x: isinstance(x, tuple) and not hasattr(x, "_fields")  # noqa: E731
+    return CoverArray(
+        *(jax.tree.map(lambda p, i=i: p[i], parts, is_leaf=is_parts) for i in range(len(template)))
+    )
+
+
 def _adaptive(node: Any, theirs: Any) -> Any:
     """One of this library's adaptive states, its statistics found by name in optax's state."""
     what = type(node).__name__
@@ -134,6 +159,8 @@ def _adaptive(node: Any, theirs: Any) -> Any:
             values[name] = template
         elif isinstance(template, FactoredArray):
             values[name] = _factored(theirs, template)
+        elif isinstance(template, CoverArray):
+            values[name] = _cover(theirs, template)
         else:
             values[name] = _like(_field(theirs, name, what), template, f"{what}.{name}")
     return type(node)(**values)
@@ -153,6 +180,13 @@ def _convert(node: Any, theirs: Any) -> Any:
             theirs, lambda s: type(s).__name__ == "WeightDecaySchedule", "the weight decay"
         )
         return node._replace(schedule_count=jnp.asarray(schedule.count, jnp.int32))
+    if isinstance(node, ScaleByNovogradState):  # optax's fields; nu kept real here
+        found = _one(theirs, lambda s: type(s).__name__ == "ScaleByNovogradState", "novograd")
+        return ScaleByNovogradState(
+            _count(theirs),
+            _like(found.mu, node.mu, "ScaleByNovogradState.mu"),
+            _like(jax.tree.map(jnp.real, found.nu), node.nu, "ScaleByNovogradState.nu"),
+        )
     if _is_state(node) and "packed_hyperparams" in node._fields:
         return _adaptive(node, theirs)
     if isinstance(node, optax.MaskedState):
@@ -194,7 +228,8 @@ def from_optax_state(
     rate a schedule applied at the last step) is rebuilt, so that the next ``tx.update`` gives the
     update the optax optimizer would have given. Supported: adagrad, rmsprop, adam, adamw, nadam,
     nadamw, amsgrad, adamax, adamaxw, radam, adafactor, adan (its count ``t``),
-    ``optax.contrib``'s adopt and ademamix, with any of their options and schedules.
+    ``optax.contrib``'s adopt and ademamix, sm3 (its per-axis ``mu``), novograd, with any of
+    their options and schedules.
 
     Where optax's state keeps no step count (adagrad, rmsprop without bias correction, with a
     constant rate) the count is 0: those methods' arithmetic does not use it.

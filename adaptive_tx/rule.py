@@ -32,8 +32,11 @@ that, still coordinate by coordinate (a row of a table can still be updated alon
   is a function of the state alone, so that the effective learning rate of the last step can be
   read from the state after it (the statistics before the step are not kept).
 
-A factor computed from a whole leaf (a norm, LAMB's trust ratio) is not a rule's: it is a
-transformation of its own in the chain (`adaptive_tx.layerwise`), which refuses row-sparse leaves.
+A factor computed from a whole leaf (a norm, LAMB's trust ratio, NovoGrad's per-leaf second
+moment) is not a rule's: it is a transformation of its own in the chain (`adaptive_tx.layerwise`),
+which refuses row-sparse leaves. A statistic kept in fewer numbers than coordinates (SM3's
+per-axis maxima) is not a rule's either: it is a *storage* of the statistic
+(`adaptive_tx.CoverSet`, like `adaptive_tx.Factored`), and the rule runs on it as decoded.
 """
 
 from __future__ import annotations

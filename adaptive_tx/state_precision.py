@@ -133,9 +133,14 @@ def check_matches(
     statistic stands for (``container.shape``; with `per_block`, size 1 along averaged axes; with
     `stat_shape`, the statistic's own shape for the gradient's, e.g. one per row).
     """
-    for tree in stat if is_stored(stat) else (stat,):
-        _validate.check_tree_matches(where, updates, tree, shapes=False)
     treedef = jax.tree.structure(updates)
+    for tree in stat if is_stored(stat) else (stat,):
+        try:  # a container's tree may hold a list per parameter (SM3's per-axis maxima)
+            ok = is_stored(stat) and bool(treedef.flatten_up_to(tree))
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            _validate.check_tree_matches(where, updates, tree, shapes=False)
     shapes = [jax.ShapeDtypeStruct(leaf.shape, jnp.float32) for leaf in split(stat, treedef)]
     _validate.check_tree_matches(
         where, updates, treedef.unflatten(shapes), per_block=per_block, stat_shape=stat_shape
@@ -151,7 +156,8 @@ def check_row_sparse(where: str, leaf: Any, storage: Any, stored: Any) -> None:
     of a table, so that a row holds its own blocks; per-row means) or is a placeholder the
     storage does not read. A storage's ``row_conflict(stored)`` says why it is not (a block
     spanning rows: 8-bit blocks of a 1-d leaf, factored column means, a mean over axis 0), or
-    None; a storage without it is trusted if it does not estimate (``reads_stored``).
+    None; a storage without it is trusted if it does not estimate (``reads_stored``). A storage
+    that is not a user's option (SM3's `adaptive_tx.CoverSet`) names its own fix, ``row_fix``.
 
     Example:
       >>> check_row_sparse("Adam", "['emb']", Int8Blockwise(min_size=0), Int8Blockwise(
@@ -165,13 +171,15 @@ def check_row_sparse(where: str, leaf: Any, storage: Any, stored: Any) -> None:
         reason = conflict(stored)
     else:
         reason = "estimates its statistic over blocks" if storage.reads_stored else None
+    fix = getattr(storage, "row_fix", None) or (
+        "keep this leaf's statistic elementwise (a float dtype, 'bfloat16_sr', or "
+        "Int8Blockwise(min_size=...) above the leaf's size, e.g. with optax.multi_transform) "
+        "or make its gradient dense (prepare_rows(lazy=False))"
+    )
     if reason:
         raise TypeError(
             f"{where}: row-sparse leaf {leaf} cannot update factored or per-block statistics "
-            f"row by row: {storage} {reason}, so a step on some rows would rescale others; keep "
-            "this leaf's statistic elementwise (a float dtype, 'bfloat16_sr', or "
-            "Int8Blockwise(min_size=...) above the leaf's size, e.g. with optax.multi_transform) "
-            "or make its gradient dense (prepare_rows(lazy=False))"
+            f"row by row: {storage} {reason}, so a step on some rows would rescale others; {fix}"
         )
 
 

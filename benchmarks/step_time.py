@@ -77,6 +77,8 @@ METHODS = (
     "yogi",
     "lion",
     "rprop",
+    "sm3",
+    "novograd",
 )
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {

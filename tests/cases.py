@@ -85,6 +85,8 @@ ALIASES = [
         "rprop",
         dict(learning_rate=0.1, eta_minus=0.3, eta_plus=1.5, min_step_size=0.01, max_step_size=0.2),
     ),
+    ("sm3", dict(learning_rate=0.01)),
+    ("novograd", dict(learning_rate=0.01)),
 ]
 
 def _optax_rprop(
@@ -142,9 +144,14 @@ def twin(name: str):
 # is 1.2e-7, half an ulp of the largest entry (2.37), i.e. 1.4e-5 relative to a 1e-3 floor.
 PARITY_FLOOR = {"lamb": 1e-2}
 
-# Aliases that refuse row-sparse leaves (a norm over a whole leaf has no meaning on a few rows of
-# it), with the transformation their TypeError names; the row-sparse grids expect that error.
-REFUSES_ROWS = {"lamb": "scale_by_trust_ratio"}
+# Aliases that refuse row-sparse leaves (a norm over a whole leaf, or SM3's maxima over the other
+# axes, has no meaning on a few rows of it), with the start of their TypeError (a regex naming the
+# transformation and the leaf); the row-sparse grids expect that error.
+REFUSES_ROWS = {
+    "lamb": r"scale_by_trust_ratio: gradient leaf \['emb'\] is row-sparse",
+    "novograd": r"scale_by_novograd: gradient leaf \['emb'\] is row-sparse",
+    "sm3": r"ScaleBySm3: row-sparse leaf \['emb'\] cannot update .* \(SM3's cover set\)",
+}
 
 # One row per alias, with default settings: for the properties every method must have.
 DEFAULTS = [row for i, row in enumerate(ALIASES) if row[0] not in [r[0] for r in ALIASES[:i]]]
@@ -289,4 +296,6 @@ CONVERGENCE_LR = {
     "adabelief": 1e-2,
     "yogi": 1e-1,
     "rprop": 1e-1,
+    "sm3": 3e-1,
+    "novograd": 1e-2,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import inspect
 import sys
 
 import jax
@@ -167,9 +168,16 @@ EXPLICIT_EAGER = ["adam()|" + name for name in EXPLICIT_STORAGES] + [
     "rowwise_adagrad",
     "adafactor",
     "optax.adafactor",
+    "sm3()",
 ]
 # Compiled and run (1-2 s each): storages that reshard, round at random or reduce axes.
-EXPLICIT_RUN = ["adam()|int8_blockwise", "adam()|bfloat16_sr", "adafactor", "rowwise_adagrad"]
+EXPLICIT_RUN = [
+    "adam()|int8_blockwise",
+    "adam()|bfloat16_sr",
+    "adafactor",
+    "rowwise_adagrad",
+    "sm3()",
+]
 
 
 # Aliases that refuse the estimating storages (with a documented error, tested where they are
@@ -194,13 +202,24 @@ def _explicit_case(row, storage):
     return lambda: getattr(atx, row[0])(**row[1], **kwargs)
 
 
+# Aliases with storage options (mu_dtype / nu_dtype), run with every storage; the others (SM3,
+# whose accumulator's storage is its cover set) once, with their own.
+STORAGE_ROWS = [
+    r for r in DEFAULTS
+    if {"mu_dtype", "nu_dtype"} & set(inspect.signature(getattr(atx, r[0])).parameters)
+]
+OWN_STORAGE_ROWS = [r for r in DEFAULTS if r not in STORAGE_ROWS]
+
+
 def _explicit_cases():
     cases = {
         f"{case_id(row)}|{storage}": _explicit_case(row, storage)
-        for row in DEFAULTS
+        for row in STORAGE_ROWS
         for storage in EXPLICIT_STORAGES
     }
     cases = {name: case for name, case in cases.items() if case is not None}
+    for row in OWN_STORAGE_ROWS:
+        cases[case_id(row)] = lambda row=row: getattr(atx, row[0])(**row[1])
     cases["rowwise_adagrad"] = lambda: atx.rowwise_adagrad(0.1)
     cases["ftrl"] = lambda: atx.ftrl(0.1, l1_regularization_strength=0.5)
     cases["adafactor"] = lambda: atx.adafactor(0.1, min_dim_size_to_factor=2)

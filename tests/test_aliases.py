@@ -248,7 +248,7 @@ def assert_tree_get_agrees(ours, theirs, name, inject=False):
             continue
         if expected is None or _is_state(expected):
             continue  # not in optax's state, or a sub-state (whose types differ by design)
-        counts = ("adagrad", "rmsprop", "adan", "adadelta", "rprop")
+        counts = ("adagrad", "rmsprop", "adan", "adadelta", "rprop", "sm3")
         special = inject and key == "count" and name in counts
         if special and got is KeyError and expected is not KeyError:
             # optax's adagrad, rmsprop, adadelta and rprop states keep no step count (adan's is
@@ -268,6 +268,8 @@ def assert_tree_get_agrees(ours, theirs, name, inject=False):
                 chex.assert_trees_all_close(got, value, rtol=1e-5, atol=1e-6)
         else:
             assert got is not KeyError, f"optax.tree.get(state, {key!r}) raises on ours"
+            if isinstance(got, atx.CoverArray):  # SM3's per-axis maxima (optax: a list per leaf)
+                got = jax.tree.map(lambda *axes: atx.CoverArray(*axes).vectors(), *got)
             chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -313,14 +315,18 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     # eps = 1e-30 to 0, so a zero gradient coordinate gives 0 * inf (as optax's float16 state)
     # adopt: clipping refuses complex gradients; adadelta, rprop refuse complex numbers
     # (test_complex_gradient_on_real_parameters_is_refused)
-    params, grads = _dtype_grid(real_only=name in ("adafactor", "adopt", *REAL_ONLY))
+    # sm3: optax refuses complex parameters (ours: tests/test_properties.py's complex parabola)
+    params, grads = _dtype_grid(real_only=name in ("adafactor", "adopt", "sm3", *REAL_ONLY))
     ours, theirs = getattr(atx, name)(**kwargs), twin(name)(**kwargs)
     dtypes = {k: jnp.result_type(grads[0][k].dtype, p.dtype) for k, p in params.items()}
     wide_params = {k: p.astype(_wide(p.dtype)) for k, p in params.items()}
     s1, s2 = ours.init(params), theirs.init(wide_params)
     our_update, their_update = jax.jit(ours.update), jax.jit(theirs.update)
     cast = {k: v.astype(dtypes[k]) for k, v in grads[0].items()}
-    u3, _ = jax.eval_shape(theirs.update, cast, theirs.init(params), params)
+    if name == "novograd":  # optax's lax.cond branches differ in dtype unless g's is p's
+        u3 = {k: jax.ShapeDtypeStruct((), d) for k, d in dtypes.items()}
+    else:
+        u3, _ = jax.eval_shape(theirs.update, cast, theirs.init(params), params)
     for g in grads:
         u1, new_s1 = our_update(g, s1, params)
         wide_g = {k: v.astype(_wide(dtypes[k])) for k, v in g.items()}

@@ -100,7 +100,7 @@ def _alias_direction(name, kwargs, leaf_grads):
     """d_T in float64 (tests/reference): g_T, m_T or NAdam's look-ahead."""
     if name in ("adagrad", "rmsprop", "adafactor"):
         return np.asarray(leaf_grads[-1], np.float64)
-    if name in ("adopt", "laprop", "adan", "ademamix"):
+    if name in ("adopt", "laprop", "adan", "ademamix", "sm3", "novograd"):
         return ref.newer_direction(name, leaf_grads, **_hyper(kwargs))
     if name == "adadelta":
         return ref.adadelta_direction(leaf_grads, **_hyper(kwargs))

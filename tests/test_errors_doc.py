@@ -230,6 +230,11 @@ RAISES = {
     ),
     "row-trust-ratio": lambda: _rows_through(atx.lamb(0.1)),
     "row-sharded-capacity": lambda: _row_sharded(capacity=0),
+    "sm3-b2-above-one": lambda: atx.scale_by_sm3(b2=1.5),
+    "cover-set-rank": lambda: atx.sm3(0.1).init({"k": jnp.zeros((1, 1, 1, 1, 2))}),
+    "row-cover-set": lambda: _rows_through(atx.sm3(0.1)),
+    "row-novograd": lambda: _rows_through(atx.novograd(0.1)),
+    "novograd-no-params": lambda: atx.novograd(0.1).update(PARAMS, atx.novograd(0.1).init(PARAMS)),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}

@@ -93,6 +93,8 @@ def alias_grid(name):
         ]
     if name == "adagrad":
         return _grid(None, "learning_rate", SCHEDULE, "eps")
+    if name == "sm3":  # momentum near 1; optax's sm3 takes a number as its rate, and has no eps
+        return [{"learning_rate": 10.0, "momentum": beta} for beta in BETAS]
     if name == "adopt":  # eps > 0, the floor its first step divides by (ValueError at 0)
         return [s for s in _grid("b2", "learning_rate", SCHEDULE, "eps") if s["eps"] > 0]
     return _grid("decay" if name == "rmsprop" else "b2", "learning_rate", SCHEDULE, "eps")

@@ -78,8 +78,11 @@ def test_bad_steps_leave_params_and_inner_state_untouched(row):
     # And the guard does not change a clean run: the unguarded alias. Not bitwise: the guarded
     # program reads the new state for its check, so XLA fuses (and rounds) the inner step
     # differently; 20 steps of 1-ulp differences stay below 1e-5 (measured: 6e-6, RMSProp).
+    # NovoGrad: 1.5e-5 (its per-leaf norm is a reduction, summed in another order when fused,
+    # and its momentum adds steps without the (1 - b1) factor: ten times the step's rounding).
     plain_iterates, _, _ = run(_alias(row), params, clean)
-    assert max_rel_diff(clean_iterates[-1], plain_iterates[-1]) <= 1e-5
+    tolerance = 3e-5 if row[0] == "novograd" else 1e-5
+    assert max_rel_diff(clean_iterates[-1], plain_iterates[-1]) <= tolerance
 
 
 def test_one_branch_and_few_reductions_however_many_leaves():

@@ -38,7 +38,10 @@ def test_compiled_step_moves_no_more_than_optax_and_updates_in_place(method, lea
     ours = step_time.analyze(compiled_step(getattr(atx, method)(1e-3), leaves), 4 << 12)
     theirs = step_time.analyze(compiled_step(step_time.optax_twin(method)(1e-3), leaves), 4 << 12)
     assert ours.in_place, "a state buffer is not updated in place under donation"
-    assert ours.fusions <= theirs.fusions
+    # optax's novograd runs its step in two lax.cond (first step or not): their fusions are in
+    # the branches, which `analyze` does not count (ENTRY only), so only the arrays compare.
+    if method != "novograd":
+        assert ours.fusions <= theirs.fusions
     assert ours.arrays <= theirs.arrays + 0.05  # scalars (counts, hyperparameters) aside
     # No step moves less than the ideal: read p, g and the statistics, write p and the statistics.
     assert ours.arrays >= step_time.roofline_arrays(method) - 0.05

@@ -95,6 +95,8 @@ ROWS = [
     ("yogi", {"b1": 0.5, "b2": 0.9, "eps": 1e-5}),
     ("rprop", {}),
     ("rprop", {"eta_minus": 0.3, "eta_plus": 1.5, "min_step_size": 1e-3, "max_step_size": 0.02}),
+    ("sm3", {}),
+    ("novograd", {}),
 ]
 
 REFERENCE = {
@@ -114,6 +116,8 @@ REFERENCE = {
     "adabelief": ref.run_adabelief,
     "yogi": ref.run_yogi,
     "rprop": ref.run_rprop,
+    "sm3": ref.run_sm3,
+    "novograd": ref.run_novograd,
 }
 
 
@@ -254,6 +258,11 @@ def _primitive(name, kwargs):
     elif name == "rprop":  # the learning rate is the initial step size; the step is -u_t
         args = pick("learning_rate", "eta_minus", "eta_plus", "min_step_size", "max_step_size")
         return optax.chain(atx.scale_by_rprop(**args), optax.scale(-1.0))
+    elif name == "sm3":
+        chain = [atx.scale_by_sm3(b1=a["momentum"])]
+    elif name == "novograd":
+        keys = ("b1", "b2", "eps", "eps_root", "weight_decay")
+        return optax.chain(atx.scale_by_novograd(**pick(*keys)), _scale_by_lr(a["learning_rate"]))
     else:
         raise ValueError(name)
     if "weight_decay" in a:

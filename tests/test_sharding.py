@@ -21,7 +21,7 @@ import pytest
 
 import adaptive_tx as atx
 from tests import sharded_run
-from tests.cases import DEFAULTS, case_id
+from tests.cases import case_id
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 AB = ["a", "b"]  # both mesh axes: split 8 ways
@@ -173,8 +173,9 @@ def test_explicit_axes_state_keeps_the_types_init_gave_it(results, name):
 def test_explicit_axes_grid_covers_every_alias_and_storage(results):
     names = set(results["explicit"])
     # every alias with every storage that applies to its statistics (sharded_run._explicit_case)
-    expected = {f"{case_id(row)}|float32" for row in DEFAULTS}
-    expected |= {f"{case_id(row)}|int8_blockwise" for row in DEFAULTS if row[0] != "rprop"}
+    expected = {f"{case_id(row)}|float32" for row in sharded_run.STORAGE_ROWS}
+    expected |= {f"{case_id(row)}|int8_blockwise" for row in sharded_run.STORAGE_ROWS}
     extra = {"rowwise_adagrad", "adafactor", "optax.adafactor", "ftrl"}
+    expected |= {case_id(row) for row in sharded_run.OWN_STORAGE_ROWS}
     assert expected | extra | set(sharded_run.EXPLICIT_RUN) <= names
     assert all("run" in results["explicit"][n] for n in sharded_run.EXPLICIT_RUN)

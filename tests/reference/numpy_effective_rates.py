@@ -10,7 +10,7 @@ shape) and the learning rate of the last step; keyword names are the optax alias
 
 import numpy as np
 
-from tests.reference.numpy_optimizers import _ema
+from tests.reference.numpy_optimizers import _ema, novograd_momentum, sm3_momentum
 
 
 def _ema_series(values, decay, start=0.0):
@@ -165,6 +165,12 @@ def newer_direction(name, grads, **hyper):
         for i, g in enumerate(grads):
             m2 = _ema(m2, g, _at(b3, i))
         return m1 / (1.0 - b1**t) + _at(alpha, t - 1) * m2
+    if name == "sm3":
+        return sm3_momentum(grads, hyper.get("momentum", 0.9))[-1]
+    if name == "novograd":
+        assert not hyper.get("weight_decay"), "the direction without decay"
+        keys = ("b1", "b2", "eps", "eps_root")
+        return novograd_momentum(grads, **{k: hyper[k] for k in keys if k in hyper})
     raise ValueError(name)
 
 
@@ -250,6 +256,12 @@ def rprop_direction(grads, lr, **hyper):
     return np.sign(_rprop_steps([np.asarray(g, np.float64) for g in grads], lr, **hyper)[1])
 
 
+def _sm3(grads, lr, **unused):
+    """SM3's and NovoGrad's rate: the learning rate alone; the direction, the momentum of
+    g / sqrt(v) (numpy_optimizers.sm3_momentum, novograd_momentum), holds the adaptivity."""
+    return np.full(np.shape(grads[0]), lr)
+
+
 RATES = {
     "adagrad": _adagrad,
     "rmsprop": _rmsprop,
@@ -271,6 +283,10 @@ RATES = {
     "adabelief": _adabelief,
     "yogi": _yogi,
     "rprop": _rprop,
+
+
+    "sm3": _sm3,
+    "novograd": _sm3,
 }
 
 

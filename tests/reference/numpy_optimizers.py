@@ -617,3 +617,88 @@ def run_rprop(
         return previous
 
     return _iterate(params0, grads, 1.0, direction)
+
+
+def sm3_momentum(grads, momentum=0.9, b2=1.0, eps=1e-8):
+    """SM3-II, Anil et al. 2019 ("Memory-Efficient Adaptive Optimization", Algorithm SM3-II, with
+    the cover of a rank-k tensor by its k families of slices, and momentum on the step), for one
+    leaf: with mu_i the vector of axis i (the leaf itself for rank < 2),
+
+        v_t = g^2 + min_i mu_i[j_i]       (b2 < 1: (1 - b2) g^2 + b2 min_i mu_i[j_i])
+        s_t = g / sqrt(v_t + eps)  (0 where v_t = 0),   m_t = momentum m_{t-1} + (1 - momentum) s_t
+        mu_i[r] = max of v_t over the slice j_i = r
+
+    Returns m_t after every step. https://arxiv.org/abs/1901.11150"""
+    grads = [np.asarray(g, dtype=np.float64) for g in grads]
+    shape = grads[0].shape
+    rank = len(shape)
+    cover = rank >= 2
+    mu = [np.zeros(n) for n in shape] if cover else [np.zeros(shape)]
+    m = np.zeros(shape)
+    coefficient = 1.0 if b2 == 1.0 else 1.0 - b2
+    moments = []
+    for g in grads:
+        if cover:
+            expanded = [
+                mu[i].reshape([n if a == i else 1 for a, n in enumerate(shape)])
+                for i in range(rank)
+            ]
+            previous = np.minimum.reduce(np.broadcast_arrays(*expanded))
+        else:
+            previous = mu[0]
+        v = coefficient * g * g + b2 * previous
+        step = np.zeros(shape)
+        np.divide(g, np.sqrt(v + eps), out=step, where=v > 0)
+        m = _ema(m, step, momentum)
+        if cover:
+            mu = [v.max(axis=tuple(a for a in range(rank) if a != i)) for i in range(rank)]
+        else:
+            mu = [v]
+        moments.append(m.copy())
+    return moments
+
+
+def run_sm3(params0, grads, lr, momentum=0.9):
+    """SM3 (see `sm3_momentum`): p_t = p_{t-1} - lr_t m_t."""
+    lr = _schedule(lr)
+    p = np.array(params0, dtype=np.float64)
+    iterates = []
+    for t, m in enumerate(sm3_momentum(grads, momentum), start=1):
+        p = p - lr(t - 1) * m
+        iterates.append(p.copy())
+    return iterates
+
+
+
+def run_novograd(params0, grads, lr, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """NovoGrad, Ginsburg et al. 2019 ("Stochastic Gradient Methods with Layer-wise Adaptive
+    Moments for Training of Deep Networks", Algorithm 1), one leaf as the layer:
+
+        v_1 = ||g_1||^2,  v_t = b2 v_{t-1} + (1 - b2) ||g_t||^2
+        s_t = g_t / (sqrt(v_t + eps_root) + eps) + wd p_{t-1}
+        m_1 = s_1,  m_t = b1 m_{t-1} + s_t,  p_t = p_{t-1} - lr_t m_t
+
+    https://arxiv.org/abs/1905.11286"""
+    lr = _schedule(lr)
+    p = np.array(params0, dtype=np.float64)
+    m = v = 0.0
+    iterates = []
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, dtype=np.float64)
+        squares = float(np.sum(g * g))
+        v = squares if t == 1 else b2 * v + (1.0 - b2) * squares
+        step = g / (np.sqrt(v + eps_root) + eps) + weight_decay * p
+        m = step if t == 1 else b1 * m + step
+        p = p - lr(t - 1) * m
+        iterates.append(p.copy())
+    return iterates
+
+
+def novograd_momentum(grads, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0):
+    """m_T of `run_novograd` without weight decay (which reads the parameters): the step's
+    direction, from a leaf's gradients alone."""
+    lr = 1.0
+    p0 = np.zeros(np.shape(grads[0]))
+    iterates = run_novograd(p0, grads, lr, b1, b2, eps, eps_root)
+    previous = iterates[-2] if len(iterates) > 1 else p0
+    return previous - iterates[-1]
