@@ -19,6 +19,7 @@ import adaptive_tx as atx
 from adaptive_tx import sparse
 from tests.cases import (
     DEFAULTS,
+    PARITY_FLOOR,
     REFUSES_ROWS,
     case_id,
     gradient_stream,
@@ -198,7 +199,7 @@ def test_lazy_semantics_equal_optax_with_untouched_rows_held_back(row):
     ours, _, traces = run(getattr(atx, name)(**kwargs), params, row_sparse)
     theirs = lazy_reference(twin(name)(**kwargs), params, dense, touched)
     assert traces == 1
-    assert max_rel_diff(ours, theirs) <= 1e-5
+    assert max_rel_diff(ours, theirs, PARITY_FLOOR.get(name, 1e-3)) <= 1e-5
     assert max_rel_diff(ours[-1]["emb"], params["emb"]) > 1e-2  # the table did move
 
 

@@ -239,6 +239,16 @@ class CatchUp:
     ``update(updates, state, params)``) for ``nnx.Optimizer`` and training loops, with three more
     functions: `rows` (the caught-up rows a forward pass must read), `view` (the same for
     ``sparse.value_and_grad``) and `flush` (every row up to date).
+
+    Example:
+      >>> import adaptive_tx as atx
+      >>> tx = atx.sparse.catch_up(atx.adam, 0.1)
+      >>> params = {"emb": jnp.ones((3, 1))}
+      >>> state = tx.init(params)
+      >>> g = {"emb": atx.RowSparse(jnp.array([0]), jnp.ones((1, 1)), 3)}
+      >>> u, state = tx.update(g, state, params)
+      >>> atx.sparse.apply_updates(params, u)["emb"][:, 0]  # row 0 moved, as dense Adam's would
+      Array([0.9, 1. , 1. ], dtype=float32)
     """
 
     def __init__(self, inner, form: _Form, learning_rate, weight_decay, name: str):
@@ -810,7 +820,7 @@ def catch_up(alias: Callable, *args: Any, **kwargs: Any) -> CatchUp:
 
     Args:
       alias: one of the supported optimizers of this library (the function, e.g. ``atx.adam``).
-      *args, **kwargs: its arguments, as the alias takes them.
+      \*args, \*\*kwargs: its arguments, as the alias takes them.
 
     Returns:
       A `CatchUp` transformation (``init``, ``update(updates, state, params)``, ``rows``,

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import optax
 
-from adaptive_tx.compat._keras_common import (
+from adaptive_tx.compat.keras._common import (
     _chain,
     _check_betas,
     _float32,
     clip_each_by_norm,
     decay_before_step,
 )
-from adaptive_tx.compat._keras_others import (
+from adaptive_tx.compat.keras._others import (
     Adadelta,
     Adafactor,
     Adagrad,

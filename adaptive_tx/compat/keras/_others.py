@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate
-from adaptive_tx.compat._keras_common import (
+from adaptive_tx.compat.keras._common import (
     _chain,
 )
 from adaptive_tx.delta import scale_by_adadelta
