@@ -17,8 +17,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # CPU jax comes from the plain `jax` wheel; torch==2.13.0 is the CPU build (test extra).
+# --no-compile: Python compiles the modules the tests import when they import them, not the
+# thousands of torch, keras and jax files they never do.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,plot]"
+	$(PY) -m pip install --quiet --no-compile -e ".[test,plot]"
 	touch $(STAMP)
 
 $(BENCH_STAMP): pyproject.toml | $(PY)
