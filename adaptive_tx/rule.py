@@ -291,7 +291,8 @@ def apply_rule(
         if param is None:
             raise ValueError("apply_rule: this rule reads the parameters: pass param=")
         seen_param = (jnp.asarray(param).astype(compute_dtype(jnp.result_type(param))),)
-    new_stats = rule.accumulate(wide_g, widen(stats), t, *seen_param)
+    wide_stats = widen(stats)  # decoded once: accumulate, and direction with reads_previous
+    new_stats = rule.accumulate(wide_g, wide_stats, t, *seen_param)
     for new, old in zip(new_stats, stats):
         if jnp.iscomplexobj(new) and not state_precision.is_stored(old):
             if not jnp.iscomplexobj(old):
@@ -304,7 +305,7 @@ def apply_rule(
         state_precision.decode(kept) if storage.reads_stored else new
         for storage, new, kept in zip(storages, new_stats, stored)
     )
-    previous = (widen(stats),) if rule.reads_previous else ()
+    previous = (wide_stats,) if rule.reads_previous else ()
     update = rule.direction(wide_g, seen, t, *seen_param, *previous) * rule.scale(seen, t)
     if rule.gives_params:  # the new parameter minus the old one
         update = -update - seen_param[0]
