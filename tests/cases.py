@@ -204,25 +204,48 @@ def gradient_stream(steps: int = 100, seed: int = 1, dtype=np.float32) -> list[d
     return stream
 
 
-def run(tx, params, grads):
-    """Runs `tx` over `grads` with one jitted step (update + apply).
+class Stepper:
+    """One jitted step (update, then apply) of `tx`, reusable across runs: tests that run the same
+    transformation on several streams of the same shapes compile it once. `traces` counts the
+    traces of the step over all its runs (1 unless it recompiled)."""
 
-    Returns every iterate of the parameters, the final state and how many times the step was traced
-    (1 unless it recompiled).
-    """
-    traces = []
+    def __init__(self, tx):
+        self.tx, self.traces = tx, 0
+        self.step = jax.jit(self._step)
 
-    @jax.jit
-    def step(params, state, g):
-        traces.append(1)
-        updates, state = tx.update(g, state, params)
+    def _step(self, params, state, g):
+        self.traces += 1
+        updates, state = self.tx.update(g, state, params)
         return optax.apply_updates(params, updates), state
 
-    state, iterates = tx.init(params), []
+
+_ROW_STEPPERS = {}
+
+
+def row_stepper(row, wrap=None) -> Stepper:
+    """The Stepper of a table row's alias (optionally wrapped, e.g. in a guard), one per row, wrap
+    and test module: a module's tests that run a row on the table's shapes share its compilation."""
+    key = (id(row), wrap)
+    if key not in _ROW_STEPPERS:
+        name, kwargs = row
+        alias = __import__("adaptive_tx").__dict__[name](**kwargs)
+        _ROW_STEPPERS[key] = Stepper(wrap(alias) if wrap else alias)
+    return _ROW_STEPPERS[key]
+
+
+def run(tx, params, grads):
+    """Runs `tx` (a transformation or a `Stepper`) over `grads` with one jitted step (update +
+    apply).
+
+    Returns every iterate of the parameters, the final state and how many times the step was traced
+    (1 unless it recompiled; for a Stepper, over all its runs).
+    """
+    stepper = tx if isinstance(tx, Stepper) else Stepper(tx)
+    state, iterates = stepper.tx.init(params), []
     for g in grads:
-        params, state = step(params, state, g)
+        params, state = stepper.step(params, state, g)
         iterates.append(params)
-    return iterates, state, len(traces)
+    return iterates, state, stepper.traces
 
 
 def trajectories(txs, params, grads) -> list:

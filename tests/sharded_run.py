@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import inspect
 import sys
 
 import jax
@@ -86,8 +85,10 @@ def _sizes(tree):
     }
 
 
+@jax.jit
 def _decoded(state):
-    """Every array of the state as float (8-bit codes and scales multiplied out)."""
+    """Every array of the state as float (8-bit codes and scales multiplied out), in one program
+    (decoded op by op, each op of the 8-bit map would compile on its own)."""
 
     def decode(stat):
         if not state_precision.is_stored(stat):

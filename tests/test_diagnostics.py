@@ -64,8 +64,7 @@ CLOSED_FORM_CASES = [(row, "sparse") for row in ALIASES] + [(row, "dense") for r
 def test_rate_matches_closed_form(row, stream):
     name, kwargs = row
     grads = STREAMS[stream]()
-    _, state, _ = run(getattr(atx, name)(**kwargs), make_params(), grads)
-    rates = jax.jit(atx.effective_learning_rate)(state)
+    _, rates, _, _ = _last_step(None, make_params(), grads, _row_step(row))
     lr = _last_rate(kwargs["learning_rate"], len(grads))
     for leaf, rate in rates.items():
         expected = ref.effective_rate(name, [g[leaf] for g in grads], lr, **_hyper(kwargs))
@@ -73,16 +72,34 @@ def test_rate_matches_closed_form(row, stream):
         assert _rel_err(rate, expected) < _tolerance(name, kwargs), leaf
 
 
-def _last_step(tx, params, grads):
-    """Runs `tx` over `grads` with one jitted step (one compilation: the step also reads the rate).
-    Returns u_T, the rate read from the state after it, and the parameters and state before it."""
+def _stepper(tx):
+    """A jitted step of `tx` that also reads the rate from the new state (one compilation)."""
 
     @jax.jit
     def step(p, s, g):
         u, after = tx.update(g, s, p)
         return optax.apply_updates(p, u), after, u, atx.effective_learning_rate(after)
 
-    state = tx.init(params)
+    step.init = tx.init
+    return step
+
+
+_ROW_STEPS = {}
+
+
+def _row_step(row):
+    """The step of a table row, compiled once for every test and stream of this module."""
+    if id(row) not in _ROW_STEPS:
+        name, kwargs = row
+        _ROW_STEPS[id(row)] = _stepper(getattr(atx, name)(**kwargs))
+    return _ROW_STEPS[id(row)]
+
+
+def _last_step(tx, params, grads, step=None):
+    """Runs `tx` (or a `_stepper` step) over `grads` with one jitted step. Returns u_T, the rate read
+    from the state after it, and the parameters and state before it."""
+    step = step or _stepper(tx)
+    state = step.init(params)
     for g in grads[:-1]:
         params, state, _, _ = step(params, state, g)
     _, _, updates, rates = step(params, state, grads[-1])
@@ -128,7 +145,7 @@ def test_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
     name, kwargs = row
     grads = gradient_stream(STEPS)
     params = jax.tree.map(lambda p: 10 * p, make_params())  # parameter RMS ~10 (Adafactor)
-    updates, rates, before, state = _last_step(getattr(atx, name)(**kwargs), params, grads)
+    updates, rates, before, state = _last_step(None, params, grads, _row_step(row))
     lr = _last_rate(kwargs["learning_rate"], STEPS)
     mask = kwargs.get("mask", {k: True for k in params})
     mask = mask(params) if callable(mask) else mask
