@@ -31,6 +31,7 @@ from adaptive_tx.aliases_extended import (
     lion,
     novograd,
     rprop,
+    schedule_free_adamw,
     sm3,
     yogi,
 )
@@ -84,6 +85,11 @@ from adaptive_tx.second_moments import (
     ScaleByYogiState,
     scale_by_belief,
     scale_by_yogi,
+)
+from adaptive_tx.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_eval_params,
 )
 from adaptive_tx.sharding import state_shardings
 from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState, scale_by_lion, scale_by_rprop
@@ -140,6 +146,7 @@ __all__ = (
     "ScaleBySm3State",
     "ScaleBySumOfSquaresState",
     "ScaleByYogiState",
+    "ScheduleFreeState",
     "SkipNonfiniteState",
     "StochasticRounding",
     "adabelief",
@@ -196,6 +203,9 @@ __all__ = (
     "scale_by_sum_of_squares",
     "scale_by_trust_ratio",
     "scale_by_yogi",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
     "skip_nonfinite",
     "scale_by_adadelta",
     "sm3",
