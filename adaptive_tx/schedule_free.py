@@ -24,18 +24,18 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import _validate, sparse
-from adaptive_tx.rule import Rule, _apply_rows, apply_rule
+from adaptive_tx.rule import ComplexToRealError, Rule, _apply_rows, apply_rule
 
 
 class ScheduleFreeState(NamedTuple):
     """State of `schedule_free` (optax.contrib's fields and names).
 
     Attributes:
-      b1: scalar in the parameters' (lowest) dtype, :math:`\\beta_1`, read by
+      b1: float32 scalar, :math:`\\beta_1`, read by
         `schedule_free_eval_params` (the update uses the constructor's number).
-      weight_sum: scalar, :math:`\\sum_{s \\le t} \\eta_{\\max,s}^{p}`, the averaging weights so far.
+      weight_sum: float32 scalar, :math:`\\sum_{s \\le t} \\eta_{\\max,s}^{p}`, the averaging weights so far.
       step_count: int32 scalar, 1 + the number of steps taken (saturating): the schedule's argument.
-      max_lr: scalar, the largest learning rate seen so far.
+      max_lr: float32 scalar, the largest learning rate seen so far.
       base_optimizer_state: the base optimizer's state.
       z: params-shaped tree, :math:`z_t`, the base optimizer's iterates (``state_dtype``).
 
@@ -198,13 +198,15 @@ def schedule_free(
 
     def init_fn(params):
         _validate.check_floating_params("schedule_free", params)
-        params_dtype = optax.tree.dtype(params, "lowest")
+        # The step's scalars in float32 (float64 under x64) whatever the parameters' dtypes
+        # (optax.contrib: the lowest of them, which mixed bfloat16 and float16 do not have).
+        dtype = jnp.result_type(float)
         z = params if state_dtype is None else optax.tree.cast(params, dtype=state_dtype)
         return ScheduleFreeState(
-            b1=jnp.asarray(b1, dtype=params_dtype),
-            weight_sum=jnp.zeros([], dtype=params_dtype),
+            b1=jnp.asarray(b1, dtype=dtype),
+            weight_sum=jnp.zeros([], dtype=dtype),
             step_count=jnp.ones([], dtype=jnp.int32),
-            max_lr=jnp.zeros([], dtype=params_dtype),
+            max_lr=jnp.zeros([], dtype=dtype),
             base_optimizer_state=base_optimizer.init(params),
             z=jax.tree.map(lambda a: jnp.array(a, copy=True), z),  # distinct: both donatable
         )
@@ -222,13 +224,20 @@ def schedule_free(
         sparse.check_rows("schedule_free", base_updates)
         _validate.check_tree_matches("schedule_free", sparse.shape_view(base_updates), params)
         step = functools.partial(apply_rule, schedule_free_rule(b1, ck), t=state.step_count)
-        leaves, treedef = jax.tree.flatten(base_updates, is_leaf=sparse.is_row_sparse)
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(
+            base_updates, sparse.is_row_sparse
+        )
+        zs, ys = treedef.flatten_up_to(state.z), treedef.flatten_up_to(params)
         new_updates, new_z = [], []
-        for u, z, y in zip(leaves, treedef.flatten_up_to(state.z), treedef.flatten_up_to(params)):
-            if sparse.is_row_sparse(u):
-                update, (z,) = _apply_rows(step, u, (z,), y)
-            else:
-                update, (z,) = step(u, (z,), param=y)
+        for (path, u), z, y in zip(with_paths, zs, ys):
+            try:
+                if sparse.is_row_sparse(u):
+                    update, (z,) = _apply_rows(step, u, (z,), y)
+                else:
+                    update, (z,) = step(u, (z,), param=y)
+            except ComplexToRealError as error:  # z is the parameters' (or state_dtype's)
+                leaf = jax.tree_util.keystr(path) or "<root>"
+                raise TypeError(error.message("schedule_free", leaf)) from None
             new_updates.append(update)
             new_z.append(z)
         new_state = ScheduleFreeState(
@@ -291,4 +300,8 @@ def schedule_free_eval_params(state: optax.OptState, params: optax.Params) -> op
       Array([1.], dtype=float32)
     """
     found = _schedule_free_state(state)
-    return jax.tree.map(lambda y, z: average_of(y, z, found.b1), params, found.z)
+
+    def average(y, z):  # in the dtype of the parameters promoted with z's, as optax's
+        return average_of(y, z, found.b1).astype(jnp.result_type(y, z))
+
+    return jax.tree.map(average, params, found.z)
