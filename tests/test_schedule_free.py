@@ -1,0 +1,87 @@
+"""Schedule-free AdamW (adaptive_tx/schedule_free.py) against a float64 reference written from the
+paper, its evaluation parameters, and its errors; the table-driven properties (parity with
+optax.contrib over 100 steps, row-sparse, guard, orbax, ...) are in the files that iterate over
+tests/cases.py."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import adaptive_tx as atx
+from tests._newer_reference import alias_args, check_row
+from tests.cases import run
+from tests.reference import numpy_schedule_free as ref
+from tests.test_reference import LR, TOL, _assert_close, problem  # noqa: F401
+
+ROWS = [
+    ("schedule_free_adamw", {}),
+    # warm-up over 16 steps, then constant; decay at y. A dyadic rate: optax's schedules compute
+    # in float32 even under x64, and k * 2^-7 / 16 is exact there.
+    (
+        "schedule_free_adamw",
+        {
+            "learning_rate": 2.0**-7,
+            "warmup_steps": 16,
+            "b1": 0.95,
+            "b2": 0.99,
+            "weight_decay": 0.1,
+            "eps": 1e-6,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", ROWS)
+def test_alias_matches_float64_reference_and_so_do_its_eval_params(name, kwargs, problem):
+    """The training parameters y_t at every step (and optax.contrib's, in float64, within 1e-12
+    of the reference: its conventions are the reference's), then the average x_T the evaluation
+    parameters give, against the reference's x kept as the paper keeps it."""
+    tx = atx.schedule_free_adamw(**{"learning_rate": LR, **kwargs})
+    check_row(ref.run_schedule_free_adamw, name, kwargs, problem, tx)
+    params0, grads = problem
+    iterates, state, _ = run(tx, jnp.asarray(params0, jnp.float32), grads)
+    args = {k: v for k, v in alias_args(name, kwargs).items() if k != "state_dtype"}
+    _, xs = ref.schedule_free_adamw_sequences(params0, grads, args.pop("learning_rate"), **args)
+    x = np.asarray(atx.schedule_free_eval_params(state, iterates[-1]), np.float64)
+    _assert_close(x[None], xs[-1][None], tol=TOL)
+    assert np.abs(x - np.asarray(iterates[-1])).max() > 1e-3  # x is not y
+
+
+def test_eval_params_are_found_inside_a_guard_and_refused_without_a_schedule_free_state():
+    params = {"w": jnp.ones(3)}
+    tx = atx.skip_nonfinite(atx.schedule_free_adamw(0.1))
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)({"w": jnp.array([1.0, -2.0, 0.0])}, state, params)
+    params = optax.apply_updates(params, updates)
+    inner = optax.tree.get(state, "z")
+    expected = jax.tree.map(lambda y, z: (y - 0.1 * z) / 0.9, params, inner)
+    np.testing.assert_allclose(
+        atx.schedule_free_eval_params(state, params)["w"], expected["w"], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="needs the state of one schedule_free transformation"):
+        atx.schedule_free_eval_params(atx.adam(0.1).init(params), params)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(b1=0.0), r"b1 must be in \(0, 1\], got b1=0.0"),
+        (dict(b1=1.5), r"b1 must be in \(0, 1\], got b1=1.5"),
+        (dict(warmup_steps=0), "warmup_steps must be an integer >= 1, got warmup_steps=0"),
+        (dict(weight_lr_power=-1.0), "weight_lr_power must be >= 0"),
+        (dict(learning_rate=-0.1), "learning_rate must be >= 0"),
+    ],
+)
+def test_bad_hyperparameters_raise_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        atx.schedule_free_adamw(**kwargs)
+
+
+def test_update_without_params_raises_with_the_fix():
+    tx = atx.schedule_free_adamw(0.1)
+    with pytest.raises(ValueError, match=r"call update\(updates, state, params\)"):
+        tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
