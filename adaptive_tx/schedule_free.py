@@ -28,13 +28,15 @@ from adaptive_tx.rule import ComplexToRealError, Rule, _apply_rows, apply_rule
 
 
 class ScheduleFreeState(NamedTuple):
-    """State of `schedule_free` (optax.contrib's fields and names).
+    r"""State of `schedule_free` (optax.contrib's fields and names).
 
     Attributes:
-      b1: float32 scalar, :math:`\\beta_1`, read by
-        `schedule_free_eval_params` (the update uses the constructor's number).
-      weight_sum: float32 scalar, :math:`\\sum_{s \\le t} \\eta_{\\max,s}^{p}`, the averaging weights so far.
-      step_count: int32 scalar, 1 + the number of steps taken (saturating): the schedule's argument.
+      b1: float32 scalar, :math:`\beta_1`, read by `schedule_free_eval_params` (the update uses
+        the constructor's number).
+      weight_sum: float32 scalar, :math:`\sum_{s \le t} \eta_{\max,s}^{p}`, the averaging
+        weights so far.
+      step_count: int32 scalar, 1 + the number of steps taken (saturating): the schedule's
+        argument.
       max_lr: float32 scalar, the largest learning rate seen so far.
       base_optimizer_state: the base optimizer's state.
       z: params-shaped tree, :math:`z_t`, the base optimizer's iterates (``state_dtype``).
@@ -66,7 +68,7 @@ def average_of(y: jax.Array, z: jax.Array, b1: float | jax.Array) -> jax.Array:
 
 
 def schedule_free_rule(b1: float | jax.Array, weight: float | jax.Array) -> Rule:
-    r"""The schedule-free interpolation of one coordinate at a step whose averaging weight is `weight`.
+    r"""The schedule-free interpolation of one coordinate, at a step of averaging weight `weight`.
 
     The gradient slot receives the base optimizer's update :math:`u_t` (its step of :math:`z`),
     the statistic is :math:`z`, the parameter is :math:`y_{t-1}`:
@@ -117,7 +119,7 @@ def _check_b1(b1: Any) -> Any:
 
 
 def _averaging_weight(state: ScheduleFreeState, learning_rate, weight_lr_power) -> tuple:
-    """:math:`c_t = \\eta_{\\max,t}^p / \\sum_{s\\le t} \\eta_{\\max,s}^p` (0 while every rate was 0),
+    r""":math:`c_t = \eta_{\max,t}^p / \sum_{s\le t} \eta_{\max,s}^p` (0 while every rate was 0),
     the new running maximum and the new sum (optax.contrib's arithmetic)."""
     lr = learning_rate
     if callable(learning_rate):
@@ -140,7 +142,7 @@ def schedule_free(
     weight_lr_power: float = 2.0,
     state_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Make `base_optimizer` schedule-free: gradients at :math:`y`, steps on :math:`z`, average :math:`x`.
+    r"""Make `base_optimizer` schedule-free: gradients at y, steps on z, the model evaluated at x.
 
     With :math:`u_t` the base optimizer's update for the gradient :math:`g_t` taken at the
     parameters :math:`y_{t-1}` (for SGD :math:`u_t = -\gamma g_t`),
