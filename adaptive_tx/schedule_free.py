@@ -111,9 +111,8 @@ def _check_b1(b1: Any) -> Any:
     number = _validate._concrete(b1)
     if number is not None and not 0.0 < number <= 1.0:
         raise ValueError(
-            f"b1 must be in (0, 1], got b1={b1!r} (the average x = (y - (1 - b1) z) / b1 is "
-            "recovered by dividing by b1; b1 = 1 evaluates at the average, the paper's Polyak "
-            "averaging; use 0.9, 0.95 or 0.98)"
+            f"b1 must be in (0, 1], got b1={b1!r} (the average x = (y - (1 - b1) z) / b1 "
+            "divides by b1; 0.9, 0.95 or 0.98 are usual)"
         )
     return _validate._guard_traced(b1, lambda x: (x > 0) & (x <= 1))
 

@@ -69,7 +69,7 @@ def test_eval_params_are_found_inside_a_guard_and_refused_without_a_schedule_fre
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(b1=0.0), r"b1 must be in \(0, 1\], got b1=0.0"),
+        (dict(b1=0.0), r"b1 must be in \(0, 1\], got b1=0.0 \(the average x"),
         (dict(b1=1.5), r"b1 must be in \(0, 1\], got b1=1.5"),
         (dict(warmup_steps=0), "warmup_steps must be an integer >= 1, got warmup_steps=0"),
         (dict(weight_lr_power=-1.0), "weight_lr_power must be >= 0"),
