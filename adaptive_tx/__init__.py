@@ -35,6 +35,11 @@ from adaptive_tx.aliases_extended import (
     sm3,
     yogi,
 )
+from adaptive_tx.averaging import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_eval_params,
+)
 from adaptive_tx.cover_set import CoverArray, CoverSet, ScaleBySm3State, scale_by_sm3
 from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
 from adaptive_tx.diagnostics import (
@@ -85,11 +90,6 @@ from adaptive_tx.second_moments import (
     ScaleByYogiState,
     scale_by_belief,
     scale_by_yogi,
-)
-from adaptive_tx.schedule_free import (
-    ScheduleFreeState,
-    schedule_free,
-    schedule_free_eval_params,
 )
 from adaptive_tx.sharding import state_shardings
 from adaptive_tx.sign import ScaleByLionState, ScaleByRpropState, scale_by_lion, scale_by_rprop

@@ -17,6 +17,7 @@ import optax
 
 from adaptive_tx import _validate
 from adaptive_tx.aliases import ScalarOrSchedule, _chain
+from adaptive_tx.averaging import schedule_free
 from adaptive_tx.compat._common import is_off
 from adaptive_tx.cover_set import scale_by_sm3
 from adaptive_tx.delta import scale_by_adadelta
@@ -27,7 +28,6 @@ from adaptive_tx.learning_rate import scale_by_learning_rate
 from adaptive_tx.mixed_moments import scale_by_adan, scale_by_ademamix
 from adaptive_tx.moments import scale_by_bias_corrected_moments
 from adaptive_tx.normalized_momentum import quarter_power, scale_by_adopt, scale_by_laprop
-from adaptive_tx.schedule_free import schedule_free
 from adaptive_tx.second_moments import scale_by_belief, scale_by_yogi
 from adaptive_tx.sign import scale_by_lion, scale_by_rprop
 from adaptive_tx.state_precision import StorageSpec

@@ -76,7 +76,7 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   \lambda\theta_{t-1}` with one :math:`v_t` per leaf (the per-leaf factor
   :math:`\eta / (\sqrt{v_t + \epsilon_{root}} + \epsilon)` is the rate of the last gradient
   only: the momentum mixes the factors of past steps);
-- schedule-free AdamW (``schedule_free_adamw``, `adaptive_tx.schedule_free`): the rate is the
+- schedule-free AdamW (``schedule_free_adamw``, `adaptive_tx.averaging`): the rate is the
   step of :math:`z`, :math:`\eta_t / (\sqrt{\nu_t/(1-\beta_2^t)} + \epsilon)` (AdamW's with
   :math:`\beta_1 = 0`; direction :math:`g_t`, taken at the parameters :math:`y_{t-1}`), so
   :math:`\Delta z_t = -\eta_{\text{eff}} \odot g_t - \eta_t \lambda\, y_{t-1}`; the parameters

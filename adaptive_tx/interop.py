@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import state_precision
+from adaptive_tx.averaging import ScheduleFreeState
 from adaptive_tx.cover_set import CoverArray
 from adaptive_tx.factored import FactoredArray
 from adaptive_tx.layerwise import ScaleByNovogradState
 from adaptive_tx.learning_rate import ScaleByLearningRateState, ScaleByScheduledLearningRateState
-from adaptive_tx.schedule_free import ScheduleFreeState
 from adaptive_tx.weight_decay import AddDecoupledWeightDecayState
 
 # optax states that hold step counts of wrappers or schedules, not of an adaptive method.

@@ -1,4 +1,4 @@
-"""Schedule-free AdamW (adaptive_tx/schedule_free.py) against a float64 reference written from the
+"""Schedule-free AdamW (adaptive_tx/averaging.py) against a float64 reference written from the
 paper, its evaluation parameters, and its errors; the table-driven properties (parity with
 optax.contrib over 100 steps, row-sparse, guard, orbax, ...) are in the files that iterate over
 tests/cases.py."""
