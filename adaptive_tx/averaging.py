@@ -117,6 +117,24 @@ def _check_b1(b1: Any) -> Any:
     return _validate._guard_traced(b1, lambda x: (x > 0) & (x <= 1))
 
 
+def _check_z_dtype(dtype: Any) -> Any:
+    """The canonical float dtype of z (None: the parameters'), or a TypeError naming the argument:
+    z holds the iterates themselves, so no 8-bit storage (nor stochastic rounding) is offered."""
+    if dtype is None:
+        return None
+    try:
+        canonical = jax.dtypes.canonicalize_dtype(dtype)
+    except TypeError:
+        canonical = None
+    if canonical is None or not jnp.issubdtype(canonical, jnp.inexact) or canonical.itemsize < 2:
+        raise TypeError(
+            f"schedule_free: state_dtype must be None or a float dtype of 16 bits or more, got "
+            f"state_dtype={dtype!r} (z holds the iterates, as precise as the parameters need: "
+            "jnp.float32, or jnp.bfloat16 to halve it; the second moment's storage is nu_dtype)"
+        )
+    return canonical
+
+
 def _averaging_weight(state: ScheduleFreeState, learning_rate, weight_lr_power) -> tuple:
     r""":math:`c_t = \eta_{\max,t}^p / \sum_{s\le t} \eta_{\max,s}^p` (0 while every rate was 0),
     the new running maximum and the new sum (optax.contrib's arithmetic)."""
@@ -193,8 +211,7 @@ def schedule_free(
         learning_rate = _validate.check_learning_rate(learning_rate)
     b1 = _check_b1(b1)
     weight_lr_power = _validate.check_non_negative("weight_lr_power", weight_lr_power)
-    if state_dtype is not None:
-        state_dtype = _validate.check_state_dtype(state_dtype, "state_dtype")
+    state_dtype = _check_z_dtype(state_dtype)
     base_optimizer = optax.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
