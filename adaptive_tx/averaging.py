@@ -214,6 +214,12 @@ def schedule_free(
     state_dtype = _check_z_dtype(state_dtype)
     base_optimizer = optax.with_extra_args_support(base_optimizer)
 
+    # One trace per leaf shape and dtype (XLA inlines the calls; eager steps reuse them). b1 is the
+    # constructor's number, closed over: 1 - b1 is computed from it as the reference computes it.
+    @jax.jit
+    def interpolate(u, stats, param, weight, t):
+        return apply_rule(schedule_free_rule(b1, weight), u, stats, t, param=param)
+
     def init_fn(params):
         _validate.check_floating_params("schedule_free", params)
         # The step's scalars in float32 (float64 under x64) whatever the parameters' dtypes
@@ -241,7 +247,7 @@ def schedule_free(
         )
         sparse.check_rows("schedule_free", base_updates)
         _validate.check_tree_matches("schedule_free", sparse.shape_view(base_updates), params)
-        step = functools.partial(apply_rule, schedule_free_rule(b1, ck), t=state.step_count)
+        step = functools.partial(interpolate, weight=ck, t=state.step_count)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(
             base_updates, sparse.is_row_sparse
         )
@@ -252,7 +258,7 @@ def schedule_free(
                 if sparse.is_row_sparse(u):
                     update, (z,) = _apply_rows(step, u, (z,), y)
                 else:
-                    update, (z,) = step(u, (z,), param=y)
+                    update, (z,) = step(u, (z,), y)
             except ComplexToRealError as error:  # z is the parameters' (or state_dtype's)
                 leaf = jax.tree_util.keystr(path) or "<root>"
                 raise TypeError(error.message("schedule_free", leaf)) from None
