@@ -13,7 +13,7 @@ import pytest
 
 import adaptive_tx as atx
 from tests._newer_reference import alias_args, check_row
-from tests.cases import gradient_stream, make_params, run, trajectories
+from tests.cases import gradient_stream, make_params, max_rel_diff, run, trajectories
 from tests.reference import numpy_schedule_free as ref
 from tests.test_reference import LR, TOL, _assert_close, problem  # noqa: F401
 
@@ -115,3 +115,21 @@ def test_lean_state_trains_close_to_float32_in_one_jit():
 def test_state_dtype_must_be_a_float_dtype():
     with pytest.raises(TypeError, match="state_dtype must be None or a float dtype of 16 bits"):
         atx.schedule_free_adamw(0.1, state_dtype="int8_blockwise")
+
+
+def test_primitive_on_an_optax_base_equals_optax_contrib_schedule_free():
+    """`schedule_free` around any base (here optax's SGD with a warm-up schedule), with a
+    non-default b1 and weight_lr_power, against optax.contrib.schedule_free: one jit for both."""
+    params, grads = make_params(), gradient_stream(30)
+    warmup = optax.warmup_constant_schedule(0.0, 0.05, warmup_steps=8)
+    kwargs = dict(learning_rate=warmup, b1=0.8, weight_lr_power=1.0)
+    ours, theirs = trajectories(
+        [
+            atx.schedule_free(optax.sgd(warmup), **kwargs),
+            optax.contrib.schedule_free(optax.sgd(warmup), **kwargs),
+        ],
+        params,
+        grads,
+    )
+    assert max_rel_diff(ours, params) > 1e-2
+    assert max_rel_diff(ours, theirs) <= 1e-5
