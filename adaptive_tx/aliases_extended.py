@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 from adaptive_tx import _validate
@@ -575,7 +576,8 @@ def schedule_free_adamw(
 
     Args:
       learning_rate: the peak rate :math:`\eta`, >= 0 (a number, as in optax).
-      warmup_steps: None (no warm-up) or the length of the linear warm-up, an integer >= 1.
+      warmup_steps: None (no warm-up) or the length of the linear warm-up, an integer >= 1 (a
+        static argument under ``optax.inject_hyperparams``).
       b1: :math:`\beta_1` of the interpolation, in (0, 1].
       b2: :math:`\beta_2` of the second moment, in [0, 1).
       eps: :math:`\epsilon`, >= 0.
@@ -596,6 +598,12 @@ def schedule_free_adamw(
       (Array([ 0.9, -0.9], dtype=float32), Array([ 0.9, -0.9], dtype=float32))
     """
     if warmup_steps is not None:
+        if isinstance(warmup_steps, (jax.Array, np.ndarray)):
+            raise ValueError(
+                f"warmup_steps must be a Python integer >= 1 (it fixes the warm-up schedule), "
+                f"got warmup_steps={warmup_steps!r}; under optax.inject_hyperparams pass "
+                "static_args=('warmup_steps',)"
+            )
         _validate.check_positive_int("warmup_steps", warmup_steps)
         learning_rate = optax.warmup_constant_schedule(
             init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps

@@ -242,6 +242,9 @@ RAISES = {
     "novograd-no-params": lambda: atx.novograd(0.1).update(PARAMS, atx.novograd(0.1).init(PARAMS)),
     "schedule-free-b1": lambda: atx.schedule_free_adamw(0.1, b1=0.0),
     "schedule-free-warmup": lambda: atx.schedule_free_adamw(0.1, warmup_steps=0),
+    "schedule-free-injected-warmup": lambda: optax.inject_hyperparams(atx.schedule_free_adamw)(
+        learning_rate=0.1, warmup_steps=2
+    ).init(PARAMS),
     "schedule-free-state-dtype": lambda: atx.schedule_free_adamw(0.1, state_dtype="int8_blockwise"),
     "schedule-free-no-params": lambda: _schedule_free_update(PARAMS, with_params=False),
     "schedule-free-complex-gradient": lambda: _schedule_free_update(

@@ -133,3 +133,21 @@ def test_primitive_on_an_optax_base_equals_optax_contrib_schedule_free():
     )
     assert max_rel_diff(ours, params) > 1e-2
     assert max_rel_diff(ours, theirs) <= 1e-5
+
+
+def test_injected_warmup_steps_is_refused_with_the_fix_and_static_equals_optax():
+    """optax.inject_hyperparams would make warmup_steps an array (optax's own fails tracing a
+    bool of it): refused naming static_args; with it, optax.contrib's updates."""
+    params, grads = {"w": jnp.ones(3)}, [{"w": jnp.array([1.0, -2.0, 0.5])}] * 3
+    with pytest.raises(ValueError, match=r"static_args=\('warmup_steps',\)"):
+        optax.inject_hyperparams(atx.schedule_free_adamw)(learning_rate=0.1, warmup_steps=2).init(
+            params
+        )
+    static = ("warmup_steps",)
+    injected = [
+        optax.inject_hyperparams(f, static_args=static)(learning_rate=0.1, warmup_steps=2)
+        for f in (atx.schedule_free_adamw, optax.contrib.schedule_free_adamw)
+    ]
+    ours, theirs = trajectories(injected, params, grads)
+    assert max_rel_diff(ours, params) > 1e-2
+    assert max_rel_diff(ours, theirs) <= 1e-6
