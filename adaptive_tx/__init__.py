@@ -31,8 +31,14 @@ from adaptive_tx.aliases_extended import (
     lion,
     novograd,
     rprop,
+    schedule_free_adamw,
     sm3,
     yogi,
+)
+from adaptive_tx.averaging import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_eval_params,
 )
 from adaptive_tx.cover_set import CoverArray, CoverSet, ScaleBySm3State, scale_by_sm3
 from adaptive_tx.delta import ScaleByAdadeltaState, scale_by_adadelta
@@ -140,6 +146,7 @@ __all__ = (
     "ScaleBySm3State",
     "ScaleBySumOfSquaresState",
     "ScaleByYogiState",
+    "ScheduleFreeState",
     "SkipNonfiniteState",
     "StochasticRounding",
     "adabelief",
@@ -196,6 +203,9 @@ __all__ = (
     "scale_by_sum_of_squares",
     "scale_by_trust_ratio",
     "scale_by_yogi",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
     "skip_nonfinite",
     "scale_by_adadelta",
     "sm3",

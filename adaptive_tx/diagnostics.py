@@ -76,6 +76,14 @@ Where the update is not :math:`-\eta_{\text{eff}} \odot d_t` alone, it is, exact
   \lambda\theta_{t-1}` with one :math:`v_t` per leaf (the per-leaf factor
   :math:`\eta / (\sqrt{v_t + \epsilon_{root}} + \epsilon)` is the rate of the last gradient
   only: the momentum mixes the factors of past steps);
+- schedule-free AdamW (``schedule_free_adamw``, `adaptive_tx.averaging`): the rate is the
+  step of :math:`z`, :math:`\eta_t / (\sqrt{\nu_t/(1-\beta_2^t)} + \epsilon)` (AdamW's with
+  :math:`\beta_1 = 0`; direction :math:`g_t`, taken at the parameters :math:`y_{t-1}`), so
+  :math:`\Delta z_t = -\eta_{\text{eff}} \odot g_t - \eta_t \lambda\, y_{t-1}`; the parameters
+  then move by :math:`u_t = (1-\beta_1)\,\Delta z_t + \beta_1 c_t\,(z_t - x_{t-1})`, with
+  :math:`x_{t-1} = (y_{t-1} - (1-\beta_1) z_{t-1})/\beta_1` and the averaging weight
+  :math:`c_t = \eta_{\max,t}^{p} / \sum_{s \le t} \eta_{\max,s}^{p}` (the state's
+  ``weight_sum`` and ``max_lr``);
 - transformations that keep no state are invisible to the state and left out. Adafactor
   (``adafactor``, keras' ``Adafactor``) clips each leaf's step to RMS :math:`c`
   (``clipping_threshold``) after the scale and multiplies it by the parameter's RMS:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from adaptive_tx import state_precision
+from adaptive_tx.averaging import ScheduleFreeState
 from adaptive_tx.cover_set import CoverArray
 from adaptive_tx.factored import FactoredArray
 from adaptive_tx.layerwise import ScaleByNovogradState
@@ -187,6 +188,14 @@ def _convert(node: Any, theirs: Any) -> Any:
             _like(found.mu, node.mu, "ScaleByNovogradState.mu"),
             _like(jax.tree.map(jnp.real, found.nu), node.nu, "ScaleByNovogradState.nu"),
         )
+    if isinstance(node, ScheduleFreeState):  # optax.contrib's fields; the base state inside
+        found = _one(theirs, lambda s: type(s).__name__ == "ScheduleFreeState", "schedule_free")
+        scalars = {
+            name: _like(getattr(found, name), getattr(node, name), f"ScheduleFreeState.{name}")
+            for name in ("b1", "weight_sum", "step_count", "max_lr", "z")
+        }
+        base = _convert(node.base_optimizer_state, found.base_optimizer_state)
+        return ScheduleFreeState(base_optimizer_state=base, **scalars)
     if _is_state(node) and "packed_hyperparams" in node._fields:
         return _adaptive(node, theirs)
     if isinstance(node, optax.MaskedState):
@@ -228,8 +237,9 @@ def from_optax_state(
     rate a schedule applied at the last step) is rebuilt, so that the next ``tx.update`` gives the
     update the optax optimizer would have given. Supported: adagrad, rmsprop, adam, adamw, nadam,
     nadamw, amsgrad, adamax, adamaxw, radam, adafactor, adan (its count ``t``),
-    ``optax.contrib``'s adopt and ademamix, sm3 (its per-axis ``mu``), novograd, with any of
-    their options and schedules.
+    ``optax.contrib``'s adopt, ademamix and schedule_free_adamw (its ``z`` and averaging weights,
+    the base state inside), sm3 (its per-axis ``mu``), novograd, with any of their options and
+    schedules.
 
     Where optax's state keeps no step count (adagrad, rmsprop without bias correction, with a
     constant rate) the count is 0: those methods' arithmetic does not use it.

@@ -32,6 +32,12 @@ that, still coordinate by coordinate (a row of a table can still be updated alon
   is a function of the state alone, so that the effective learning rate of the last step can be
   read from the state after it (the statistics before the step are not kept).
 
+A rule's numbers may also be the step's: `adaptive_tx.schedule_free` builds its interpolation
+rule (``reads_params``, ``reads_previous`` and ``gives_params``, its statistic :math:`z`) at each
+step with that step's averaging weight :math:`c_t`, a function of the learning rates seen so far
+that its own state keeps, and applies it with `apply_rule` to dense leaves and to touched rows,
+as `dense_transformation` does.
+
 A factor computed from a whole leaf (a norm, LAMB's trust ratio, NovoGrad's per-leaf second
 moment) is not a rule's: it is a transformation of its own in the chain (`adaptive_tx.layerwise`),
 which refuses row-sparse leaves. A statistic kept in fewer numbers than coordinates (SM3's

@@ -79,6 +79,7 @@ METHODS = (
     "rprop",
     "sm3",
     "novograd",
+    "schedule_free_adamw",
 )
 # torch.optim class and which implementations it has (fused exists for these on CPU and CUDA).
 TORCH = {
@@ -113,8 +114,8 @@ class Hlo(NamedTuple):
 
 
 def optax_twin(method: str) -> Callable:
-    """optax's optimizer of that name (optax.contrib's for ADOPT and AdEMAMix); LaProp, which optax
-    does not ship, as its composition from optax primitives."""
+    """optax's optimizer of that name (optax.contrib's for ADOPT, AdEMAMix and schedule-free
+    AdamW); LaProp, which optax does not ship, as its composition from optax primitives."""
     if method == "laprop":
         return lambda lr: optax.chain(
             optax.scale_by_rms(0.999, 1e-8, eps_in_sqrt=False, bias_correction=True),

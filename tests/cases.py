@@ -87,6 +87,11 @@ ALIASES = [
     ),
     ("sm3", dict(learning_rate=0.01)),
     ("novograd", dict(learning_rate=0.01)),
+    ("schedule_free_adamw", dict(learning_rate=0.01)),
+    (
+        "schedule_free_adamw",
+        dict(learning_rate=0.01, warmup_steps=10, b1=0.95, weight_decay=0.05),
+    ),
 ]
 
 def _optax_rprop(
@@ -326,4 +331,5 @@ CONVERGENCE_LR = {
     "rprop": 1e-1,
     "sm3": 3e-1,
     "novograd": 1e-2,
+    "schedule_free_adamw": 1e-1,
 }

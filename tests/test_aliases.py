@@ -72,7 +72,9 @@ def test_matches_optax_over_100_steps(row):
     assert_tree_get_agrees(our_state, their_state, name)
     assert max_rel_diff(ours, params) > 1e-2, "the parameters did not move"
     assert max_rel_diff(ours, theirs, PARITY_FLOOR.get(name, 1e-3)) <= 1e-5
-    chex.assert_trees_all_equal_shapes(our_state[0][1], params)  # the first statistic tree
+    # the first statistic tree (a schedule-free state's is z, after the base optimizer's state)
+    first = our_state.z if isinstance(our_state, atx.ScheduleFreeState) else our_state[0][1]
+    chex.assert_trees_all_equal_shapes(first, params)
 
 
 def _numeric_defaults(factory) -> dict:
@@ -309,7 +311,9 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
     s1, s2 = ours.init(params), theirs.init(wide_params)
     our_update, their_update = jax.jit(ours.update), jax.jit(theirs.update)
     cast = {k: v.astype(dtypes[k]) for k, v in grads[0].items()}
-    if name == "novograd":  # optax's lax.cond branches differ in dtype unless g's is p's
+    # novograd: optax's lax.cond branches differ in dtype unless g's is p's; schedule_free:
+    # optax.contrib's init takes the lowest parameter dtype, which bfloat16 and float16 lack
+    if name in ("novograd", "schedule_free_adamw"):
         u3 = {k: jax.ShapeDtypeStruct((), d) for k, d in dtypes.items()}
     else:
         u3, _ = jax.eval_shape(theirs.update, cast, theirs.init(params), params)
@@ -328,6 +332,14 @@ def test_update_dtype_is_optax_for_every_gradient_and_parameter_dtype(row):
                 # float16 state alike; scale_by_adadelta's docstring advises nu_dtype=float32).
                 tol = 1e-2
             err = max_rel_diff(u1[key], u2[key])
+            p_dtype = params[key].dtype
+            if name == "schedule_free_adamw" and p_dtype in (jnp.bfloat16, jnp.float16):
+                # z is kept in the parameters' dtype (optax's state_dtype=None): a step of 0.01 on
+                # z ~ 1 rounds to the dtype's spacing there, so the next update is off by up to
+                # half of it, 9% of it in bfloat16 (optax's own bfloat16 run: 7.8x off;
+                # state_dtype=float32: 2.6e-3): bounded in absolute terms
+                err = np.max(np.abs(np.subtract(u1[key], u2[key], dtype=np.float64)))
+                tol = 0.5 * float(jnp.finfo(p_dtype).eps) * float(np.max(np.abs(params[key])))
             assert err <= tol, (key, err)
             assert bool(jnp.all(jnp.isfinite(u1[key]))), key  # (NaN against NaN is no difference)
 
@@ -359,6 +371,9 @@ def test_complex_gradient_on_real_parameters_is_refused(row):
         jnp.iscomplexobj(new) and not jnp.iscomplexobj(old)
         for old, new in zip(jax.tree.leaves(their_state), jax.tree.leaves(new_state))
     )
+    # schedule-free's z, z + u, is complex: optax.contrib casts it back to the real parameters'
+    # dtype (the imaginary part dropped, a real update); ours refuses it
+    turns_complex = turns_complex or name == "schedule_free_adamw"
     if turns_complex:
         with pytest.raises(TypeError, match="complex gradients to complex parameters"):
             tx.update(g, tx.init(params), params)

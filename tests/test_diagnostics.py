@@ -107,7 +107,8 @@ def _last_step(tx, params, grads, step=None):
 
 
 def _weight_decay(name, kwargs):
-    if name not in ("adamw", "nadamw", "adamaxw", "adan", "ademamix", "lamb", "lion"):
+    decaying = ("adamw", "nadamw", "adamaxw", "adan", "ademamix", "lamb", "lion")
+    if name not in (*decaying, "schedule_free_adamw"):
         return None
     default = inspect.signature(getattr(atx, name)).parameters["weight_decay"].default
     return kwargs.get("weight_decay", default)
@@ -115,7 +116,7 @@ def _weight_decay(name, kwargs):
 
 def _alias_direction(name, kwargs, leaf_grads):
     """d_T in float64 (tests/reference): g_T, m_T or NAdam's look-ahead."""
-    if name in ("adagrad", "rmsprop", "adafactor"):
+    if name in ("adagrad", "rmsprop", "adafactor", "schedule_free_adamw"):
         return np.asarray(leaf_grads[-1], np.float64)
     if name in ("adopt", "laprop", "adan", "ademamix", "sm3", "novograd"):
         return ref.newer_direction(name, leaf_grads, **_hyper(kwargs))
@@ -169,8 +170,16 @@ def test_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
             expected = expected - lr * decay * np.asarray(before[leaf], np.float64)
         if name == "lamb":  # the per-leaf trust ratio, after the decay
             expected = expected * ref.trust_ratio(expected, lr, before[leaf])
+        if name == "schedule_free_adamw":  # the rate's step was z's: then the interpolation
+            hyper = {k: kwargs[k] for k in ("b1", "weight_lr_power") if k in kwargs}
+            expected = ref.schedule_free_update(
+                expected, before[leaf], state.z[leaf], state.weight_sum, state.max_lr, lr, **hyper
+            )
         # m_T is a float32 EMA in the library: allow its cancellation error, 1e-5 of the leaf's scale.
         atol = 1e-5 * np.abs(expected).max()
+        if name == "schedule_free_adamw":  # u = y_T - y_{T-1}: a float32 difference of values
+            # ~10, so it carries their rounding, an ulp of the parameters (optax's alike)
+            atol = max(atol, 2 * np.finfo(np.float32).eps * np.abs(before[leaf]).max())
         np.testing.assert_allclose(updates[leaf], expected, rtol=2e-5, atol=atol, err_msg=leaf)
 
 

@@ -134,6 +134,11 @@ def _adadelta_update(grads):
     return tx.update(grads, tx.init(params), params)
 
 
+def _schedule_free_update(grads, with_params=True):
+    tx = atx.schedule_free_adamw(0.1)
+    return tx.update(grads, tx.init(PARAMS), PARAMS if with_params else None)
+
+
 # The example of every row whose result is an exception, by the row's ID.
 RAISES = {
     "lr-negative": lambda: atx.adam(-0.1),
@@ -235,6 +240,19 @@ RAISES = {
     "row-cover-set": lambda: _rows_through(atx.sm3(0.1)),
     "row-novograd": lambda: _rows_through(atx.novograd(0.1)),
     "novograd-no-params": lambda: atx.novograd(0.1).update(PARAMS, atx.novograd(0.1).init(PARAMS)),
+    "schedule-free-b1": lambda: atx.schedule_free_adamw(0.1, b1=0.0),
+    "schedule-free-warmup": lambda: atx.schedule_free_adamw(0.1, warmup_steps=0),
+    "schedule-free-injected-warmup": lambda: optax.inject_hyperparams(atx.schedule_free_adamw)(
+        learning_rate=0.1, warmup_steps=2
+    ).init(PARAMS),
+    "schedule-free-state-dtype": lambda: atx.schedule_free_adamw(0.1, state_dtype="int8_blockwise"),
+    "schedule-free-no-params": lambda: _schedule_free_update(PARAMS, with_params=False),
+    "schedule-free-complex-gradient": lambda: _schedule_free_update(
+        {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}
+    ),
+    "schedule-free-eval-state": lambda: atx.schedule_free_eval_params(
+        atx.adam(0.1).init(PARAMS), PARAMS
+    ),
     "complex-real-mu-dtype": _complex_with_real_mu_dtype,
     "complex-gradient-real-params": lambda: _adam_update(
         {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.zeros(3)}

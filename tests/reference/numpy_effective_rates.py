@@ -262,6 +262,25 @@ def _sm3(grads, lr, **unused):
     return np.full(np.shape(grads[0]), lr)
 
 
+def _schedule_free_adamw(grads, lr, warmup_steps=None, b2=0.999, eps=1e-8, **unused):
+    """The rate of the z step: the (warmed-up) rate at the last step's count T - 1 over
+    sqrt(v_hat) + eps (AdamW without momentum); the interpolation's terms are left out."""
+    t = len(grads)
+    rate = lr if warmup_steps is None else lr * min(t - 1, warmup_steps) / warmup_steps
+    return rate / (np.sqrt(_ema_series([g * g for g in grads], b2) / (1.0 - b2**t)) + eps)
+
+
+def schedule_free_update(z_step, y, z, weight_sum, max_rate, rate, b1=0.9, weight_lr_power=2.0):
+    """u_T = y_T - y_{T-1} of schedule-free learning from the z step dz = z_T - z_{T-1}, the
+    parameters y_{T-1}, z_{T-1} and the averaging sums before the step (Defazio et al. 2024):
+    (1 - b1) dz + b1 c_T (z_T - x_{T-1}), x_{T-1} = (y - (1 - b1) z) / b1."""
+    y, z, z_step = (np.asarray(a, np.float64) for a in (y, z, z_step))
+    weight = max(float(max_rate), rate) ** weight_lr_power
+    c = weight / (float(weight_sum) + weight)
+    x = (y - (1.0 - b1) * z) / b1
+    return (1.0 - b1) * z_step + b1 * c * (z + z_step - x)
+
+
 RATES = {
     "adagrad": _adagrad,
     "rmsprop": _rmsprop,
@@ -287,6 +306,7 @@ RATES = {
 
     "sm3": _sm3,
     "novograd": _sm3,
+    "schedule_free_adamw": _schedule_free_adamw,
 }
 
 
