@@ -213,23 +213,6 @@ def from_blocks(blocks: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return flat.reshape(shape)
 
 
-def block_absmax(blocks: jax.Array) -> jax.Array:
-    """Each block's largest absolute value (NaN if the block holds one), reduced as integers.
-
-    The bits of a non-negative float order as the float does (NaN above infinity), so the
-    maximum of ``|x|`` is that of its bits as int32: the same number as ``max(abs(blocks))``.
-    XLA on CPU hands a float max-reduction to a library kernel that cannot fuse the arithmetic
-    producing the statistic (it is written out, then read back, several times slower); the
-    integer reduction is a loop XLA emits itself.
-
-    Example:
-      >>> block_absmax(jnp.array([[0.5, -2.0, 0.0], [-0.0, 1e-30, jnp.inf]]))
-      Array([2.e+00, inf], dtype=float32)
-    """
-    bits = jax.lax.bitcast_convert_type(jnp.abs(blocks.astype(jnp.float32)), jnp.int32)
-    return jax.lax.bitcast_convert_type(jnp.max(bits, axis=-1), jnp.float32)
-
-
 def scale_blocks(values: jax.Array, scales: jax.Array) -> jax.Array:
     """`values` (the statistic's shape) times the scale of each one's block."""
     blocks = to_blocks(values)
@@ -302,7 +285,7 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
       (Array([[2.]], dtype=float32), [0.4953, -1.9859, 0.001])
     """
     blocks = to_blocks(x)
-    scales = block_absmax(blocks)
+    scales = jnp.max(jnp.abs(blocks), axis=-1)
     normalized = blocks / jnp.where(scales > 0, scales, 1.0)[..., None]
     u = None if key is None else uniform(key, normalized.shape, like=normalized)
     index = encode_map(normalized, signed, u)
@@ -454,7 +437,7 @@ def quantize_float8(
     """
     dtype = jnp.dtype(dtype)
     blocks = to_blocks(x)
-    scales = block_absmax(blocks)
+    scales = jnp.max(jnp.abs(blocks), axis=-1)
     top = np.float32(jnp.finfo(dtype).max)
     v = blocks / jnp.where(scales > 0, scales, 1.0)[..., None] * top
     if key is not None:
