@@ -1,15 +1,15 @@
-r"""Quantized statistics: counter-based random bits, the 8-bit dynamic map, blockwise FP8.
+r"""Quantized statistics: the 8-bit dynamic map and blockwise FP8.
 
 The storages `Int8Blockwise` (Dettmers et al.'s dynamic map, one absmax per block of 256) and
 `Float8Blockwise` (a float8 cast, one absmax per block of 256) live here, with the arithmetic they
-share: `random_bits` (cheap counter-based bits for stochastic rounding) and the blocks themselves.
+share: the blocks themselves. Their stochastic rounding draws its bits from
+`adaptive_tx.counter_bits` (cheap counter-based bits).
 Every operation is elementwise on the coordinates or a reduction over a block of 256 along the
 last axis: no sort, no search, no scatter, so a step stays one pass over memory.
 
 References: Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Block-wise Quantization",
 ICLR 2022, https://arxiv.org/abs/2110.02861 ; Peng et al., "FP8-LM: Training FP8 Large Language
-Models", 2023, https://arxiv.org/abs/2310.18313 ; Widynski, "Squares: A Fast Counter-Based RNG",
-2020, https://arxiv.org/abs/2004.06278 (counter-based bits).
+Models", 2023, https://arxiv.org/abs/2310.18313
 """
 
 from __future__ import annotations
@@ -31,98 +31,7 @@ from adaptive_tx._layout import (
     mesh_size,
     placeholder,
 )
-
-# ---------------------------------------------------------------- counter-based random bits
-
-
-def _mix(h: jax.Array) -> jax.Array:
-    """A 32-bit finalizer (two multiply-xorshift rounds): every output bit depends on every input
-    bit (Wellons' ``lowbias32``)."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x7FEB352D)
-    h = h ^ (h >> 15)
-    h = h * jnp.uint32(0x846CA68B)
-    return h ^ (h >> 16)
-
-
-def key_words(key: jax.Array, salt: int = 0) -> tuple[jax.Array, jax.Array]:
-    """Two uint32 scalars from a PRNG key (its raw data, no extra threefry) and a static `salt`."""
-    data = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
-    first = data[0] ^ jnp.uint32((salt * 0x9E3779B9) & 0xFFFFFFFF)
-    return first, data[-1] if data.size > 1 else jnp.uint32(0x85EBCA6B)
-
-
-def fold_in(key: jax.Array, data: int | jax.Array) -> jax.Array:
-    """A new PRNG key from `key` and an integer (a step, a leaf, a statistic): a cheap hash.
-
-    The engine derives each leaf's and statistic's key with this, not ``jax.random.fold_in``
-    (a threefry hash, twenty rounds compiled per call, i.e. per leaf and statistic). Keys are only
-    read by `random_bits`, which mixes them again.
-
-    Example:
-      >>> a, b = fold_in(jax.random.key(0), 1), fold_in(jax.random.key(0), 2)
-      >>> bool((jax.random.key_data(a) != jax.random.key_data(b)).all())
-      True
-    """
-    words = jax.random.key_data(key)
-    spread = jnp.arange(words.shape[-1], dtype=jnp.uint32) * jnp.uint32(0x85EBCA6B)
-    salt = jnp.asarray(data).astype(jnp.uint32) * jnp.uint32(0x9E3779B9) + spread
-    return jax.random.wrap_key_data(_mix(words ^ salt), impl=jax.random.key_impl(key))
-
-
-def coordinate_index(shape: tuple[int, ...], like: jax.Array | None = None) -> jax.Array:
-    """Each coordinate's row-major index in an array of `shape`, as uint32 (modulo 2^32).
-
-    Built from iotas over the global shape, so it is the same however the array is sharded.
-    """
-    sharding = None if like is None else explicit_sharding(like)
-    index = jnp.zeros(shape, jnp.uint32)
-    stride = 1
-    for dim in reversed(range(len(shape))):
-        iota = jax.lax.broadcasted_iota(jnp.uint32, shape, dim, out_sharding=sharding)
-        index = index + iota * jnp.uint32(stride & 0xFFFFFFFF)
-        stride *= shape[dim]
-    return index
-
-
-def random_bits(key: jax.Array, shape: tuple[int, ...], salt: int = 0, like=None) -> jax.Array:
-    r"""32 pseudo-random bits per coordinate: a counter-based hash of (coordinate, key, salt).
-
-    .. math::
-
-       b_i = \mathrm{mix}\big(\mathrm{mix}((i + k_0) \cdot \phi) \oplus k_1\big)
-
-    with :math:`i` the coordinate's global row-major index, :math:`(k_0, k_1)` two words mixed
-    from the key (which the engine derives from the step, the leaf and the statistic) and the
-    `salt`, :math:`\phi` the golden-ratio constant, and `mix` a multiply-xorshift finalizer. A few
-    integer operations per coordinate (threefry, ``jax.random.bits``, does 20 rounds), the same
-    bits on any device layout, and decorrelated per coordinate and per key: the key enters twice,
-    around a full mixing, so two keys do not give shifted copies of one sequence.
-
-    Args:
-      key: a PRNG key.
-      shape: the shape of the bits.
-      salt: a static integer mixed in (a storage's ``seed``).
-      like: an array whose explicit sharding the bits take (or None).
-
-    Returns:
-      A uint32 array of `shape`.
-
-    Example:
-      >>> bits = random_bits(jax.random.key(0), (100000,))
-      >>> bits.dtype, round(float((bits >> 31).mean()), 2)
-      (dtype('uint32'), 0.5)
-    """
-    first, second = key_words(key, salt)
-    h = (coordinate_index(shape, like) + first) * jnp.uint32(0x9E3779B9)
-    return _mix(_mix(h) ^ second)
-
-
-def uniform(key: jax.Array, shape: tuple[int, ...], salt: int = 0, like=None) -> jax.Array:
-    """Uniform float32 draws in [0, 1) from the top 24 bits of `random_bits`."""
-    bits = random_bits(key, shape, salt, like)
-    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
-
+from adaptive_tx.counter_bits import fold_in, random_bits, uniform  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------- the dynamic map
 

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx import _validate, sparse, state_precision
+from adaptive_tx import _validate, counter_bits, sparse, state_precision
 from adaptive_tx.state_precision import compute_dtype
 
 Stats = tuple[jax.Array, ...]
@@ -304,7 +304,7 @@ def apply_rule(
             if not jnp.iscomplexobj(old):
                 raise ComplexToRealError(jnp.result_type(g), jnp.result_type(old))
     stored = tuple(
-        storage.encode(new, old, None if key is None else state_precision.fold_in(key, i))
+        storage.encode(new, old, None if key is None else counter_bits.fold_in(key, i))
         for i, (storage, new, old) in enumerate(zip(storages, new_stats, stats))
     )
     seen = tuple(
@@ -411,8 +411,9 @@ def dense_transformation(
     tree of arrays, or a container of params-shaped trees (8-bit ``codes`` and ``scales``,
     factored ``row`` and ``col`` means). Stochastic rounding draws its bits from the key
     ``fold_in(fold_in(key(0), count), leaf index)`` (then the statistic's index and the storage's
-    seed; `adaptive_tx.state_precision.fold_in`, a cheap hash): deterministic, and the same
-    however the arrays are sharded.
+    seed; `adaptive_tx.counter_bits.fold_in`, a cheap hash): deterministic, and the same
+    however the arrays are sharded. The leaves' keys are run-time values
+    (`adaptive_tx.counter_bits.leaf_keys`), so leaves of one shape compile to one kernel.
 
     Args:
       rule: the per-coordinate rule.
@@ -484,7 +485,7 @@ def dense_transformation(
                 where, sparse.shape_view(updates), stats, per_block, stat_shape
             )
         count = optax.safe_increment(state.count)
-        step_key = state_precision.fold_in(jax.random.key(0), count)
+        step_key = counter_bits.fold_in(jax.random.key(0), count)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)
         paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
         leaves = [leaf for _, leaf in with_paths]
@@ -494,11 +495,10 @@ def dense_transformation(
             param_leaves = treedef.flatten_up_to(params)
         else:
             param_leaves = [None] * len(leaves)
+        leaf_keys = counter_bits.leaf_keys(step_key, len(leaves))
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
-            step = functools.partial(
-                apply_to_leaf, t=count, key=state_precision.fold_in(step_key, index)
-            )
+            step = functools.partial(apply_to_leaf, t=count, key=leaf_keys[index])
             if rule.reads_params:
                 step = functools.partial(step, param=param_leaves[index])
             try:

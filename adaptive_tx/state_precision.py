@@ -255,7 +255,7 @@ def round_stochastic_bfloat16(x: jax.Array, key: jax.Array, salt: int = 0) -> ja
     bfloat16 is float32 with the low 16 bits dropped: adding 16 random bits to those before dropping
     them rounds :math:`x` to a neighbour with :math:`\mathbb{E}[\mathrm{round}(x)] = x`, so updates
     smaller than half a bfloat16 unit survive on average instead of vanishing. The bits are
-    `adaptive_tx.quantized.random_bits` of (`key`, `salt`, each coordinate's index): a few integer
+    `adaptive_tx.counter_bits.random_bits` of (`key`, `salt`, each coordinate's index): a few integer
     operations per coordinate, the same on any device layout. NaN stays NaN.
 
     Example:

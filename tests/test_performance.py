@@ -8,6 +8,7 @@ analysis of the compiled step), and the buffers the donated state is written to.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,3 +110,28 @@ def test_benchmark_quick_mode_times_every_contender_and_rewrites_only_its_sectio
     assert text.count(step_time.BEGIN) == 1 and text.count(step_time.END) == 1
     assert other in text
     assert "| adagrad | 2^10 | 1 |" in text and "| adam |" not in text
+
+
+def _distinct_fusions(hlo: str) -> int:
+    """How many different fused computations a compiled HLO module holds, names and the order of
+    their instructions and parameters aside."""
+    bodies = set()
+    for computation in re.split(r"\n\n", hlo):
+        if computation.lstrip().startswith("%fused"):
+            body = re.sub(r", metadata=\{[^}]*\}", "", computation.split("\n", 1)[1])
+            body = re.sub(r"parameter\(\d+\)", "parameter()", re.sub(r"%[\w.\-]+", "%x", body))
+            bodies.add(tuple(sorted(body.split("\n"))))
+    return len(bodies)
+
+
+@pytest.mark.parametrize("spec", ["bfloat16_sr", "float8_e4m3fn_blockwise"])
+def test_lean_state_compiles_one_kernel_per_leaf_shape_not_per_leaf(spec):
+    """Stochastic rounding keys each leaf differently; the key must reach the leaf's kernel as a
+    run-time value, or every leaf compiles its own kernel (compile time grows with the leaves)."""
+    tx = atx.adam(1e-3, mu_dtype=spec, nu_dtype=spec)
+    distinct = []
+    for leaves in (1, 3):
+        params = {f"w{i}": jnp.ones((16, 256)) for i in range(leaves)}
+        hlo = step_time.jax_step(tx).lower(params, tx.init(params), params).compile().as_text()
+        distinct.append(_distinct_fusions(hlo))
+    assert distinct[1] == distinct[0], distinct
