@@ -485,7 +485,6 @@ def dense_transformation(
                 where, sparse.shape_view(updates), stats, per_block, stat_shape
             )
         count = optax.safe_increment(state.count)
-        step_key = counter_bits.fold_in(jax.random.key(0), count)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates, sparse.is_row_sparse)
         paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
         leaves = [leaf for _, leaf in with_paths]
@@ -495,7 +494,11 @@ def dense_transformation(
             param_leaves = treedef.flatten_up_to(params)
         else:
             param_leaves = [None] * len(leaves)
-        leaf_keys = counter_bits.leaf_keys(step_key, len(leaves))
+        if all(isinstance(s, state_precision.Cast) for s in storages):
+            leaf_keys = [None] * len(leaves)  # rounded to nearest: no random bits to draw
+        else:
+            step_key = counter_bits.fold_in(jax.random.key(0), count)
+            leaf_keys = counter_bits.leaf_keys(step_key, len(leaves))
         new_leaves, new_stat_leaves = [], []
         for index, (g, *stats) in enumerate(zip(leaves, *stat_leaves)):
             step = functools.partial(apply_to_leaf, t=count, key=leaf_keys[index])
