@@ -16,7 +16,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adaptive_tx.sparse._drift import Drift, _alias_forms, _check_args, _value, drift_terms
+from adaptive_tx.sparse._compact import Caught, ParamTrees, gather, path_key, write_order
+from adaptive_tx.sparse._drift import Drift, _alias_forms, _check_args, drift_terms
 from adaptive_tx.sparse._type import RowSparse, is_row_sparse, per_row
 
 FLUSH_CHUNK = 8192
@@ -127,23 +127,24 @@ class CatchUp:
 
     # -- gathering, scattering --------------------------------------------------------------
     def _catch_up_leaf(self, state, leaf_index, rows, theta_rows, t_minus_1, log_g):
-        """Gather the stats of ``rows`` of one leaf, catch them up to ``t_minus_1``."""
+        """Gather the stats of ``rows`` of one leaf (None: every row), catch them up to
+        ``t_minus_1``: ``(stats, trace, theta)`` as `Drift.catch_up_rows` returns them."""
         scaling, fields = self._stat_fields(state.inner)
         treedef = jax.tree.structure(state.last_step)
         get = lambda tree: treedef.flatten_up_to(tree)[leaf_index]  # noqa: E731
-        gather = lambda a: a.at[rows].get(mode="fill", fill_value=0)  # noqa: E731
-        stats_rows = tuple(gather(get(getattr(scaling, f))) for f in fields)
+        gather_rows = gather(rows)
+        stats_rows = tuple(gather_rows(get(getattr(scaling, f))) for f in fields)
         trace_rows = None
         if self.form.momentum is not None:
-            trace_rows = gather(get(state.inner[-1].trace))
+            trace_rows = gather_rows(get(state.inner[-1].trace))
         last = get(state.last_step)
-        s = gather(last)
-        # Empty or out-of-range slots (gathered as zeros) have nothing to catch up.
-        in_range = (rows >= 0) & (rows < last.shape[0])
-        k = jnp.where(in_range, jnp.maximum(t_minus_1 - s, 0), 0)
+        s = gather_rows(last)
+        k = jnp.maximum(t_minus_1 - s, 0)
+        if rows is not None:  # empty or out-of-range slots (read as zeros): nothing to catch up
+            k = jnp.where((rows >= 0) & (rows < last.shape[0]), k, 0)
         log_p = jnp.zeros(k.shape, jnp.float32)
         if self.weight_decay is not None:
-            mark = gather(get(state.decay_mark))
+            mark = gather_rows(get(state.decay_mark))
             log_p = jnp.where(k > 0, (log_g[0] - mark[:, 0]) + (log_g[1] - mark[:, 1]), 0.0)
         # Jitted (inlined under an outer jit): eager calls would dispatch it op by op. Only the
         # gathered rows go in: a whole statistic passed in would be copied before the update
@@ -223,10 +224,10 @@ class CatchUp:
           Array([[1.]], dtype=float32)
         """
         with_paths = jax.tree_util.tree_flatten_with_path(state.last_step)[0]
-        index_of = {_path_key(path): i for i, (path, _) in enumerate(with_paths)}
+        index_of = {path_key(path): i for i, (path, _) in enumerate(with_paths)}
 
         def lookup(path, table, ids):
-            key = _path_key(path)
+            key = path_key(path)
             if key not in index_of:
                 raise ValueError(
                     f"sparse.catch_up view: no table {path!r} in the optimizer state (its tables: "
@@ -245,114 +246,89 @@ class CatchUp:
 
     # -- update -----------------------------------------------------------------------------
     def _update(self, updates, state, params=None, **extra_args):
+        """Catch up the rows the gradient touches, then one step of the wrapped optimizer on them.
+
+        Each row-sparse leaf's rows (and each dense leaf, if row-sparse steps left rows of it
+        stale) are gathered once, caught up, and handed to the wrapped optimizer as a dense
+        ``[K, ...]`` leaf (its statistics as ``[K, ...]`` rows, its parameters the caught-up
+        rows); its new statistics are scattered back once. The update is the wrapped step's plus
+        the catch-up's move of the parameter rows.
+        """
         if params is None:
             raise ValueError(
                 "sparse.catch_up needs the params (the skipped steps move the rows): call "
                 "update(updates, state, params)"
             )
-        t = optax.safe_increment(state.count)
-        t_minus_1 = state.count
-        log_g = state.log_decay
         leaves, treedef = jax.tree.flatten(updates, is_leaf=is_row_sparse)
         p_leaves = treedef.flatten_up_to(params)
-        scaling, fields = self._stat_fields(state.inner)
-        stat_leaves = {f: treedef.flatten_up_to(getattr(scaling, f)) for f in fields}
-        trace_leaves = None
-        if self.form.momentum is not None:
-            trace_leaves = treedef.flatten_up_to(state.inner[-1].trace)
+        caught = [
+            self._caught_leaf(state, index, g, p)
+            for index, (g, p) in enumerate(zip(leaves, p_leaves))
+        ]
+        inner = ParamTrees(state.inner, treedef, p_leaves)
+        compact_inner = inner.map(caught)
+        compact_grads = [g if c is None else c.grad for g, c in zip(leaves, caught)]
+        compact_params = [p if c is None else c.theta.astype(p.dtype) for p, c in zip(p_leaves, caught)]
+        compact_updates, compact_inner = self.inner.update(
+            treedef.unflatten(compact_grads), compact_inner, treedef.unflatten(compact_params),
+            **extra_args,
+        )
+        new_inner = inner.expand(compact_inner, caught)
+        new_log = self._next_log_decay(state)
+        u_leaves = treedef.flatten_up_to(compact_updates)
+        out = [u if c is None else c.update(u) for u, c in zip(u_leaves, caught)]
+        t = optax.safe_increment(state.count)
         last = treedef.flatten_up_to(state.last_step)
-        marks = None if state.decay_mark is None else treedef.flatten_up_to(state.decay_mark)
-        offsets = []
-        new_last, new_marks = [], []
-        for index, g in enumerate(leaves):
-            p = p_leaves[index]
-            if is_row_sparse(g):
-                g = leaves[index] = g.coalesce()
-                rows = g.indices
-                ok = g.in_range()
-            elif jnp.ndim(p) >= 1:
-                rows = jnp.arange(jnp.shape(p)[0], dtype=jnp.int32)
-                ok = jnp.ones(rows.shape, bool)
-            else:
-                offsets.append(None)
-                new_last.append(last[index])
-                new_marks.append(None if marks is None else marks[index])
-                continue
-            theta_rows = p.at[rows].get(mode="fill", fill_value=0)
-            catch = functools.partial(self._catch_up_leaf, state, index, rows, theta_rows)
-            if is_row_sparse(g):
-                caught = catch(t_minus_1, log_g)
-            else:
-                # A dense gradient: its rows are current unless row-sparse steps left some stale.
-                stale = jnp.any(last[index] < t_minus_1)
-                caught = jax.lax.cond(
-                    stale, catch, lambda *_: self._unchanged(state, index, theta_rows),
-                    t_minus_1, log_g,
-                )
-            new_stats, new_trace, theta = caught
-            written, token = _write_order(rows, _leaf_rows(p)[0], g, theta)
-            scatter = lambda a, r: a.at[rows].set(  # noqa: E731
-                written(r, token).astype(a.dtype), mode="drop", unique_indices=True
-            )
-            for f, r in zip(fields, new_stats):
-                stat_leaves[f][index] = scatter(stat_leaves[f][index], r)
-            if new_trace is not None:
-                trace_leaves[index] = scatter(trace_leaves[index], new_trace)
-            offset = jnp.where(per_row(ok, theta), theta - theta_rows.astype(jnp.float32), 0.0)
-            offsets.append((rows, offset, theta, written, token))
-            new_last.append(scatter(last[index], jnp.broadcast_to(t, rows.shape)))
-            if marks is not None:
-                new_marks.append(marks[index])  # set after the step's decay is known
-            else:
-                new_marks.append(None)
-        new_scaling = scaling._replace(
-            **{f: treedef.unflatten(stat_leaves[f]) for f in fields}
-        )
-        inner_state = (new_scaling,) + tuple(state.inner[1:])
-        if trace_leaves is not None:
-            trace_state = inner_state[-1]._replace(trace=treedef.unflatten(trace_leaves))
-            inner_state = inner_state[:-1] + (trace_state,)
-        inner_state = type(state.inner)(inner_state) if not isinstance(
-            state.inner, tuple
-        ) else tuple(inner_state)
-        inner_updates, inner_state = self.inner.update(
-            treedef.unflatten(leaves), inner_state, params, **extra_args
-        )
-        u_leaves = treedef.flatten_up_to(inner_updates)
-        new_log = log_g
-        if self.weight_decay is not None:
-            lr_t = _value(self.drift.learning_rate, t_minus_1)
-            wd_t = _value(self.weight_decay, t_minus_1)
-            # Kahan: hi + lo carries the sum of log(1 - lr wd) to float32 resolution of each term.
-            y = self.drift.decay_step(t_minus_1) - log_g[1]
-            hi = log_g[0] + y
-            lo = (hi - log_g[0]) - y
-            new_log = jnp.stack([hi, lo])
-        out = []
-        for index, (u, extra) in enumerate(zip(u_leaves, offsets)):
-            if extra is None:
-                out.append(u)
-                continue
-            rows, offset, theta, written, token = extra
-            if self.weight_decay is not None:
-                # The step's decay acts on the caught-up θ; the inner step saw the stale one.
-                offset = offset * (1 - lr_t * wd_t)
-                new_marks[index] = marks[index].at[rows].set(
-                    written(jnp.broadcast_to(new_log, (rows.shape[0], 2)), token), mode="drop",
-                    unique_indices=True,
-                )
-            if is_row_sparse(u):
-                values = u.values + offset.astype(u.values.dtype)
-                out.append(u.with_values(values))
-            else:
-                out.append(u.at[rows].add(offset.astype(u.dtype), mode="drop"))
+        new_last = [x if c is None else c.scatter(x, t) for x, c in zip(last, caught)]
+        new_marks = None
+        if state.decay_mark is not None:
+            marks = treedef.flatten_up_to(state.decay_mark)
+            new_marks = [x if c is None else c.scatter(x, new_log) for x, c in zip(marks, caught)]
+            new_marks = treedef.unflatten(new_marks)
         return treedef.unflatten(out), CatchUpState(
             count=t,
-            inner=inner_state,
+            inner=new_inner,
             last_step=treedef.unflatten(new_last),
             log_decay=new_log,
-            decay_mark=None if marks is None else treedef.unflatten(new_marks),
+            decay_mark=new_marks,
         )
+
+    def _caught_leaf(self, state, index, g, p) -> Caught | None:
+        """One leaf's rows gathered and caught up to the state's step (None: a scalar leaf)."""
+        t_minus_1, log_g = state.count, state.log_decay
+        if is_row_sparse(g):
+            g = g.coalesce()
+            rows = g.indices
+            theta_rows = p.at[rows].get(mode="fill", fill_value=0)
+            stats, trace, theta = self._catch_up_leaf(state, index, rows, theta_rows, t_minus_1, log_g)
+            grad, ok = g.values, g.in_range()
+        elif jnp.ndim(p) >= 1:
+            # A dense gradient: its rows are current unless row-sparse steps left some stale.
+            rows, theta_rows, grad, ok = None, p, g, None
+            stats, trace, theta = jax.lax.cond(
+                jnp.any(jax.tree.leaves(state.last_step)[index] < t_minus_1),
+                lambda: self._catch_up_leaf(state, index, None, p, t_minus_1, log_g),
+                lambda: self._unchanged(state, index, p),
+            )
+        else:
+            return None
+        _, fields = self._stat_fields(state.inner)
+        known = {(0, f): x for f, x in zip(fields, stats)}
+        if trace is not None:
+            known[(len(state.inner) - 1, "trace")] = trace
+        written = None if rows is None else write_order(rows, _leaf_rows(p)[0], g, theta)
+        return Caught(g, rows, ok, grad, theta_rows, theta, known, written)
+
+    def _next_log_decay(self, state):
+        """``log_decay`` after this step: the Kahan sum plus log(1 − η_t λ_t)."""
+        log_g = state.log_decay
+        if self.weight_decay is None:
+            return log_g
+        # Kahan: hi + lo carries the sum of log(1 - lr wd) to float32 resolution of each term.
+        y = self.drift.decay_step(state.count) - log_g[1]
+        hi = log_g[0] + y
+        lo = (hi - log_g[0]) - y
+        return jnp.stack([hi, lo])
 
     # -- flush ------------------------------------------------------------------------------
     def flush(self, state: CatchUpState, params: optax.Params):
@@ -421,42 +397,6 @@ class CatchUp:
             decay_mark=None if marks is None else treedef.unflatten(marks),
         )
         return treedef.unflatten(new_leaves), new_state
-
-
-def _write_order(rows, num_rows, g, theta):
-    """``(written, token)``: the rows a step writes, made to depend on every read of the old rows.
-
-    XLA writes a donated table in place only if every read of the old table comes before the
-    write in the data flow; otherwise it keeps the old table alive by copying it whole, an
-    :math:`O(V)` copy a step. The last step (and decay mark) written is a constant ``t``, and a
-    forward read through `CatchUp.rows` / `CatchUp.view` reaches the update only through the
-    gradient, so neither is ordered by itself. ``token`` ([K] float32) depends on the gradient
-    values and on the caught-up rows (hence on every statistic, last step and mark read);
-    ``written(r, token)`` is ``r`` on the rows the scatter writes and the token on the slots it
-    drops (out of range), so no written value changes. (`jax.lax.optimization_barrier` does not
-    order them: the CPU compiler removes it before copy insertion.)
-    """
-    values = g.values if is_row_sparse(g) else g
-    flat = lambda x: jnp.reshape(x, (x.shape[0], -1))[:, 0].astype(jnp.float32)  # noqa: E731
-    token = flat(values) + flat(theta)
-    kept = (rows >= 0) & (rows < num_rows)
-
-    def written(r, token):
-        return jnp.where(per_row(kept, r), r, per_row(token, r).astype(r.dtype))
-
-    return written, token
-
-
-def _path_key(path) -> tuple:
-    """A path as a tuple of plain keys (dict keys, attribute names, indices)."""
-    out = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                entry = getattr(entry, attr)
-                break
-        out.append(entry)
-    return tuple(out)
 
 
 def catch_up(alias: Callable, *args: Any, **kwargs: Any) -> CatchUp:
