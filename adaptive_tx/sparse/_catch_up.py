@@ -268,7 +268,9 @@ class CatchUp:
         inner = ParamTrees(state.inner, treedef, p_leaves)
         compact_inner = inner.map(caught)
         compact_grads = [g if c is None else c.grad for g, c in zip(leaves, caught)]
-        compact_params = [p if c is None else c.theta.astype(p.dtype) for p, c in zip(p_leaves, caught)]
+        compact_params = [
+            p if c is None else c.theta.astype(p.dtype) for p, c in zip(p_leaves, caught)
+        ]
         compact_updates, compact_inner = self.inner.update(
             treedef.unflatten(compact_grads), compact_inner, treedef.unflatten(compact_params),
             **extra_args,
@@ -300,7 +302,9 @@ class CatchUp:
             g = g.coalesce()
             rows = g.indices
             theta_rows = p.at[rows].get(mode="fill", fill_value=0)
-            stats, trace, theta = self._catch_up_leaf(state, index, rows, theta_rows, t_minus_1, log_g)
+            stats, trace, theta = self._catch_up_leaf(
+                state, index, rows, theta_rows, t_minus_1, log_g
+            )
             grad, ok = g.values, g.in_range()
         elif jnp.ndim(p) >= 1:
             # A dense gradient: its rows are current unless row-sparse steps left some stale.

@@ -153,7 +153,9 @@ class ParamTrees:
         for (_, old), new in zip(self.with_paths, self.outer.flatten_up_to(compact)):
             if self._is_params(old):
                 olds, news = self.treedef.flatten_up_to(old), self.treedef.flatten_up_to(new)
-                leaves = [y if c is None else c.scatter(x, y) for x, y, c in zip(olds, news, caught)]
+                leaves = [
+                    y if c is None else c.scatter(x, y) for x, y, c in zip(olds, news, caught)
+                ]
                 new = self.treedef.unflatten(leaves)
             out.append(new)
         return self.outer.unflatten(out)
