@@ -128,7 +128,7 @@ class ParamTrees:
 
     def map(self, caught):
         """The state with each touched leaf ``x`` of a parameter-shaped subtree at path ``key``
-        replaced by ``caught[i].compact(key, x)``. Every caught-up statistic must be found."""
+        replaced by ``caught[i].compact(key, x)``."""
         found, out = set(), []
         for path, sub in self.with_paths:
             if self._is_params(sub):
@@ -138,13 +138,9 @@ class ParamTrees:
                 leaves = [x if c is None else c.compact(key, x) for x, c in zip(leaves, caught)]
                 sub = self.treedef.unflatten(leaves)
             out.append(sub)
+        # An invariant, not a user error: the caught-up statistics were read from these paths.
         missing = {k for c in caught if c is not None for k in c.known} - found
-        if missing:
-            raise TypeError(
-                f"sparse.catch_up: the wrapped optimizer's state has no statistics at {missing} "
-                "(the state of the alias catch_up was built for); build it with sparse.catch_up "
-                "and use its state"
-            )
+        assert not missing, f"catch-up statistics at {missing} not found in the state"
         return self.outer.unflatten(out)
 
     def expand(self, compact, caught):
