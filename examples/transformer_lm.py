@@ -18,10 +18,12 @@ alias with a warmup-cosine learning rate):
   row-sparse  ``adaptive_tx.sparse.value_and_grad``: the table's gradient is a ``RowSparse`` of
               the looked-up rows; only those rows are read and written (lazy updates, the
               semantics of ``torch.optim.SparseAdam``); every other parameter is dense.
-  catch-up    the same row-sparse gradients with ``adaptive_tx.sparse.catch_up(alias, ...)`` last
-              in the chain: a looked-up row first gets the zero-gradient steps it skipped, in
-              closed form (the forward pass reads the rows through the optimizer's view, and the
-              table is flushed before each evaluation and checkpoint): dense training's
+  catch-up    the same row-sparse gradients; the table's optimizer is
+              ``adaptive_tx.sparse.catch_up(alias, ...)`` (``optax.partition``: the other
+              parameters get the alias itself): a looked-up row first gets the zero-gradient
+              steps it skipped, in closed form (the forward pass reads the rows through the
+              optimizer's view, and the table is flushed before each evaluation and
+              checkpoint): dense training's
               result with row-sparse gradients (for the aliases catch-up supports: adam,
               adamw, nadam, nadamw, amsgrad, rmsprop, adagrad).
 
@@ -195,34 +197,46 @@ def loss_fn(model, tokens):
     return token_losses(model, tokens).mean()
 
 
+def label_table(tree):
+    """``optax.partition``'s labels: "table" for the embedding table, "rest" for the others."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "table" if path_key(path)[:2] == ("embed", "embedding") else "rest", tree
+    )
+
+
+def path_key(path):
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+
+
 def make_optimizer(args, mode):
-    """The chain, and its last transformation (the alias, or its `sparse.catch_up`)."""
+    """The chain, and the table's `sparse.catch_up` (catch-up mode; None otherwise)."""
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, args.learning_rate, max(args.steps // 20, 1), args.steps, 0.1 * args.learning_rate
     )
     alias, decays = OPTIMIZERS[args.optimizer]
     kwargs = {"weight_decay": args.weight_decay} if decays else {}
+    catch_up, rule = None, alias(schedule, **kwargs)
     if mode == CATCH_UP:
-        rule = atx.sparse.catch_up(alias, schedule, **kwargs)
-    else:
-        rule = alias(schedule, **kwargs)
+        # Only the table has row-sparse gradients: the dense leaves need no catch-up.
+        catch_up = atx.sparse.catch_up(alias, schedule, **kwargs)
+        rule = optax.partition({"table": catch_up, "rest": rule}, label_table)
     chain = optax.chain(
         atx.sparse.prepare_rows(),  # passes dense leaves through; sums repeated rows
         atx.sparse.clip_by_global_norm(1.0),  # the same norm for caught-up rows as dense
         rule,
     )
-    return chain, rule
+    return chain, catch_up
 
 
 def loss_and_grads(mode, rule=None, optimizer=None):
     """The loss and its gradient: the table's is V x D (dense) or a RowSparse (row-sparse,
     catch-up). Catch-up's forward pass reads the looked-up rows caught up, as dense training has
-    them (`rule.view` of the optimizer's catch-up state, the chain's last)."""
+    them (`rule.view` of the catch-up state in the optimizer's state)."""
     if mode == "dense":
         return nnx.value_and_grad(loss_fn)
     view = None
     if mode == CATCH_UP:
-        view = rule.view(nnx.as_pure(optimizer.opt_state)[-1])
+        view = rule.view(nnx.as_pure(optimizer.opt_state))
     return atx.sparse.value_and_grad(loss_fn, view=view)
 
 
@@ -245,10 +259,9 @@ def flush(run):
 @nnx.jit(static_argnums=2)
 def _flush(model, optimizer, rule):
     params = nnx.as_pure(nnx.state(model, nnx.Param))
-    chain = nnx.as_pure(optimizer.opt_state)
-    new_params, caught_up = rule.flush(chain[-1], params)
+    new_params, new_state = rule.flush(nnx.as_pure(optimizer.opt_state), params)
     nnx.update(model, new_params)
-    nnx.update(optimizer.opt_state, nnx.state(chain[:-1] + (caught_up,)))
+    nnx.update(optimizer.opt_state, nnx.state(new_state))
 
 
 def gradient_ms(runs, tokens, repeats=10):

@@ -66,6 +66,46 @@ def _leaf_rows(x):
     return jnp.shape(x)[:1]
 
 
+def _is_state(node) -> bool:
+    return isinstance(node, CatchUpState)
+
+
+def _is_masked(node) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
+def find_state(opt_state: Any, who: str) -> CatchUpState:
+    """The one `CatchUpState` in ``opt_state`` (itself, or nested in a chain, ``optax.partition``,
+    ``skip_nonfinite``, ...)."""
+    found = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_state)[0]
+    found = [(path, node) for path, node in found if _is_state(node)]
+    if not found:
+        raise ValueError(
+            f"{who}: no CatchUpState in the optimizer state (a {type(opt_state).__name__}); pass "
+            "the state of the optimizer that holds this sparse.catch_up transformation"
+        )
+    if len(found) > 1:
+        paths = ", ".join(jax.tree_util.keystr(path) for path, _ in found)
+        raise ValueError(
+            f"{who}: the optimizer state holds {len(found)} CatchUpStates (at {paths}); pass the "
+            "CatchUpState of this transformation itself"
+        )
+    return found[0][1]
+
+
+def _replace_state(opt_state: Any, new: CatchUpState) -> Any:
+    """``opt_state`` with its one `CatchUpState` replaced by ``new``."""
+    return jax.tree.map(lambda x: new if _is_state(x) else x, opt_state, is_leaf=_is_state)
+
+
+def _mask_like(state: CatchUpState, tree: Any) -> Any:
+    """``tree`` (params-shaped) with ``optax.MaskedNode`` where the state has none of the leaf (an
+    ``optax.partition`` / ``optax.masked`` group: the other leaves are another optimizer's)."""
+    return jax.tree.map(
+        lambda mark, x: mark if _is_masked(mark) else x, state.last_step, tree, is_leaf=_is_masked
+    )
+
+
 class CatchUp:
     """The transformation `catch_up` returns: ``init``/``update`` plus the row views.
 
@@ -172,10 +212,11 @@ class CatchUp:
         a loss of these rows is the row gradient to pack in a `RowSparse`.
 
         Args:
-          state: the `CatchUpState`.
+          state: the optimizer's state: the `CatchUpState`, or a state holding one (a chain,
+            ``optax.partition``, ``skip_nonfinite``, ...).
           params: the parameters (stale rows included).
           ids: a tree like ``params`` with an int array of row ids at the leaves to look up and
-            None elsewhere.
+            None elsewhere (None, too, at the leaves another optimizer of a partition updates).
 
         Returns:
           A tree like ``ids``: ``ids.shape + row shape`` arrays at the looked-up leaves.
@@ -194,6 +235,8 @@ class CatchUp:
           >>> tx.rows(state, params, {"emb": jnp.array([0])})["emb"]  # dense Adam: 0.9 - 0.067
           Array([[0.833]], dtype=float32)
         """
+        state = find_state(state, "sparse.catch_up rows")
+        params, ids = _mask_like(state, params), self._own_ids(state, ids)
         leaves, treedef = jax.tree.flatten(params)
         id_leaves = treedef.flatten_up_to(ids)
         out = []
@@ -208,13 +251,34 @@ class CatchUp:
             # The value is the caught-up row; the gradient flows to the row read (identity).
             rows = theta.astype(p.dtype) + (stale - jax.lax.stop_gradient(stale))
             out.append(rows.reshape(jnp.shape(i) + p.shape[1:]))
-        return treedef.unflatten(out)
+        return jax.tree.map(
+            lambda x: None if _is_masked(x) else x, treedef.unflatten(out), is_leaf=_is_masked
+        )
+
+    @staticmethod
+    def _own_ids(state, ids):
+        """``ids`` with ``optax.MaskedNode`` at the leaves this transformation does not update."""
+
+        def one(path, mark, i):
+            if not _is_masked(mark):
+                return i
+            if i is not None:
+                raise ValueError(
+                    f"sparse.catch_up rows: ids at {jax.tree_util.keystr(path)}, a leaf this "
+                    "catch_up does not update (another optimizer of the partition does); pass "
+                    "None there and read that leaf directly"
+                )
+            return mark
+
+        return jax.tree_util.tree_map_with_path(one, state.last_step, ids, is_leaf=_is_masked)
 
     def view(self, state: CatchUpState) -> Callable:
         """The lookup for ``sparse.value_and_grad(f, view=...)``: ``(path, table, ids) -> rows``.
 
         ``path`` is the table's state path (a tuple of keys), matched against the paths of the
-        leaves of ``state.last_step``.
+        leaves of ``state.last_step``. ``state`` is the `CatchUpState` or a state holding one (a
+        chain, ``optax.partition``, ``skip_nonfinite``, ...; an ``nnx.Optimizer``'s
+        ``nnx.as_pure(optimizer.opt_state)``).
 
         Example:
           >>> import adaptive_tx as atx
@@ -223,6 +287,7 @@ class CatchUp:
           >>> tx.view(state)(("emb",), jnp.ones((3, 1)), jnp.array([2]))
           Array([[1.]], dtype=float32)
         """
+        state = find_state(state, "sparse.catch_up view")
         with_paths = jax.tree_util.tree_flatten_with_path(state.last_step)[0]
         index_of = {path_key(path): i for i, (path, _) in enumerate(with_paths)}
 
@@ -335,11 +400,14 @@ class CatchUp:
         return jnp.stack([hi, lo])
 
     # -- flush ------------------------------------------------------------------------------
-    def flush(self, state: CatchUpState, params: optax.Params):
+    def flush(self, state: optax.OptState, params: optax.Params):
         """Every row brought up to the state's step: ``(params, state)`` as dense training has them.
 
         :math:`O(V)` once (in chunks of `FLUSH_CHUNK` rows), for evaluation, export, tied
-        weights or a checkpoint that another optimizer will read.
+        weights or a checkpoint that another optimizer will read. ``state`` is the `CatchUpState`
+        or a state holding one (a chain, ``optax.partition``, ``skip_nonfinite``, ...): the
+        returned state is the same tree with that `CatchUpState` flushed, and the parameters
+        another optimizer of a partition updates are returned as they are.
 
         Example:
           >>> import adaptive_tx as atx
@@ -354,7 +422,13 @@ class CatchUp:
           >>> state.last_step["emb"], params["emb"][0]
           (Array([3, 3, 3], dtype=int32), Array([0.7812], dtype=float32))
         """
-        return self._jitted_flush(state, params)
+        own = find_state(state, "sparse.catch_up flush")
+        new_params, new_own = self._jitted_flush(own, _mask_like(own, params))
+        new_params = jax.tree.map(
+            lambda mark, p, q: p if _is_masked(mark) else q,
+            own.last_step, params, new_params, is_leaf=_is_masked,
+        )
+        return new_params, _replace_state(state, new_own)
 
     def _flush(self, state: CatchUpState, params: optax.Params):
         leaves, treedef = jax.tree.flatten(params)
