@@ -525,7 +525,8 @@ def test_rows_view_flush_find_the_state_nested_in_a_chain_and_a_partition():
         u, twin_state = twin.update(
             {"emb": dense, "w": twin_params["w"] - 1.0}, twin_state, twin_params
         )
-        carry = ({k: v[:2] for k, v in new.items()}, optax.apply_updates(twin_params, u), twin_state)
+        states = {k: v[:2] for k, v in new.items()}
+        carry = (states, optax.apply_updates(twin_params, u), twin_state)
         return carry, {k: v[2] for k, v in new.items()}
 
     @jax.jit
@@ -557,7 +558,8 @@ def test_a_state_with_no_or_two_catch_up_states_is_refused():
     params = {"emb": jnp.ones((3, 2)), "w": jnp.ones(2)}
     with pytest.raises(ValueError, match="no CatchUpState in the optimizer state"):
         tx.view(atx.adam(0.1).init(params))
-    both = optax.partition({"a": tx, "b": atx.sparse.catch_up(atx.adam, 0.2)}, {"emb": "a", "w": "b"})
+    other = atx.sparse.catch_up(atx.adam, 0.2)
+    both = optax.partition({"a": tx, "b": other}, {"emb": "a", "w": "b"})
     with pytest.raises(ValueError, match="holds 2 CatchUpStates"):
         tx.flush(both.init(params), params)
     with pytest.raises(ValueError, match="a leaf this catch_up does not update"):

@@ -128,7 +128,8 @@ def _catch_up_state_missing():
 
 def _catch_up_states_two():
     tx, params = atx.sparse.catch_up(atx.adam, 0.1), {"emb": jnp.ones((3, 2)), "w": jnp.ones(2)}
-    both = optax.partition({"a": tx, "b": atx.sparse.catch_up(atx.adam, 0.2)}, {"emb": "a", "w": "b"})
+    other = atx.sparse.catch_up(atx.adam, 0.2)
+    both = optax.partition({"a": tx, "b": other}, {"emb": "a", "w": "b"})
     return tx.flush(both.init(params), params)
 
 
