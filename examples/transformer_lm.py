@@ -9,15 +9,23 @@ almost never touches (a batch of B x T tokens touches at most B x T of the V row
 
 The model is a pre-LayerNorm decoder-only transformer (token embedding ``adaptive_tx.sparse.Embed``,
 learned positions, ``--layers`` blocks of causal self-attention and a GELU MLP, an untied output
-layer). It is trained twice, in lockstep (each run takes batch t in turn, so their step times are
-measured side by side), from the same initialization on the same batches, with one optimizer
-chain (``sparse.prepare_rows``, ``sparse.clip_by_global_norm``, the ``--optimizer`` alias with a
-warmup-cosine learning rate):
+layer). It is trained three times, in lockstep (each run takes batch t in turn, so their step
+times are measured side by side), from the same initialization on the same batches, with one
+optimizer chain (``sparse.prepare_rows``, ``sparse.clip_by_global_norm``, the ``--optimizer``
+alias with a warmup-cosine learning rate):
 
   dense       ``nnx.value_and_grad``: the table's gradient is V x D and every row is updated;
   row-sparse  ``adaptive_tx.sparse.value_and_grad``: the table's gradient is a ``RowSparse`` of
               the looked-up rows; only those rows are read and written (lazy updates, the
               semantics of ``torch.optim.SparseAdam``); every other parameter is dense.
+  catch-up    the same row-sparse gradients; the table's optimizer is
+              ``adaptive_tx.sparse.catch_up(alias, ...)`` (``optax.partition``: the other
+              parameters get the alias itself): a looked-up row first gets the zero-gradient
+              steps it skipped, in closed form (the forward pass reads the rows through the
+              optimizer's view, and the table is flushed before each evaluation and
+              checkpoint): dense training's
+              result with row-sparse gradients (for the aliases catch-up supports: adam,
+              adamw, nadam, nadamw, amsgrad, rmsprop, adagrad).
 
 Every ``--log-every`` steps it prints the held-out loss (all positions, and positions whose
 current token was seen at most ``RARE`` times so far) and the effective-learning-rate summary of
@@ -25,12 +33,12 @@ each weight matrix (``adaptive_tx.effective_learning_rate_summary``). It checkpo
 optimizer with orbax every ``--checkpoint-every`` steps under OUT/checkpoints/<mode>/ and
 ``--resume`` continues from the newest checkpoint there. It writes two figures:
 
-  transformer_lm.png     held-out loss of both runs, and the median effective learning rate of
+  transformer_lm.png     held-out loss of the runs, and the median effective learning rate of
                          each layer during training;
   rare_token_rates.png   the effective learning rate of every embedding row at the end, against
                          how often its token was seen.
 
-    python examples/transformer_lm.py out/lm                  # V = 16,384; 600 steps; ~5 minutes
+    python examples/transformer_lm.py out/lm                  # V = 16,384; 600 steps; ~8 minutes
     python examples/transformer_lm.py out/lm --optimizer adagrad --modes row-sparse
     python examples/transformer_lm.py out/lm --tiny           # seconds: what the tests run
 """
@@ -50,17 +58,19 @@ from flax import nnx
 
 import adaptive_tx as atx
 
+# Each alias and whether it takes a weight decay.
 OPTIMIZERS = {
-    "adamw": lambda lr, wd: atx.adamw(lr, weight_decay=wd),
-    "nadamw": lambda lr, wd: atx.nadamw(lr, weight_decay=wd),
-    "adamaxw": lambda lr, wd: atx.adamaxw(lr, weight_decay=wd),
-    "adam": lambda lr, wd: atx.adam(lr),
-    "amsgrad": lambda lr, wd: atx.amsgrad(lr),
-    "radam": lambda lr, wd: atx.radam(lr),
-    "rmsprop": lambda lr, wd: atx.rmsprop(lr),
-    "adagrad": lambda lr, wd: atx.adagrad(lr),
+    "adamw": (atx.adamw, True),
+    "nadamw": (atx.nadamw, True),
+    "adamaxw": (atx.adamaxw, True),
+    "adam": (atx.adam, False),
+    "amsgrad": (atx.amsgrad, False),
+    "radam": (atx.radam, False),
+    "rmsprop": (atx.rmsprop, False),
+    "adagrad": (atx.adagrad, False),
 }
-MODES = ("dense", "row-sparse")
+CATCH_UP = "catch-up"
+MODES = ("dense", "row-sparse", CATCH_UP)
 RARE = 10  # a token seen at most this often in training so far is rare
 DYING = 1e-6  # effective_learning_rate_summary's threshold
 
@@ -71,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw")
     p.add_argument("--learning-rate", type=float, default=3e-3, help="peak of the schedule")
     p.add_argument("--weight-decay", type=float, default=0.01, help="for the *w optimizers")
-    p.add_argument("--modes", default=",".join(MODES), help="dense, row-sparse or both")
+    p.add_argument("--modes", default=",".join(MODES), help="a subset of " + ",".join(MODES))
     p.add_argument("--vocab", type=int, default=16_384)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
@@ -97,6 +107,11 @@ def parse_args(argv=None):
         p.error("--vocab, --dim, --seq-len, --batch-size, --steps, --log-every must be >= 2")
     if args.dim % args.heads or not 0.0 <= args.follow < 1.0:
         p.error("--dim must be a multiple of --heads, and --follow in [0, 1)")
+    if CATCH_UP in args.modes:
+        try:
+            atx.sparse.catch_up(OPTIMIZERS[args.optimizer][0], 1e-3)
+        except ValueError as error:
+            p.error(f"{error}; or leave {CATCH_UP} out of --modes")
     return args
 
 
@@ -182,43 +197,87 @@ def loss_fn(model, tokens):
     return token_losses(model, tokens).mean()
 
 
-def make_optimizer(args):
+def label_table(tree):
+    """``optax.partition``'s labels: "table" for the embedding table, "rest" for the others."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "table" if path_key(path)[:2] == ("embed", "embedding") else "rest", tree
+    )
+
+
+def path_key(path):
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+
+
+def make_optimizer(args, mode):
+    """The chain, and the table's `sparse.catch_up` (catch-up mode; None otherwise)."""
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, args.learning_rate, max(args.steps // 20, 1), args.steps, 0.1 * args.learning_rate
     )
-    return optax.chain(
+    alias, decays = OPTIMIZERS[args.optimizer]
+    kwargs = {"weight_decay": args.weight_decay} if decays else {}
+    catch_up, rule = None, alias(schedule, **kwargs)
+    if mode == CATCH_UP:
+        # Only the table has row-sparse gradients: the dense leaves need no catch-up.
+        catch_up = atx.sparse.catch_up(alias, schedule, **kwargs)
+        rule = optax.partition({"table": catch_up, "rest": rule}, label_table)
+    chain = optax.chain(
         atx.sparse.prepare_rows(),  # passes dense leaves through; sums repeated rows
-        atx.sparse.clip_by_global_norm(1.0),
-        OPTIMIZERS[args.optimizer](schedule, args.weight_decay),
+        atx.sparse.clip_by_global_norm(1.0),  # the same norm for caught-up rows as dense
+        rule,
     )
+    return chain, catch_up
 
 
-def loss_and_grads(mode):
-    """The loss and its gradient: the table's is V x D (dense) or a RowSparse (row-sparse)."""
-    return (nnx.value_and_grad if mode == "dense" else atx.sparse.value_and_grad)(loss_fn)
+def loss_and_grads(mode, rule=None, optimizer=None):
+    """The loss and its gradient: the table's is V x D (dense) or a RowSparse (row-sparse,
+    catch-up). Catch-up's forward pass reads the looked-up rows caught up, as dense training has
+    them (`rule.view` of the catch-up state in the optimizer's state)."""
+    if mode == "dense":
+        return nnx.value_and_grad(loss_fn)
+    view = None
+    if mode == CATCH_UP:
+        view = rule.view(nnx.as_pure(optimizer.opt_state))
+    return atx.sparse.value_and_grad(loss_fn, view=view)
 
 
-def make_step(mode):
+def make_step(mode, rule):
     @nnx.jit(donate_argnums=(0, 1))
     def step(model, optimizer, tokens):
-        loss, grads = loss_and_grads(mode)(model, tokens)
+        loss, grads = loss_and_grads(mode, rule, optimizer)(model, tokens)
         optimizer.update(model, grads)
         return loss
 
     return step
 
 
+def flush(run):
+    """Catch-up: every row brought up to date (evaluation and checkpoints read every row)."""
+    if run.mode == CATCH_UP:
+        _flush(run.model, run.optimizer, run.rule)
+
+
+@nnx.jit(static_argnums=2)
+def _flush(model, optimizer, rule):
+    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    new_params, new_state = rule.flush(nnx.as_pure(optimizer.opt_state), params)
+    nnx.update(model, new_params)
+    nnx.update(optimizer.opt_state, nnx.state(new_state))
+
+
 def gradient_ms(runs, tokens, repeats=10):
     """Each run's median time of the forward and backward pass alone (no optimizer), the runs
     timed in turn, round by round."""
-    gradients = [nnx.jit(loss_and_grads(run.mode)) for run in runs]
+    def gradient(run):
+        return nnx.jit(lambda m, o, x: loss_and_grads(run.mode, run.rule, o)(m, x))
+
+    gradients = [gradient(run) for run in runs]
     for run, fn in zip(runs, gradients):
-        jax.block_until_ready(fn(run.model, tokens))  # compiles
+        jax.block_until_ready(fn(run.model, run.optimizer, tokens))  # compiles
     times = [[] for _ in runs]
     for _ in range(repeats):
         for run, fn, ts in zip(runs, gradients, times):
             tic = time.perf_counter()
-            jax.block_until_ready(fn(run.model, tokens))
+            jax.block_until_ready(fn(run.model, run.optimizer, tokens))
             ts.append(time.perf_counter() - tic)
     return [1e3 * float(np.median(ts)) for ts in times]
 
@@ -267,8 +326,9 @@ class Run:
     def __init__(self, mode, args):
         self.mode, self.times, self.log = mode, [], []
         self.model = TransformerLM(args, rngs=nnx.Rngs(args.seed))
-        self.optimizer = nnx.Optimizer(self.model, make_optimizer(args), wrt=nnx.Param)
-        self.step = make_step(mode)
+        chain, self.rule = make_optimizer(args, mode)
+        self.optimizer = nnx.Optimizer(self.model, chain, wrt=nnx.Param)
+        self.step = make_step(mode, self.rule)
         self.manager = ocp.CheckpointManager(
             (args.out / "checkpoints" / mode).resolve(),
             options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
@@ -293,9 +353,14 @@ def train(corpus, eval_tokens, args):
             tic = time.perf_counter()
             loss = jax.block_until_ready(run.step(run.model, run.optimizer, jnp.asarray(tokens)))
             run.times.append(time.perf_counter() - tic)
-            if t % args.log_every == 0 or t == args.steps:
+            log, save = (
+                t % n == 0 or t == args.steps for n in (args.log_every, args.checkpoint_every)
+            )
+            if log or save:
+                flush(run)  # catch-up: every row up to date before evaluating and saving
+            if log:
                 run.log.append(log_point(t, float(loss), run, seen, eval_tokens))
-            if t % args.checkpoint_every == 0 or t == args.steps:
+            if save:
                 target = checkpoint_target(run.model, run.optimizer)
                 run.manager.save(t, args=ocp.args.StandardSave(target))
     gradient_times = gradient_ms(runs, jnp.asarray(corpus.batch(args.steps)))
@@ -356,7 +421,8 @@ def plot_training(results, optimal, args, path):
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1, 1.25]})
-    styles = {"dense": "-", "row-sparse": "--"}
+    styles = {"dense": "-", "row-sparse": "--", CATCH_UP: ":"}
+    style_names = {"-": "solid", "--": "dashed", ":": "dotted"}
     for r in results:
         steps = [p["step"] for p in r["log"]]
         for key, color, what in (
@@ -374,7 +440,7 @@ def plot_training(results, optimal, args, path):
         optimal, color="black", lw=0.8, ls=":", label=f"loss floor of the data ({optimal:.2f})"
     )
     ax.set(xlabel="training step", ylabel="held-out cross-entropy (nats)")
-    ax.set_title(f"{args.optimizer}: dense vs row-sparse embedding updates")
+    ax.set_title(f"{args.optimizer}: dense, row-sparse and catch-up embedding updates")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     names = list(results[0]["log"][0]["rates"])
@@ -391,7 +457,7 @@ def plot_training(results, optimal, args, path):
     bx.set_yscale("log")
     bx.set(xlabel="training step", ylabel="median effective learning rate (log)")
     modes = ", ".join(
-        f"{r['mode']}: {'solid' if styles[r['mode']] == '-' else 'dashed'}" for r in results
+        f"{r['mode']}: {style_names[styles[r['mode']]]}" for r in results
     )
     bx.set_title(f"per layer ({modes}); embedding: rows seen so far")
     bx.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))

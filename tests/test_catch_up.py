@@ -486,3 +486,89 @@ def test_read_and_update_touch_no_table_sized_array(alias, kwargs):
     hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, ids).compile().as_text()
     assert _table_sized_ops(hlo, HLO_ROWS) == []
     assert "scatter" in hlo  # the parser sees the writes it allows
+
+
+def _nested(table_tx):
+    """`table_tx` nested two ways: last in a clipping chain, and as the table's group of an
+    ``optax.partition`` (the dense leaf "w" gets plain adamw) inside `skip_nonfinite`."""
+    label = lambda tree: {"emb": "table", "w": "rest"}  # noqa: E731
+    groups = {"table": table_tx, "rest": atx.adamw(1e-2, weight_decay=0.5)}
+    return {
+        "chain": optax.chain(atx.sparse.clip_by_global_norm(1.0), table_tx),
+        "partition": atx.skip_nonfinite(
+            optax.chain(atx.sparse.clip_by_global_norm(1.0), optax.partition(groups, label))
+        ),
+    }
+
+
+def test_rows_view_flush_find_the_state_nested_in_a_chain_and_a_partition():
+    """`rows`, `view` and `flush` take the whole optimizer state; trained through them, a table
+    in a chain or in an ``optax.partition`` group ends on dense optax's clip + adamw trajectory."""
+    (ids, noise), params, target = _data()
+    steps = 300
+    params = {**params, "w": jnp.full((D,), 2.0)}
+    tx = atx.sparse.catch_up(atx.adamw, 1e-2, weight_decay=0.5)
+    nested = _nested(tx)
+    twin = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2, weight_decay=0.5))
+
+    def step(carry, batch):
+        i, n = batch
+        states, twin_params, twin_state = carry
+        new = {}
+        for name, (p, s) in states.items():
+            rows = tx.rows(s, p, {"emb": i, "w": None})["emb"]
+            view = tx.view(s)(("emb",), p["emb"], i)
+            g = {"emb": atx.RowSparse(i, _grads(rows, i, n, target), V), "w": p["w"] - 1.0}
+            u, s = nested[name].update(g, s, p)
+            new[name] = (atx.sparse.apply_updates(p, u), s, jnp.max(jnp.abs(view - rows)))
+        dense = jnp.zeros((V, D)).at[i].add(_grads(twin_params["emb"][i], i, n, target))
+        u, twin_state = twin.update(
+            {"emb": dense, "w": twin_params["w"] - 1.0}, twin_state, twin_params
+        )
+        states = {k: v[:2] for k, v in new.items()}
+        carry = (states, optax.apply_updates(twin_params, u), twin_state)
+        return carry, {k: v[2] for k, v in new.items()}
+
+    @jax.jit
+    def run():
+        states = {name: (params, t.init(params)) for name, t in nested.items()}
+        carry, view_gap = jax.lax.scan(
+            step, (states, params, twin.init(params)), (ids[:steps], noise[:steps])
+        )
+        flushed = {name: tx.flush(s, p) for name, (p, s) in carry[0].items()}
+        return flushed, carry[0], carry[1], view_gap
+
+    flushed, trained, expected, view_gap = run()
+    scale = float(jnp.max(jnp.abs(expected["emb"])))
+    for name, (p, s) in flushed.items():
+        assert float(jnp.max(view_gap[name])) == 0.0, name  # view and rows read the same rows
+        assert jax.tree.structure(s) == jax.tree.structure(trained[name][1]), name
+        last = atx.sparse._catch_up.find_state(s, "test").last_step["emb"]
+        assert bool(jnp.all(last == steps)), name
+        for leaf in ("emb", "w"):
+            gap = float(jnp.max(jnp.abs(p[leaf] - expected[leaf])))
+            assert gap <= TOLERANCE * scale, (name, leaf, gap)
+        np.testing.assert_array_equal(p["w"], trained[name][0]["w"])  # flush leaves w as it is
+    stale = float(jnp.max(jnp.abs(trained["partition"][0]["emb"] - expected["emb"])))
+    assert stale > 100 * TOLERANCE * scale  # the flush mattered
+
+
+def test_a_state_with_no_or_two_catch_up_states_is_refused():
+    tx = atx.sparse.catch_up(atx.adam, 0.1)
+    params = {"emb": jnp.ones((3, 2)), "w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="no CatchUpState in the optimizer state"):
+        tx.view(atx.adam(0.1).init(params))
+    other = atx.sparse.catch_up(atx.adam, 0.2)
+    both = optax.partition({"a": tx, "b": other}, {"emb": "a", "w": "b"})
+    with pytest.raises(ValueError, match="holds 2 CatchUpStates"):
+        tx.flush(both.init(params), params)
+    with pytest.raises(ValueError, match="a leaf this catch_up does not update"):
+        tx.rows(_nested(tx)["partition"].init(params), params, {"emb": None, "w": jnp.array([0])})
+    from flax import nnx
+
+    embed = atx.sparse.Embed(3, 2, rngs=nnx.Rngs(0))
+    opt = nnx.Optimizer(embed, optax.chain(atx.sparse.clip_by_global_norm(1.0), tx), wrt=nnx.Param)
+    with pytest.raises(TypeError, match="which holds a sparse.catch_up"):
+        atx.sparse.flush(opt, embed)
+    atx.sparse.flush(opt, embed, tx=tx)  # the catch_up inside the chain named: flushed
+    assert opt.opt_state[-1].last_step["embedding"][...].tolist() == [0, 0, 0]

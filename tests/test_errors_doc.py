@@ -121,6 +121,32 @@ def _catch_up_view_of_another_table():
     return tx.view(tx.init(table))(("other",), table["emb"], jnp.array([0]))
 
 
+def _catch_up_state_missing():
+    tx, table = atx.sparse.catch_up(atx.adam, 0.1), {"emb": jnp.ones((3, 2))}
+    return tx.view(atx.adam(0.1).init(table))
+
+
+def _catch_up_states_two():
+    tx, params = atx.sparse.catch_up(atx.adam, 0.1), {"emb": jnp.ones((3, 2)), "w": jnp.ones(2)}
+    other = atx.sparse.catch_up(atx.adam, 0.2)
+    both = optax.partition({"a": tx, "b": other}, {"emb": "a", "w": "b"})
+    return tx.flush(both.init(params), params)
+
+
+def _catch_up_rows_of_another_group():
+    tx, params = atx.sparse.catch_up(atx.adam, 0.1), {"emb": jnp.ones((3, 2)), "w": jnp.ones(2)}
+    groups = optax.partition({"a": tx, "b": atx.adam(0.1)}, {"emb": "a", "w": "b"})
+    return tx.rows(groups.init(params), params, {"emb": None, "w": jnp.array([0])})
+
+
+def _flush_a_chain_without_its_catch_up():
+    from flax import nnx
+
+    embed = atx.sparse.Embed(3, 2, rngs=nnx.Rngs(0))
+    tx = optax.chain(atx.sparse.clip_by_global_norm(1.0), atx.sparse.catch_up(atx.adam, 0.1))
+    return atx.sparse.flush(nnx.Optimizer(embed, tx, wrt=nnx.Param), embed)
+
+
 def _flush_a_lazy_optimizer():
     from flax import nnx
 
@@ -294,6 +320,10 @@ RAISES = {
     "catch-up-no-params": _catch_up_without_params,
     "catch-up-view-table": _catch_up_view_of_another_table,
     "flush-lazy": _flush_a_lazy_optimizer,
+    "catch-up-state-missing": _catch_up_state_missing,
+    "catch-up-states-two": _catch_up_states_two,
+    "catch-up-rows-other-group": _catch_up_rows_of_another_group,
+    "flush-nested-catch-up": _flush_a_chain_without_its_catch_up,
 }
 
 

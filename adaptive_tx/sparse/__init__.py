@@ -63,7 +63,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptive_tx.sparse._catch_up import CatchUp, CatchUpState, catch_up, drift_terms
+from adaptive_tx.sparse._catch_up import CatchUp, CatchUpState, catch_up
+from adaptive_tx.sparse._drift import drift_terms
 from adaptive_tx.sparse._rows import (
     PrepareRowsState,
     apply_rows,

@@ -4,42 +4,8 @@ Lazy row-sparse updates (the default, `adaptive_tx.sparse`) leave an untouched r
 training does not: at every step it applies the rule with a zero gradient to that row, so Adam's
 moments decay and its momentum keeps moving the row. `catch_up` keeps one int32 per row, the step
 at which the row was last brought up to date, and applies the skipped zero-gradient steps of a row
-in closed form when the row is read again:
-
-* the statistics: :math:`k` zero-gradient steps of an exponential moving average are one
-  multiplication by :math:`\beta^k` (exact); an AMSGrad maximum changes at the first skipped step
-  only (the bias-corrected :math:`\beta_2^j v/(1-\beta_2^{s+j})` decreases in :math:`j`);
-  Adagrad's sum does not change;
-* the parameter: over the skipped steps :math:`\tau = s+1, \dots, s+k` the Adam family moves the
-  row by
-
-  .. math::
-
-     \Delta\theta = -m \sum_{j=1}^{\min(k, J)} \frac{a_j}{b_j x + \epsilon}\,
-     \prod_{i=j+1}^{k} (1-\eta_{s+i}\lambda_{s+i}),
-     \qquad \theta \leftarrow \prod_{i=1}^{k}(1-\eta_{s+i}\lambda_{s+i})\,\theta + \Delta\theta,
-
-  where :math:`a_j / (b_j x + \epsilon)` is the rule's own ``direction * scale`` at step
-  :math:`s+j` on the skipped statistics (with :math:`x = \sqrt{v}` the per-element root and
-  :math:`a_j, b_j` per row: the rule is evaluated at two points per row and step to read them,
-  so the bias corrections and NAdam's look-ahead are the rule's arithmetic, written once),
-  :math:`\eta` the learning rate (a schedule is evaluated at every skipped step) and
-  :math:`\lambda` the decoupled weight decay. The terms shrink like :math:`\rho^j`,
-  :math:`\rho = \beta_1/\sqrt{\beta_2}`; :math:`J` is chosen so that the dropped tail is below
-  float32 resolution (`drift_terms`). The per-element sum is evaluated as
-  :math:`g(z)/(b_1 x + \epsilon)` with :math:`z = b_1 x / (b_1 x + \epsilon) \in [0, 1]` and
-  :math:`g(z) = \sum_j a_j w_j / (1 - z (1 - b_j/b_1))`, a function of the row only, interpolated at
-  ``CHEBYSHEV_DEGREE + 1`` Chebyshev nodes per row and evaluated per element by Clenshaw's
-  recurrence (see ``tests/test_catch_up.py`` for the measured interpolation error). Every row of
-  a step has :math:`s + k = t - 1`, so the node values depend on the gap :math:`k` alone: they
-  are tabulated once per step for :math:`k \le J`. A row with a longer gap sums the terms of
-  steps :math:`s+1 .. s+J`; with a constant rate and weight decay they equal the tabulated
-  row :math:`J`'s (times the decay over the :math:`k - J` further steps) once
-  :math:`\beta_1^{s+1}, \beta_2^{s+1} \le 2^{-30}` (the bias corrections
-  are then exactly 1 in float32: after about 20,800 steps at :math:`\beta_2 = 0.999`); the
-  other long-gap rows are summed one by one;
-* RMSProp's momentum (``sparse.trace``) decays by :math:`\mu^k` and moves the row by the
-  geometric sum :math:`\sum_{j=1}^k \mu^j b`.
+in closed form when the row is read again (the moments decay, the parameter drifts and decays:
+`Drift` holds the closed forms and their error bounds).
 
 Dense training also moves a row *before* the step that looks it up: for the same trajectory the
 forward pass must read the caught-up rows (`CatchUp.rows`, or ``sparse.value_and_grad(..., view=)``
@@ -50,21 +16,17 @@ checkpoint.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from adaptive_tx.sparse._compact import Caught, ParamTrees, gather, path_key, write_order
+from adaptive_tx.sparse._drift import Drift, _alias_forms, _check_args, drift_terms
 from adaptive_tx.sparse._type import RowSparse, is_row_sparse, per_row
-
-CHEBYSHEV_DEGREE = 12
-"""The degree of the per-row interpolant of the Adam drift (13 nodes per row)."""
 
 FLUSH_CHUNK = 8192
 """Rows caught up at once by `CatchUp.flush` (its temporary memory is this times J floats)."""
@@ -100,136 +62,48 @@ class CatchUpState(NamedTuple):
     decay_mark: Any = None
 
 
-class _Form(NamedTuple):
-    """What catch-up needs of an alias: the kind of its statistics and where they are."""
-
-    kind: str  # "none" (Adagrad), "ema" (RMSProp), "moments" (Adam family)
-    nesterov: bool = False
-    momentum: float | None = None  # RMSProp's trace
-    trace_nesterov: bool = False
-    decay: float = 0.0  # RMSProp's
-    hyperparams: Any = None  # the Adam family's BiasCorrectedMomentsHyperparams
-
-
-def _moments_form(a: dict) -> _Form:
-    """The rule's numbers as `scale_by_bias_corrected_moments` builds them from the alias's."""
-    from adaptive_tx.moments import BiasCorrectedMomentsHyperparams
-
-    b1, b2 = float(a["b1"]), float(a["b2"])
-    hyperparams = BiasCorrectedMomentsHyperparams(
-        b1,
-        b2,
-        float(a["eps"]),
-        0.0,
-        bool(a.get("bias_correction_mu", True)),
-        bool(a.get("bias_correction_nu", True)),
-        one_minus_b1=1 - b1,
-        one_minus_b2=1 - b2,
-    )
-    return _Form("moments", nesterov=bool(a.get("nesterov", False)), hyperparams=hyperparams)
-
-
-def _alias_forms() -> dict[Callable, Callable[[dict], _Form]]:
-    from adaptive_tx import aliases
-
-    moments = _moments_form
-    return {
-        aliases.adagrad: lambda a: _Form("none"),
-        aliases.rowwise_adagrad: lambda a: _Form("none"),
-        aliases.rmsprop: lambda a: _Form(
-            "ema",
-            momentum=a["momentum"],
-            trace_nesterov=bool(a["nesterov"]),
-            decay=float(a["decay"]),
-        ),
-        aliases.adam: moments,
-        aliases.adamw: moments,
-        aliases.nadam: moments,
-        aliases.nadamw: moments,
-        aliases.amsgrad: moments,
-    }
-
-
-def _check_args(name: str, args: dict) -> None:
-    """Refuse the options whose skipped steps have no closed form here (clear errors)."""
-    if args.get("eps_root", 0.0) != 0.0:
-        raise ValueError(
-            f"sparse.catch_up: {name} with eps_root={args['eps_root']!r}: the skipped steps' "
-            "drift is summed in closed form for eps_root=0 only (the root of v + eps_root does "
-            "not factor out of the sum); use eps_root=0, or lazy updates (the optimizer itself)"
-        )
-    if args.get("mask") is not None:
-        raise ValueError(
-            f"sparse.catch_up: {name} with a weight-decay mask: catch-up decays every row of "
-            "every leaf it catches up; use mask=None, or put the masked leaves in another "
-            "optimizer with optax.multi_transform"
-        )
-    for key in ("mu_dtype", "nu_dtype"):
-        spec = args.get(key)
-        if spec is not None and not (
-            isinstance(spec, (type, np.dtype, jnp.dtype)) or hasattr(spec, "dtype")
-        ):
-            raise ValueError(
-                f"sparse.catch_up: {name} with {key}={spec!r}: catch-up rescales the rows of "
-                "plain float statistics only; use a float dtype (or None) for the statistics"
-            )
-
-
-def drift_terms(b1: float, b2: float) -> int:
-    r"""J, the number of skipped steps whose drift `catch_up` sums (the rest is below float32).
-
-    The :math:`j`-th term is at most :math:`\rho^{j-1} / \sqrt{1-\beta_2}` times the first
-    (:math:`\rho = \beta_1/\sqrt{\beta_2}`; the factor bounds the growth of the bias correction
-    of :math:`v` early in training), so the tail after :math:`J` terms is below
-    :math:`2^{-24}` of the first term for
-
-    .. math:: J = \Big\lceil \frac{\log\big(2^{-24}(1-\rho)\sqrt{1-\beta_2}\big)}{\log\rho} \Big\rceil.
-
-    Example:
-      >>> drift_terms(0.9, 0.999)
-      214
-    """
-    rho = b1 / math.sqrt(b2)
-    if rho <= 0:
-        return 1
-    if rho >= 1:
-        raise ValueError(
-            f"sparse.catch_up: b1={b1!r} and b2={b2!r} give rho = b1/sqrt(b2) = {rho:.6g} >= 1: "
-            "the skipped steps' drift does not converge; use b1 < sqrt(b2), or lazy updates"
-        )
-    return max(1, math.ceil(math.log(2.0**-24 * (1 - rho) * math.sqrt(1 - b2)) / math.log(rho)))
-
-
-def _chebyshev_matrix(degree: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes on [0, 1] (first kind) and the matrix taking node values to coefficients."""
-    n = degree + 1
-    theta = np.pi * (np.arange(n) + 0.5) / n
-    nodes = (1 + np.cos(theta)) / 2
-    matrix = 2 / n * np.cos(np.outer(theta, np.arange(n)))  # [node, coefficient]
-    matrix[:, 0] /= 2
-    return nodes.astype(np.float32), matrix.astype(np.float32)
-
-
-def _clenshaw(coefficients: jax.Array, z: jax.Array) -> jax.Array:
-    """Σ_n c_n T_n(2z − 1), per row coefficients ``[K, N+1]``, elements ``[K, D...]``."""
-    w = 2 * z - 1
-    shape = (coefficients.shape[0],) + (1,) * (z.ndim - 1)
-    c = [coefficients[:, n].reshape(shape) for n in range(coefficients.shape[1])]
-    b1 = jnp.zeros_like(z)
-    b2 = jnp.zeros_like(z)
-    for n in range(len(c) - 1, 0, -1):
-        b1, b2 = c[n] + 2 * w * b1 - b2, b1
-    return c[0] + w * b1 - b2
-
-
-def _value(hyperparameter, step):
-    """A constant or a schedule's value at 0-based ``step`` (float32)."""
-    value = hyperparameter(step) if callable(hyperparameter) else hyperparameter
-    return jnp.asarray(value, jnp.float32)
-
-
 def _leaf_rows(x):
     return jnp.shape(x)[:1]
+
+
+def _is_state(node) -> bool:
+    return isinstance(node, CatchUpState)
+
+
+def _is_masked(node) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
+def find_state(opt_state: Any, who: str) -> CatchUpState:
+    """The one `CatchUpState` in ``opt_state`` (itself, or nested in a chain, ``optax.partition``,
+    ``skip_nonfinite``, ...)."""
+    found = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_state)[0]
+    found = [(path, node) for path, node in found if _is_state(node)]
+    if not found:
+        raise ValueError(
+            f"{who}: no CatchUpState in the optimizer state (a {type(opt_state).__name__}); pass "
+            "the state of the optimizer that holds this sparse.catch_up transformation"
+        )
+    if len(found) > 1:
+        paths = ", ".join(jax.tree_util.keystr(path) for path, _ in found)
+        raise ValueError(
+            f"{who}: the optimizer state holds {len(found)} CatchUpStates (at {paths}); pass the "
+            "CatchUpState of this transformation itself"
+        )
+    return found[0][1]
+
+
+def _replace_state(opt_state: Any, new: CatchUpState) -> Any:
+    """``opt_state`` with its one `CatchUpState` replaced by ``new``."""
+    return jax.tree.map(lambda x: new if _is_state(x) else x, opt_state, is_leaf=_is_state)
+
+
+def _mask_like(state: CatchUpState, tree: Any) -> Any:
+    """``tree`` (params-shaped) with ``optax.MaskedNode`` where the state has none of the leaf (an
+    ``optax.partition`` / ``optax.masked`` group: the other leaves are another optimizer's)."""
+    return jax.tree.map(
+        lambda mark, x: mark if _is_masked(mark) else x, state.last_step, tree, is_leaf=_is_masked
+    )
 
 
 class CatchUp:
@@ -251,15 +125,14 @@ class CatchUp:
       Array([0.9, 1. , 1. ], dtype=float32)
     """
 
-    def __init__(self, inner, form: _Form, learning_rate, weight_decay, name: str):
+    def __init__(self, inner, drift: Drift, name: str):
         self.inner = optax.with_extra_args_support(inner)
-        self.form = form
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
+        self.drift = drift
+        self.form = drift.form
+        self.weight_decay = drift.weight_decay
         self.name = name
-        self.num_terms = 1
         self._jitted_flush = jax.jit(self._flush)
-        self._jitted_catch_up_rows = jax.jit(self._catch_up_rows)
+        self._jitted_catch_up_rows = jax.jit(drift.catch_up_rows)
         self.init = self._init
         self.update = self._update
 
@@ -288,194 +161,30 @@ class CatchUp:
             fields = ()
         return scaling, fields
 
-    # -- the closed forms -------------------------------------------------------------------
-    def _decay_step(self, step0):
-        """log(1 − η λ) at the 0-based step (the factor a zero-gradient step multiplies θ by)."""
-        lr = _value(self.learning_rate, step0)
-        wd = _value(self.weight_decay, step0)
-        return jnp.log1p(-lr * wd)
-
-    def _catch_up_rows(self, stats_rows, trace_rows, theta, s, k, log_p):
-        """Rows brought from step ``s`` to ``s + k`` (zero gradients): stats, trace, θ.
-
-        ``stats_rows``: the rows of each statistic; ``theta``: the parameter rows (float32);
-        ``s``, ``k``: int32 ``[K]``; ``log_p``: float32 ``[K]``, log Π(1 − ηλ) over the k steps.
-        """
-        bshape = lambda v: v.reshape(v.shape + (1,) * (theta.ndim - 1))  # noqa: E731
-        kb = bshape(k)
-        decay = jnp.exp(bshape(log_p))
-        new_theta = theta * decay if self.weight_decay is not None else theta
-        new_trace = trace_rows
-        if self.form.kind == "none":
-            return stats_rows, new_trace, new_theta
-        if self.form.kind == "ema":
-            factor = jnp.asarray(self.form.decay, jnp.float32) ** kb
-            new_stats = tuple(s_.astype(jnp.float32) * factor for s_ in stats_rows)
-            if trace_rows is not None:
-                mom = jnp.float32(self.form.momentum)
-                mom_k = mom**kb
-                total = mom * (1 - mom_k) / (1 - mom)
-                if self.form.trace_nesterov:
-                    total = total * mom
-                new_theta = new_theta + total * trace_rows.astype(jnp.float32)
-                new_trace = trace_rows.astype(jnp.float32) * mom_k
-            return new_stats, new_trace, new_theta
-        return self._moments(stats_rows, new_theta, s, k, log_p, bshape)
-
-    def _moments(self, stats_rows, theta, s, k, log_p, bshape):
-        from adaptive_tx.moments import bias_corrected_moments_rule
-
-        amsgrad = len(stats_rows) == 3
-        # The constructor's numbers (Python floats and flags: one branch of each `where`).
-        h = self.form.hyperparams
-        b1 = jnp.asarray(h.b1, jnp.float32)
-        b2 = jnp.asarray(h.b2, jnp.float32)
-        kb = bshape(k)
-        mu, nu = (x.astype(jnp.float32) for x in stats_rows[:2])
-        rule = bias_corrected_moments_rule(h, self.form.nesterov, amsgrad)
-        new_stats = [mu * b1**kb, nu * b2**kb]
-        if amsgrad:
-            # The maximum changes at the first skipped step only (the rule's own step, g = 0).
-            first = rule.accumulate(jnp.zeros_like(mu), (mu, nu, stats_rows[2]), bshape(s + 1))
-            nu_max = jnp.where(kb > 0, first[2], stats_rows[2].astype(jnp.float32))
-            new_stats.append(nu_max)
-            root = jnp.sqrt(nu_max)
-        else:
-            root = jnp.sqrt(nu)
-        values, sigma = self._node_values_by_gap(s, k, log_p, amsgrad)
-        _, matrix = _chebyshev_matrix(CHEBYSHEV_DEGREE)
-        coefficients = values @ matrix
-        eps = jnp.asarray(h.eps, jnp.float32)
-        sig = bshape(sigma)
-        den = sig * root + eps
-        z = jnp.where(den > 0, sig * root / jnp.where(den > 0, den, 1.0), 0.0)
-        drift = _clenshaw(coefficients, z) / jnp.where(den > 0, den, 1.0)
-        new_theta = theta - jnp.where(mu == 0, 0.0, mu * drift)
-        return tuple(new_stats), None, new_theta
-
-    def _node_values(self, s, k, log_p, amsgrad):
-        """The Chebyshev node values of g and b_1 for rows ``(s, k)`` (vectors): ``[n, N+1]``, ``[n]``.
-
-        ``log_p``: log Π(1 − ηλ) over each row's k steps, or None to sum it here (k <= J only).
-        """
-        from adaptive_tx.moments import bias_corrected_moments_rule
-
-        h = self.form.hyperparams
-        b1 = jnp.asarray(h.b1, jnp.float32)
-        b2 = jnp.asarray(h.b2, jnp.float32)
-        # a_j and b_j per row: the rule's direction * scale at step s + j on skipped statistics,
-        # with eps = 1 and no second moment (a_j), and with eps = 0 and a unit one (a_j / b_j).
-        num = self.num_terms
-        j = jnp.arange(1, num + 1, dtype=jnp.int32)
-        tau = s[:, None] + j[None, :]  # [n, J]
-        valid = j[None, :] <= k[:, None]
-        ones = jnp.ones(tau.shape, jnp.float32)
-
-        def term(eps, den):
-            # A unit first moment: the direction is linear in it (g = 0); beta1^j comes after.
-            r = bias_corrected_moments_rule(h._replace(eps=eps), self.form.nesterov, amsgrad)
-            if amsgrad:
-                stats = (ones, 0 * ones, den * ones)
-            else:
-                stats = (ones, den * b2 ** j.astype(jnp.float32)[None, :] * ones)
-            return r.direction(0 * ones, stats, tau) * r.scale(stats, tau)
-
-        a = term(1.0, 0.0)
-        b = a / term(0.0, 1.0)
-        a = a * b1 ** j.astype(jnp.float32)[None, :]
-        lr = _value(self.learning_rate, tau - 1)
-        weight = lr
-        if self.weight_decay is not None:
-            step_log = jnp.where(valid, self._decay_step(tau - 1), 0.0)
-            total = jnp.sum(step_log, axis=1) if log_p is None else log_p
-            weight = lr * jnp.exp(total[:, None] - jnp.cumsum(step_log, axis=1))
-        a = jnp.where(valid, a * weight, 0.0)
-        b = jnp.where(valid, b, 0.0)
-        sigma = jnp.max(b, axis=1)  # b_1, the largest
-        delta = jnp.where(valid, 1 - b / jnp.where(sigma > 0, sigma, 1.0)[:, None], 0.0)
-        nodes, _ = _chebyshev_matrix(CHEBYSHEV_DEGREE)
-        values = jnp.sum(a[:, None, :] / (1 - nodes[None, :, None] * delta[:, None, :]), axis=2)
-        return values, sigma
-
-    def _node_values_by_gap(self, s, k, log_p, amsgrad):
-        """`_node_values` for K rows, computed once per gap where the gaps are short.
-
-        Every row of a step has ``s + k = t - 1``, so a row's node values depend on its gap k
-        alone: they are tabulated for k = 0..J (J + 1 rows, whatever K) and gathered. A row with
-        a longer gap sums the same J terms at steps ``s + 1 .. s + J``: with a constant rate and
-        weight decay they are the tabulated row J's (times the decay over the k - J further
-        steps) once the bias corrections are exactly 1
-        in float32 (`_settled_step`); the other long-gap rows are computed one by one, up to
-        K // 4 of them (all K rows, by the same arithmetic, when there are more).
-        """
-        num_rows, gap_max = k.shape[0], self.num_terms
-        full = lambda: self._node_values(s, k, log_p, amsgrad)  # noqa: E731
-        if num_rows < 4 * (gap_max + 1):
-            return full()
-        room = num_rows // 4
-        own = k > gap_max  # rows whose values are not a tabulated row
-        settled = self._settled_step()
-        if settled is not None:
-            own = own & (s + 1 < settled)
-
-        def table():
-            gaps = jnp.arange(gap_max + 1, dtype=jnp.int32)
-            t_minus_1 = jnp.max(s + k)
-            values, sigma = self._node_values(t_minus_1 - gaps, gaps, None, amsgrad)
-            row = jnp.minimum(k, gap_max)
-            values, sigma = values[row], sigma[row]
-            if settled is not None and self.weight_decay is not None:
-                # A settled long gap's terms are row J's, each decayed over k - J more steps.
-                more = log_p - gap_max * self._decay_step(0)
-                values = values * jnp.where(k > gap_max, jnp.exp(more), 1.0)[:, None]
-            return values, sigma
-
-        def by_gap():
-            values, sigma = table()
-            # The rows of `own` (at most `room`), then out-of-range slots (k = 0, dropped).
-            slots = jnp.nonzero(own, size=room, fill_value=num_rows)[0]
-            get = lambda x: x.at[slots].get(mode="fill", fill_value=0)  # noqa: E731
-            far = self._node_values(get(s), get(k), get(log_p), amsgrad)
-            put = lambda x, y: x.at[slots].set(y, mode="drop", unique_indices=True)  # noqa: E731
-            return put(values, far[0]), put(sigma, far[1])
-
-        count = jnp.sum(own)
-        if settled is None:
-            return jax.lax.cond(count > room, full, by_gap)
-        index = jnp.where(count == 0, 0, jnp.where(count <= room, 1, 2))
-        return jax.lax.switch(index, [table, by_gap, full])
-
     def _settled_step(self):
-        r"""The first step from which every skipped step's terms are those of any later step, or
-        None: a constant rate and weight decay, and :math:`\beta^\tau \le 2^{-30}` for both
-        betas, so that the bias corrections :math:`1 - \beta^\tau` are exactly 1 in float32."""
-        h = self.form.hyperparams
-        if callable(self.learning_rate) or callable(self.weight_decay):
-            return None
-        if getattr(h, "momentum_decay", None) is not None:
-            return None  # NAdam's momentum schedule depends on the step otherwise too
-        steps = [math.ceil(-30 * math.log(2) / math.log(b)) for b in (h.b1, h.b2) if 0 < b < 1]
-        return max(steps, default=0)
+        """`Drift._settled_step` of this optimizer (the step from which long gaps share row J)."""
+        return self.drift._settled_step()
 
     # -- gathering, scattering --------------------------------------------------------------
     def _catch_up_leaf(self, state, leaf_index, rows, theta_rows, t_minus_1, log_g):
-        """Gather the stats of ``rows`` of one leaf, catch them up to ``t_minus_1``."""
+        """Gather the stats of ``rows`` of one leaf (None: every row), catch them up to
+        ``t_minus_1``: ``(stats, trace, theta)`` as `Drift.catch_up_rows` returns them."""
         scaling, fields = self._stat_fields(state.inner)
         treedef = jax.tree.structure(state.last_step)
         get = lambda tree: treedef.flatten_up_to(tree)[leaf_index]  # noqa: E731
-        gather = lambda a: a.at[rows].get(mode="fill", fill_value=0)  # noqa: E731
-        stats_rows = tuple(gather(get(getattr(scaling, f))) for f in fields)
+        gather_rows = gather(rows)
+        stats_rows = tuple(gather_rows(get(getattr(scaling, f))) for f in fields)
         trace_rows = None
         if self.form.momentum is not None:
-            trace_rows = gather(get(state.inner[-1].trace))
+            trace_rows = gather_rows(get(state.inner[-1].trace))
         last = get(state.last_step)
-        s = gather(last)
-        # Empty or out-of-range slots (gathered as zeros) have nothing to catch up.
-        in_range = (rows >= 0) & (rows < last.shape[0])
-        k = jnp.where(in_range, jnp.maximum(t_minus_1 - s, 0), 0)
+        s = gather_rows(last)
+        k = jnp.maximum(t_minus_1 - s, 0)
+        if rows is not None:  # empty or out-of-range slots (read as zeros): nothing to catch up
+            k = jnp.where((rows >= 0) & (rows < last.shape[0]), k, 0)
         log_p = jnp.zeros(k.shape, jnp.float32)
         if self.weight_decay is not None:
-            mark = gather(get(state.decay_mark))
+            mark = gather_rows(get(state.decay_mark))
             log_p = jnp.where(k > 0, (log_g[0] - mark[:, 0]) + (log_g[1] - mark[:, 1]), 0.0)
         # Jitted (inlined under an outer jit): eager calls would dispatch it op by op. Only the
         # gathered rows go in: a whole statistic passed in would be copied before the update
@@ -503,10 +212,11 @@ class CatchUp:
         a loss of these rows is the row gradient to pack in a `RowSparse`.
 
         Args:
-          state: the `CatchUpState`.
+          state: the optimizer's state: the `CatchUpState`, or a state holding one (a chain,
+            ``optax.partition``, ``skip_nonfinite``, ...).
           params: the parameters (stale rows included).
           ids: a tree like ``params`` with an int array of row ids at the leaves to look up and
-            None elsewhere.
+            None elsewhere (None, too, at the leaves another optimizer of a partition updates).
 
         Returns:
           A tree like ``ids``: ``ids.shape + row shape`` arrays at the looked-up leaves.
@@ -525,6 +235,8 @@ class CatchUp:
           >>> tx.rows(state, params, {"emb": jnp.array([0])})["emb"]  # dense Adam: 0.9 - 0.067
           Array([[0.833]], dtype=float32)
         """
+        state = find_state(state, "sparse.catch_up rows")
+        params, ids = _mask_like(state, params), self._own_ids(state, ids)
         leaves, treedef = jax.tree.flatten(params)
         id_leaves = treedef.flatten_up_to(ids)
         out = []
@@ -539,13 +251,34 @@ class CatchUp:
             # The value is the caught-up row; the gradient flows to the row read (identity).
             rows = theta.astype(p.dtype) + (stale - jax.lax.stop_gradient(stale))
             out.append(rows.reshape(jnp.shape(i) + p.shape[1:]))
-        return treedef.unflatten(out)
+        return jax.tree.map(
+            lambda x: None if _is_masked(x) else x, treedef.unflatten(out), is_leaf=_is_masked
+        )
+
+    @staticmethod
+    def _own_ids(state, ids):
+        """``ids`` with ``optax.MaskedNode`` at the leaves this transformation does not update."""
+
+        def one(path, mark, i):
+            if not _is_masked(mark):
+                return i
+            if i is not None:
+                raise ValueError(
+                    f"sparse.catch_up rows: ids at {jax.tree_util.keystr(path)}, a leaf this "
+                    "catch_up does not update (another optimizer of the partition does); pass "
+                    "None there and read that leaf directly"
+                )
+            return mark
+
+        return jax.tree_util.tree_map_with_path(one, state.last_step, ids, is_leaf=_is_masked)
 
     def view(self, state: CatchUpState) -> Callable:
         """The lookup for ``sparse.value_and_grad(f, view=...)``: ``(path, table, ids) -> rows``.
 
         ``path`` is the table's state path (a tuple of keys), matched against the paths of the
-        leaves of ``state.last_step``.
+        leaves of ``state.last_step``. ``state`` is the `CatchUpState` or a state holding one (a
+        chain, ``optax.partition``, ``skip_nonfinite``, ...; an ``nnx.Optimizer``'s
+        ``nnx.as_pure(optimizer.opt_state)``).
 
         Example:
           >>> import adaptive_tx as atx
@@ -554,11 +287,12 @@ class CatchUp:
           >>> tx.view(state)(("emb",), jnp.ones((3, 1)), jnp.array([2]))
           Array([[1.]], dtype=float32)
         """
+        state = find_state(state, "sparse.catch_up view")
         with_paths = jax.tree_util.tree_flatten_with_path(state.last_step)[0]
-        index_of = {_path_key(path): i for i, (path, _) in enumerate(with_paths)}
+        index_of = {path_key(path): i for i, (path, _) in enumerate(with_paths)}
 
         def lookup(path, table, ids):
-            key = _path_key(path)
+            key = path_key(path)
             if key not in index_of:
                 raise ValueError(
                     f"sparse.catch_up view: no table {path!r} in the optimizer state (its tables: "
@@ -577,121 +311,103 @@ class CatchUp:
 
     # -- update -----------------------------------------------------------------------------
     def _update(self, updates, state, params=None, **extra_args):
+        """Catch up the rows the gradient touches, then one step of the wrapped optimizer on them.
+
+        Each row-sparse leaf's rows (and each dense leaf, if row-sparse steps left rows of it
+        stale) are gathered once, caught up, and handed to the wrapped optimizer as a dense
+        ``[K, ...]`` leaf (its statistics as ``[K, ...]`` rows, its parameters the caught-up
+        rows); its new statistics are scattered back once. The update is the wrapped step's plus
+        the catch-up's move of the parameter rows.
+        """
         if params is None:
             raise ValueError(
                 "sparse.catch_up needs the params (the skipped steps move the rows): call "
                 "update(updates, state, params)"
             )
-        t = optax.safe_increment(state.count)
-        t_minus_1 = state.count
-        log_g = state.log_decay
         leaves, treedef = jax.tree.flatten(updates, is_leaf=is_row_sparse)
         p_leaves = treedef.flatten_up_to(params)
-        scaling, fields = self._stat_fields(state.inner)
-        stat_leaves = {f: treedef.flatten_up_to(getattr(scaling, f)) for f in fields}
-        trace_leaves = None
-        if self.form.momentum is not None:
-            trace_leaves = treedef.flatten_up_to(state.inner[-1].trace)
+        caught = [
+            self._caught_leaf(state, index, g, p)
+            for index, (g, p) in enumerate(zip(leaves, p_leaves))
+        ]
+        inner = ParamTrees(state.inner, treedef, p_leaves)
+        compact_inner = inner.map(caught)
+        compact_grads = [g if c is None else c.grad for g, c in zip(leaves, caught)]
+        compact_params = [
+            p if c is None else c.theta.astype(p.dtype) for p, c in zip(p_leaves, caught)
+        ]
+        compact_updates, compact_inner = self.inner.update(
+            treedef.unflatten(compact_grads), compact_inner, treedef.unflatten(compact_params),
+            **extra_args,
+        )
+        new_inner = inner.expand(compact_inner, caught)
+        new_log = self._next_log_decay(state)
+        u_leaves = treedef.flatten_up_to(compact_updates)
+        out = [u if c is None else c.update(u) for u, c in zip(u_leaves, caught)]
+        t = optax.safe_increment(state.count)
         last = treedef.flatten_up_to(state.last_step)
-        marks = None if state.decay_mark is None else treedef.flatten_up_to(state.decay_mark)
-        offsets = []
-        new_last, new_marks = [], []
-        for index, g in enumerate(leaves):
-            p = p_leaves[index]
-            if is_row_sparse(g):
-                g = leaves[index] = g.coalesce()
-                rows = g.indices
-                ok = g.in_range()
-            elif jnp.ndim(p) >= 1:
-                rows = jnp.arange(jnp.shape(p)[0], dtype=jnp.int32)
-                ok = jnp.ones(rows.shape, bool)
-            else:
-                offsets.append(None)
-                new_last.append(last[index])
-                new_marks.append(None if marks is None else marks[index])
-                continue
-            theta_rows = p.at[rows].get(mode="fill", fill_value=0)
-            catch = functools.partial(self._catch_up_leaf, state, index, rows, theta_rows)
-            if is_row_sparse(g):
-                caught = catch(t_minus_1, log_g)
-            else:
-                # A dense gradient: its rows are current unless row-sparse steps left some stale.
-                stale = jnp.any(last[index] < t_minus_1)
-                caught = jax.lax.cond(
-                    stale, catch, lambda *_: self._unchanged(state, index, theta_rows),
-                    t_minus_1, log_g,
-                )
-            new_stats, new_trace, theta = caught
-            written, token = _write_order(rows, _leaf_rows(p)[0], g, theta)
-            scatter = lambda a, r: a.at[rows].set(  # noqa: E731
-                written(r, token).astype(a.dtype), mode="drop", unique_indices=True
-            )
-            for f, r in zip(fields, new_stats):
-                stat_leaves[f][index] = scatter(stat_leaves[f][index], r)
-            if new_trace is not None:
-                trace_leaves[index] = scatter(trace_leaves[index], new_trace)
-            offset = jnp.where(per_row(ok, theta), theta - theta_rows.astype(jnp.float32), 0.0)
-            offsets.append((rows, offset, theta, written, token))
-            new_last.append(scatter(last[index], jnp.broadcast_to(t, rows.shape)))
-            if marks is not None:
-                new_marks.append(marks[index])  # set after the step's decay is known
-            else:
-                new_marks.append(None)
-        new_scaling = scaling._replace(
-            **{f: treedef.unflatten(stat_leaves[f]) for f in fields}
-        )
-        inner_state = (new_scaling,) + tuple(state.inner[1:])
-        if trace_leaves is not None:
-            trace_state = inner_state[-1]._replace(trace=treedef.unflatten(trace_leaves))
-            inner_state = inner_state[:-1] + (trace_state,)
-        inner_state = type(state.inner)(inner_state) if not isinstance(
-            state.inner, tuple
-        ) else tuple(inner_state)
-        inner_updates, inner_state = self.inner.update(
-            treedef.unflatten(leaves), inner_state, params, **extra_args
-        )
-        u_leaves = treedef.flatten_up_to(inner_updates)
-        new_log = log_g
-        if self.weight_decay is not None:
-            lr_t = _value(self.learning_rate, t_minus_1)
-            wd_t = _value(self.weight_decay, t_minus_1)
-            # Kahan: hi + lo carries the sum of log(1 - lr wd) to float32 resolution of each term.
-            y = self._decay_step(t_minus_1) - log_g[1]
-            hi = log_g[0] + y
-            lo = (hi - log_g[0]) - y
-            new_log = jnp.stack([hi, lo])
-        out = []
-        for index, (u, extra) in enumerate(zip(u_leaves, offsets)):
-            if extra is None:
-                out.append(u)
-                continue
-            rows, offset, theta, written, token = extra
-            if self.weight_decay is not None:
-                # The step's decay acts on the caught-up θ; the inner step saw the stale one.
-                offset = offset * (1 - lr_t * wd_t)
-                new_marks[index] = marks[index].at[rows].set(
-                    written(jnp.broadcast_to(new_log, (rows.shape[0], 2)), token), mode="drop",
-                    unique_indices=True,
-                )
-            if is_row_sparse(u):
-                values = u.values + offset.astype(u.values.dtype)
-                out.append(u.with_values(values))
-            else:
-                out.append(u.at[rows].add(offset.astype(u.dtype), mode="drop"))
+        new_last = [x if c is None else c.scatter(x, t) for x, c in zip(last, caught)]
+        new_marks = None
+        if state.decay_mark is not None:
+            marks = treedef.flatten_up_to(state.decay_mark)
+            new_marks = [x if c is None else c.scatter(x, new_log) for x, c in zip(marks, caught)]
+            new_marks = treedef.unflatten(new_marks)
         return treedef.unflatten(out), CatchUpState(
             count=t,
-            inner=inner_state,
+            inner=new_inner,
             last_step=treedef.unflatten(new_last),
             log_decay=new_log,
-            decay_mark=None if marks is None else treedef.unflatten(new_marks),
+            decay_mark=new_marks,
         )
 
+    def _caught_leaf(self, state, index, g, p) -> Caught | None:
+        """One leaf's rows gathered and caught up to the state's step (None: a scalar leaf)."""
+        t_minus_1, log_g = state.count, state.log_decay
+        if is_row_sparse(g):
+            g = g.coalesce()
+            rows = g.indices
+            theta_rows = p.at[rows].get(mode="fill", fill_value=0)
+            stats, trace, theta = self._catch_up_leaf(
+                state, index, rows, theta_rows, t_minus_1, log_g
+            )
+            grad, ok = g.values, g.in_range()
+        elif jnp.ndim(p) >= 1:
+            # A dense gradient: its rows are current unless row-sparse steps left some stale.
+            rows, theta_rows, grad, ok = None, p, g, None
+            stats, trace, theta = jax.lax.cond(
+                jnp.any(jax.tree.leaves(state.last_step)[index] < t_minus_1),
+                lambda: self._catch_up_leaf(state, index, None, p, t_minus_1, log_g),
+                lambda: self._unchanged(state, index, p),
+            )
+        else:
+            return None
+        _, fields = self._stat_fields(state.inner)
+        known = {(0, f): x for f, x in zip(fields, stats)}
+        if trace is not None:
+            known[(len(state.inner) - 1, "trace")] = trace
+        written = None if rows is None else write_order(rows, _leaf_rows(p)[0], g, theta)
+        return Caught(g, rows, ok, grad, theta_rows, theta, known, written)
+
+    def _next_log_decay(self, state):
+        """``log_decay`` after this step: the Kahan sum plus log(1 − η_t λ_t)."""
+        log_g = state.log_decay
+        if self.weight_decay is None:
+            return log_g
+        # Kahan: hi + lo carries the sum of log(1 - lr wd) to float32 resolution of each term.
+        y = self.drift.decay_step(state.count) - log_g[1]
+        hi = log_g[0] + y
+        lo = (hi - log_g[0]) - y
+        return jnp.stack([hi, lo])
+
     # -- flush ------------------------------------------------------------------------------
-    def flush(self, state: CatchUpState, params: optax.Params):
+    def flush(self, state: optax.OptState, params: optax.Params):
         """Every row brought up to the state's step: ``(params, state)`` as dense training has them.
 
         :math:`O(V)` once (in chunks of `FLUSH_CHUNK` rows), for evaluation, export, tied
-        weights or a checkpoint that another optimizer will read.
+        weights or a checkpoint that another optimizer will read. ``state`` is the `CatchUpState`
+        or a state holding one (a chain, ``optax.partition``, ``skip_nonfinite``, ...): the
+        returned state is the same tree with that `CatchUpState` flushed, and the parameters
+        another optimizer of a partition updates are returned as they are.
 
         Example:
           >>> import adaptive_tx as atx
@@ -706,7 +422,13 @@ class CatchUp:
           >>> state.last_step["emb"], params["emb"][0]
           (Array([3, 3, 3], dtype=int32), Array([0.7812], dtype=float32))
         """
-        return self._jitted_flush(state, params)
+        own = find_state(state, "sparse.catch_up flush")
+        new_params, new_own = self._jitted_flush(own, _mask_like(own, params))
+        new_params = jax.tree.map(
+            lambda mark, p, q: p if _is_masked(mark) else q,
+            own.last_step, params, new_params, is_leaf=_is_masked,
+        )
+        return new_params, _replace_state(state, new_own)
 
     def _flush(self, state: CatchUpState, params: optax.Params):
         leaves, treedef = jax.tree.flatten(params)
@@ -755,42 +477,6 @@ class CatchUp:
         return treedef.unflatten(new_leaves), new_state
 
 
-def _write_order(rows, num_rows, g, theta):
-    """``(written, token)``: the rows a step writes, made to depend on every read of the old rows.
-
-    XLA writes a donated table in place only if every read of the old table comes before the
-    write in the data flow; otherwise it keeps the old table alive by copying it whole, an
-    :math:`O(V)` copy a step. The last step (and decay mark) written is a constant ``t``, and a
-    forward read through `CatchUp.rows` / `CatchUp.view` reaches the update only through the
-    gradient, so neither is ordered by itself. ``token`` ([K] float32) depends on the gradient
-    values and on the caught-up rows (hence on every statistic, last step and mark read);
-    ``written(r, token)`` is ``r`` on the rows the scatter writes and the token on the slots it
-    drops (out of range), so no written value changes. (`jax.lax.optimization_barrier` does not
-    order them: the CPU compiler removes it before copy insertion.)
-    """
-    values = g.values if is_row_sparse(g) else g
-    flat = lambda x: jnp.reshape(x, (x.shape[0], -1))[:, 0].astype(jnp.float32)  # noqa: E731
-    token = flat(values) + flat(theta)
-    kept = (rows >= 0) & (rows < num_rows)
-
-    def written(r, token):
-        return jnp.where(per_row(kept, r), r, per_row(token, r).astype(r.dtype))
-
-    return written, token
-
-
-def _path_key(path) -> tuple:
-    """A path as a tuple of plain keys (dict keys, attribute names, indices)."""
-    out = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                entry = getattr(entry, attr)
-                break
-        out.append(entry)
-    return tuple(out)
-
-
 def catch_up(alias: Callable, *args: Any, **kwargs: Any) -> CatchUp:
     r"""An optimizer whose row-sparse updates equal its dense ones: untouched rows caught up.
 
@@ -798,8 +484,8 @@ def catch_up(alias: Callable, *args: Any, **kwargs: Any) -> CatchUp:
     with *catch-up* semantics for `RowSparse` gradient leaves instead of lazy ones: each row
     remembers the step it was last brought up to date; when a row is read again after :math:`k`
     skipped steps, the :math:`k` zero-gradient steps dense training would have applied are applied
-    in closed form (the moments decay, the parameter drifts and decays, see the module
-    docstring), then the current step. Dense gradient leaves are updated as by the alias.
+    in closed form (the moments decay, the parameter drifts and decays, see
+    `Drift`), then the current step. Dense gradient leaves are updated as by the alias.
 
     Lazy stays the default (the alias itself): catch-up costs one int32 per row (one more float32
     with weight decay), about :math:`J \times 14` operations per touched row for the Adam family,
@@ -858,7 +544,8 @@ def catch_up(alias: Callable, *args: Any, **kwargs: Any) -> CatchUp:
     weight_decay = arguments.get("weight_decay")
     if isinstance(weight_decay, (int, float)) and weight_decay == 0:
         weight_decay = None
-    tx = CatchUp(inner, form, arguments["learning_rate"], weight_decay, name)
+    num_terms = 1
     if form.kind == "moments":
-        tx.num_terms = drift_terms(float(arguments["b1"]), float(arguments["b2"]))
-    return tx
+        num_terms = drift_terms(float(arguments["b1"]), float(arguments["b2"]))
+    drift = Drift(form, arguments["learning_rate"], weight_decay, num_terms)
+    return CatchUp(inner, drift, name)

@@ -170,12 +170,19 @@ def value_and_grad(f: Callable, *, has_aux: bool = False, view: Callable | None 
     return wrapped
 
 
-def flush(optimizer: nnx.Optimizer, model: nnx.Module) -> None:
+def flush(optimizer: nnx.Optimizer, model: nnx.Module, tx: Any = None) -> None:
     """Bring every row of ``model``'s parameters and ``optimizer``'s state up to date, in place.
 
-    For an ``nnx.Optimizer`` whose transformation is `adaptive_tx.sparse.catch_up`: the rows not
-    looked up since their last step are stale until flushed (`CatchUp.flush`); call this before
+    For an ``nnx.Optimizer`` whose transformation is `adaptive_tx.sparse.catch_up`, or holds one
+    (a chain, ``optax.partition``, ...: pass that `CatchUp` as ``tx``): the rows not looked up
+    since their last step are stale until flushed (`CatchUp.flush`); call this before
     evaluating, exporting or checkpointing the model. Other transformations raise ``TypeError``.
+
+    Args:
+      optimizer: the ``nnx.Optimizer``.
+      model: its model.
+      tx: None if ``optimizer.tx`` is the `CatchUp` itself; else the `CatchUp` inside it (its
+        state is found in the optimizer's state wherever it is nested).
 
     Example:
       >>> import adaptive_tx as atx
@@ -188,16 +195,25 @@ def flush(optimizer: nnx.Optimizer, model: nnx.Module) -> None:
       >>> optimizer.opt_state.last_step["embedding"][...]
       Array([1, 1, 1, 1], dtype=int32)
     """
-    from adaptive_tx.sparse._catch_up import CatchUp
+    from adaptive_tx.sparse._catch_up import CatchUp, CatchUpState
 
-    if not isinstance(optimizer.tx, CatchUp):
+    state = nnx.as_pure(optimizer.opt_state)
+    if tx is None and isinstance(optimizer.tx, CatchUp):
+        tx = optimizer.tx
+    if not isinstance(tx, CatchUp):
+        holds = lambda x: isinstance(x, CatchUpState)  # noqa: E731
+        if tx is None and any(holds(x) for x in jax.tree.leaves(state, is_leaf=holds)):
+            raise TypeError(
+                f"sparse.flush: the optimizer's transformation is {type(optimizer.tx).__name__}, "
+                "which holds a sparse.catch_up: pass that catch_up transformation as "
+                "flush(optimizer, model, tx=...)"
+            )
         raise TypeError(
             f"sparse.flush: the optimizer's transformation is {type(optimizer.tx).__name__}, not "
             "sparse.catch_up: only catch-up updates leave stale rows to flush (lazy ones are "
             "final)"
         )
     params = nnx.as_pure(nnx.state(model, optimizer.wrt))
-    state = nnx.as_pure(optimizer.opt_state)
-    new_params, new_state = optimizer.tx.flush(state, params)
+    new_params, new_state = tx.flush(state, params)
     nnx.update(model, new_params)
     nnx.update(optimizer.opt_state, nnx.state(new_state))
