@@ -144,11 +144,11 @@ def _averaging_weight(state: ScheduleFreeState, learning_rate, weight_lr_power) 
     max_lr = jnp.maximum(state.max_lr, lr)
     weight = max_lr**weight_lr_power
     total = state.weight_sum + weight
-    ck = jnp.where(
-        jnp.isnan(weight) | jnp.isnan(total),
-        jnp.full(weight.shape, jnp.nan),
-        jnp.nan_to_num(weight / total, nan=0.0, posinf=jnp.inf),
-    )
+    # optax's nan_to_num(weight / total) (0 / 0 = 0, w / inf = 0, a NaN rate stays NaN), without
+    # computing the 0 / 0 (jax_debug_nans would stop there)
+    finite = (total > 0) & jnp.isfinite(total)
+    ck = jnp.where(finite, weight / jnp.where(finite, total, 1.0), 0.0)
+    ck = jnp.where(jnp.isnan(weight) | jnp.isnan(total), weight + total, ck)
     return ck, max_lr, total
 
 
