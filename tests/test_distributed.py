@@ -48,7 +48,8 @@ def _launch(num_processes, local_devices, **options):
         + [f"--{k}={v}" for k, v in options.items()]
     )
     # Less LLVM optimisation: compiling is most of the run's time; every run compiles alike.
-    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+    flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    env = dict(os.environ, XLA_FLAGS=flags)
     example.launch(example.worker_argv(args), num_processes, TIMEOUT, env=env)
     return dict(np.load(args.out)) if args.out else None
 

@@ -298,7 +298,8 @@ def _float32_run(name, factory):
     return _FLOAT32_RUNS[name]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+# (int8 rounded to nearest differs from int8 only in its rounding, tested on its own above)
+@pytest.mark.parametrize("spec", SPECS[:3], ids=SPEC_IDS[:3])
 @pytest.mark.parametrize("name,factory", FACTORIES, ids=[n for n, _ in FACTORIES])
 def test_every_alias_trains_close_to_float32_with_stable_state(name, factory, spec):
     """One jit for the whole run, state structure and dtypes stable, and the run stays close to the
