@@ -197,8 +197,6 @@ __all__ = (
     "scale_by_rowwise_sum_of_squares",
     "scale_by_rprop",
     "scale_by_novograd",
-    "scale_by_rectified_moments",
-    "scale_by_rowwise_sum_of_squares",
     "scale_by_sm3",
     "scale_by_sum_of_squares",
     "scale_by_trust_ratio",
