@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import adaptive_tx as atx
+
 SCHEDULE = optax.linear_schedule(0.05, 0.005, transition_steps=100)
 WD_SCHEDULE = optax.cosine_decay_schedule(0.1, decay_steps=100)
 # AdEMAMix's warm-ups (the paper's shape, over this table's 100 steps).
@@ -93,6 +95,7 @@ ALIASES = [
         dict(learning_rate=0.01, warmup_steps=10, b1=0.95, weight_decay=0.05),
     ),
 ]
+
 
 def _optax_rprop(
     learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0
@@ -227,14 +230,15 @@ class Stepper:
 _ROW_STEPPERS = {}
 
 
-def row_stepper(row, wrap=None) -> Stepper:
-    """The Stepper of a table row's alias (optionally wrapped, e.g. in a guard), one per row, wrap
-    and test module: a module's tests that run a row on the table's shapes share its compilation."""
-    key = (id(row), wrap)
+def row_stepper(row, wrap=None, make=Stepper):
+    """`make` (a Stepper by default) of a table row's alias, optionally wrapped (e.g. in a guard):
+    one per row, wrap and `make` in the test process, so that the tests that run a row on the
+    table's shapes share its compilation."""
+    key = (id(row), wrap, make)
     if key not in _ROW_STEPPERS:
         name, kwargs = row
-        alias = __import__("adaptive_tx").__dict__[name](**kwargs)
-        _ROW_STEPPERS[key] = Stepper(wrap(alias) if wrap else alias)
+        alias = getattr(atx, name)(**kwargs)
+        _ROW_STEPPERS[key] = make(wrap(alias) if wrap else alias)
     return _ROW_STEPPERS[key]
 
 
@@ -287,6 +291,7 @@ def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
         diff = np.where((a == e) | (np.isnan(a) & np.isnan(e)), 0.0, diff)
         worst = max(worst, float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0)))
     return worst
+
 
 # adafactor (optax's twin has the same signature); not in ALIASES, whose 100-step parity and
 # row-sparse grids it does not take part in (factored statistics refuse rows).

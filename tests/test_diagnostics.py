@@ -16,7 +16,16 @@ from flax import nnx
 import adaptive_tx as atx
 from adaptive_tx.compat import keras as compat_keras
 from adaptive_tx.compat import torch as compat_torch
-from tests.cases import ALIASES, DEFAULTS, SCHEDULE, case_id, gradient_stream, make_params, run
+from tests.cases import (
+    ALIASES,
+    DEFAULTS,
+    SCHEDULE,
+    case_id,
+    gradient_stream,
+    make_params,
+    row_stepper,
+    run,
+)
 from tests.reference import numpy_effective_rates as ref
 
 STEPS = 60
@@ -64,7 +73,7 @@ CLOSED_FORM_CASES = [(row, "sparse") for row in ALIASES] + [(row, "dense") for r
 def test_rate_matches_closed_form(row, stream):
     name, kwargs = row
     grads = STREAMS[stream]()
-    _, rates, _, _ = _last_step(None, make_params(), grads, _row_step(row))
+    _, rates, _, _ = _last_step(row_stepper(row, make=_stepper), make_params(), grads)
     lr = _last_rate(kwargs["learning_rate"], len(grads))
     for leaf, rate in rates.items():
         expected = ref.effective_rate(name, [g[leaf] for g in grads], lr, **_hyper(kwargs))
@@ -84,21 +93,9 @@ def _stepper(tx):
     return step
 
 
-_ROW_STEPS = {}
-
-
-def _row_step(row):
-    """The step of a table row, compiled once for every test and stream of this module."""
-    if id(row) not in _ROW_STEPS:
-        name, kwargs = row
-        _ROW_STEPS[id(row)] = _stepper(getattr(atx, name)(**kwargs))
-    return _ROW_STEPS[id(row)]
-
-
-def _last_step(tx, params, grads, step=None):
-    """Runs `tx` (or a `_stepper` step) over `grads` with one jitted step. Returns u_T, the rate read
-    from the state after it, and the parameters and state before it."""
-    step = step or _stepper(tx)
+def _last_step(step, params, grads):
+    """Runs a `_stepper` step over `grads`. Returns u_T, the rate read from the state after it, and
+    the parameters and state before it."""
     state = step.init(params)
     for g in grads[:-1]:
         params, state, _, _ = step(params, state, g)
@@ -146,7 +143,7 @@ def test_update_is_minus_rate_times_direction_plus_the_documented_terms(row):
     name, kwargs = row
     grads = gradient_stream(STEPS)
     params = jax.tree.map(lambda p: 10 * p, make_params())  # parameter RMS ~10 (Adafactor)
-    updates, rates, before, state = _last_step(None, params, grads, _row_step(row))
+    updates, rates, before, state = _last_step(row_stepper(row, make=_stepper), params, grads)
     lr = _last_rate(kwargs["learning_rate"], STEPS)
     mask = kwargs.get("mask", {k: True for k in params})
     mask = mask(params) if callable(mask) else mask
@@ -212,7 +209,7 @@ def test_preset_update_is_minus_rate_times_direction_plus_the_documented_terms(r
     preset = getattr({"torch": compat_torch, "keras": compat_keras}[framework], name)
     tx = preset(**kwargs)
     grads, params = gradient_stream(STEPS), jax.tree.map(lambda p: 10 * p, make_params())
-    updates, rates, before, state = _last_step(tx, params, grads)
+    updates, rates, before, state = _last_step(_stepper(tx), params, grads)
     signature = inspect.signature(preset).parameters
     lr = signature["lr" if framework == "torch" else "learning_rate"].default
     for leaf, rate in rates.items():
@@ -430,7 +427,9 @@ def test_nnx_optimizer_with_parameter_groups():
     """flax.nnx stores a group's placeholders for the other groups' leaves as variables too."""
     model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
     labels = lambda params: jax.tree.map(lambda p: "kernel" if p.ndim == 2 else "bias", params)
-    tx = optax.multi_transform({"kernel": atx.adagrad(0.1, eps=0.0), "bias": atx.adam(0.01)}, labels)
+    tx = optax.multi_transform(
+        {"kernel": atx.adagrad(0.1, eps=0.0), "bias": atx.adam(0.01)}, labels
+    )
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     grads = nnx.grad(lambda m: (m(jnp.ones((4, 3))) ** 2).mean())(model)
     optimizer.update(model, grads)
@@ -466,6 +465,6 @@ def test_diagnostics_imports_without_flax(monkeypatch):
 
 def test_docs_speak_of_the_library_alone():
     """The guide and the module docstring are written for a reader who knows only the library."""
-    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "effective_learning_rate.md")
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "effective_learning_rate.md"
     for text in (page.read_text(), atx.diagnostics.__doc__):
         assert not re.search(r"\bseeds\b|\bseeds'|\bthe issue\b|Targets of the issue", text)
