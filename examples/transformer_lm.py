@@ -70,6 +70,8 @@ OPTIMIZERS = {
     "adagrad": (atx.adagrad, False),
 }
 CATCH_UP = "catch-up"
+# Line style of each run in the figures.
+STYLES = {"dense": "-", "row-sparse": "--", CATCH_UP: ":"}
 MODES = ("dense", "row-sparse", CATCH_UP)
 RARE = 10  # a token seen at most this often in training so far is rare
 DYING = 1e-6  # effective_learning_rate_summary's threshold
@@ -421,7 +423,6 @@ def plot_training(results, optimal, args, path):
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1, 1.25]})
-    styles = {"dense": "-", "row-sparse": "--", CATCH_UP: ":"}
     style_names = {"-": "solid", "--": "dashed", ":": "dotted"}
     for r in results:
         steps = [p["step"] for p in r["log"]]
@@ -432,7 +433,7 @@ def plot_training(results, optimal, args, path):
             ax.plot(
                 steps,
                 [p[key] for p in r["log"]],
-                styles[r["mode"]],
+                STYLES[r["mode"]],
                 color=color,
                 label=f"{what}, {r['mode']} ({r['ms_per_step']:.0f} ms/step)",
             )
@@ -450,14 +451,14 @@ def plot_training(results, optimal, args, path):
             bx.plot(
                 [p["step"] for p in r["log"]],
                 [p["rates"][name]["median"] for p in r["log"]],
-                styles[r["mode"]],
+                STYLES[r["mode"]],
                 color=colors[i % 20],
                 label=name if r is results[0] else None,
             )
     bx.set_yscale("log")
     bx.set(xlabel="training step", ylabel="median effective learning rate (log)")
     modes = ", ".join(
-        f"{r['mode']}: {style_names[styles[r['mode']]]}" for r in results
+        f"{r['mode']}: {style_names[STYLES[r['mode']]]}" for r in results
     )
     bx.set_title(f"per layer ({modes}); embedding: rows seen so far")
     bx.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -493,7 +494,10 @@ def plot_rare_rates(results, args, path):
         for other in results:
             if other is not r:
                 ax.plot(
-                    *binned(other)[2:], color="gray", ls="--", label=f"{other['mode']}'s median"
+                    *binned(other)[2:],
+                    color="gray",
+                    ls=STYLES[other["mode"]],
+                    label=f"{other['mode']}'s median",
                 )
         ax.set(xscale="log", yscale="log", xlabel="times the token was seen in training")
         ax.set_title(f"{r['mode']} embedding updates: {counts.size:,} of {args.vocab:,} rows seen")
