@@ -252,15 +252,22 @@ class QuantizedArray(NamedTuple):
 
     def widen(self) -> jax.Array:
         """The float32 statistic: ``map[code] * scale`` of its block (FP8: ``value * scale``)."""
-        dtype = self.codes.dtype
-        if dtype == jnp.float32:
+        if self.codes.dtype == jnp.float32:
             return self.codes
-        if jnp.issubdtype(dtype, jnp.floating):  # float8: values in units of scale / max
-            values = self.codes.astype(jnp.float32) * np.float32(1 / float(jnp.finfo(dtype).max))
-        else:
-            signed = dtype == jnp.int8
-            values = _entry(self.codes.astype(jnp.int32) + (128 if signed else 0), signed, jnp)
-        return scale_blocks(values, self.scales)
+        return _widen(self.codes, self.scales)
+
+
+# The encoders and the decoder are traced once per shape and reused (a jitted function caches its
+# trace): a step with many leaves of one shape, or a program that encodes each statistic of a
+# leaf, traces the few hundred operations of the 8-bit map once, not once per use.
+@jax.jit
+def _widen(codes: jax.Array, scales: jax.Array) -> jax.Array:
+    if jnp.issubdtype(codes.dtype, jnp.floating):  # float8: values in units of scale / max
+        values = codes.astype(jnp.float32) * np.float32(1 / float(jnp.finfo(codes.dtype).max))
+    else:
+        signed = codes.dtype == jnp.int8
+        values = _entry(codes.astype(jnp.int32) + (128 if signed else 0), signed, jnp)
+    return scale_blocks(values, scales)
 
 
 def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None) -> QuantizedArray:
@@ -284,6 +291,11 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
       >>> q.scales, [round(v, 4) for v in q.widen()[0].tolist()]  # the signed map's ends: 1, -0.993
       (Array([[2.]], dtype=float32), [0.4953, -1.9859, 0.001])
     """
+    return _quantize_map(x, signed, key)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _quantize_map(x: jax.Array, signed: bool, key: jax.Array | None) -> QuantizedArray:
     blocks = to_blocks(x)
     scales = jnp.max(jnp.abs(blocks), axis=-1)
     normalized = blocks / jnp.where(scales > 0, scales, 1.0)[..., None]
@@ -435,7 +447,11 @@ def quantize_float8(
       >>> q.codes.dtype, q.scales, q.widen().tolist()  # 0.001 * 448 / 2 = 0.224 -> 0.21875
       (dtype(float8_e4m3fn), Array([2.], dtype=float32), [0.5, -2.0, 0.0009765625])
     """
-    dtype = jnp.dtype(dtype)
+    return _quantize_float8(x, jnp.dtype(dtype), signed, key)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _quantize_float8(x: jax.Array, dtype, signed: bool, key: jax.Array | None) -> QuantizedArray:
     blocks = to_blocks(x)
     scales = jnp.max(jnp.abs(blocks), axis=-1)
     top = np.float32(jnp.finfo(dtype).max)
