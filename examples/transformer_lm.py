@@ -295,6 +295,13 @@ def rate_summary(opt_state, seen_rows):
     return atx.effective_learning_rate_summary(opt_state, DYING, {"embed/embedding": seen_rows})
 
 
+@jax.jit
+def row_rates(opt_state):
+    """The median effective learning rate of each embedding row (one compiled program)."""
+    rates = atx.effective_learning_rate(opt_state)["embed"]["embedding"]
+    return jnp.median(rates, axis=1)
+
+
 def is_layer(path: str) -> bool:
     """The weight matrices: one line per layer in the log (biases and norm scales left out)."""
     return path.endswith(("kernel", "embedding", "position"))
@@ -370,14 +377,13 @@ def train(corpus, eval_tokens, args):
     for run, grad_ms in zip(runs, gradient_times):
         run.manager.wait_until_finished()
         run.manager.close()
-        rates = atx.effective_learning_rate(run.optimizer.opt_state)["embed"]["embedding"]
         results.append(
             {
                 "mode": run.mode,
                 "log": run.log,
                 "ms_per_step": 1e3 * float(np.median(run.times[1:] or [np.nan])),  # 1: compiles
                 "gradient_ms": grad_ms,
-                "row_rates": np.median(np.asarray(rates), axis=1),
+                "row_rates": np.asarray(row_rates(run.optimizer.opt_state)),
                 "seen": seen,
                 "params": nnx.state(run.model, nnx.Param),
             }
