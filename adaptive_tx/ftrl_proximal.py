@@ -162,7 +162,10 @@ def scale_by_ftrl(
         the gradient in :math:`z` only (not in :math:`n`).
       beta: :math:`\beta`, >= 0.
       nu_dtype: storage of :math:`n` and :math:`z`: None (the parameters' dtype), a float dtype
-        or a storage (`adaptive_tx.state_precision`).
+        or a storage (`adaptive_tx.state_precision`). :math:`z` determines the weights
+        themselves (above), so a storage's relative precision reaches the weights directly: with
+        ``"int8_blockwise"`` a run ends ~7% of its distance travelled away from the float32 run
+        (bfloat16 with stochastic rounding: within 5%), where the Adam family stays within 5%.
 
     Returns:
       An `optax.GradientTransformation` whose state is `ScaleByFtrlState`; its ``update`` needs

@@ -7,6 +7,8 @@ a float64 NumPy quantizer written from the paper, tests/reference/numpy_lean_sta
 
 from __future__ import annotations
 
+import inspect
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ from flax import nnx
 import adaptive_tx as atx
 from adaptive_tx import quantized
 from adaptive_tx import state_precision as sp
-from tests.cases import gradient_stream, make_params, max_rel_diff, run
+from tests.cases import DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff, run
 from tests.reference import numpy_lean_state as ref
 
 INT8 = atx.Int8Blockwise(min_size=0)  # quantize every leaf, however small; stochastic rounding
@@ -269,22 +271,25 @@ def test_8bit_uses_signed_codes_for_first_moments_unsigned_for_second():
 
 
 # Every moment-based primitive and alias takes the storage options.
-FACTORIES = [
-    ("adagrad", lambda spec: atx.adagrad(0.1, nu_dtype=spec)),
-    ("rmsprop", lambda spec: atx.rmsprop(0.01, nu_dtype=spec)),
-    (
-        "rmsprop_centered",
-        lambda spec: atx.rmsprop(0.01, centered=True, mu_dtype=spec, nu_dtype=spec),
-    ),
-    ("adam", lambda spec: atx.adam(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("adamw", lambda spec: atx.adamw(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("nadam", lambda spec: atx.nadam(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("nadamw", lambda spec: atx.nadamw(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("amsgrad", lambda spec: atx.amsgrad(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("adamax", lambda spec: atx.adamax(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("adamaxw", lambda spec: atx.adamaxw(0.01, mu_dtype=spec, nu_dtype=spec)),
-    ("radam", lambda spec: atx.radam(0.01, mu_dtype=spec, nu_dtype=spec)),
+def _with_storage(row):
+    """A factory spec -> the alias of the table row `row` with its statistics stored as spec
+    (every storage option the alias has: mu_dtype, nu_dtype)."""
+    name, kwargs = row
+    options = {"mu_dtype", "nu_dtype"} & set(inspect.signature(getattr(atx, name)).parameters)
+    return lambda spec: getattr(atx, name)(**kwargs, **dict.fromkeys(options, spec))
+
+
+# Every alias with storage options, at its table row's defaults; centred RMSProp (a second
+# statistic that can be negative beside a square) and FTRL-Proximal with L1 (its z is signed, and
+# the weights it gives are exactly 0 below the L1 strength).
+STORAGE_ROWS = [
+    r for r in DEFAULTS
+    if {"mu_dtype", "nu_dtype"} & set(inspect.signature(getattr(atx, r[0])).parameters)
+] + [
+    ("rmsprop", dict(learning_rate=0.01, centered=True)),
+    ("ftrl", dict(learning_rate=0.1, l1_regularization_strength=0.01)),
 ]
+FACTORIES = [(case_id(row), _with_storage(row)) for row in STORAGE_ROWS]
 
 
 _FLOAT32_RUNS = {}
@@ -298,8 +303,10 @@ def _float32_run(name, factory):
     return _FLOAT32_RUNS[name]
 
 
-# (int8 rounded to nearest differs from int8 only in its rounding, tested on its own above)
-@pytest.mark.parametrize("spec", SPECS[:3], ids=SPEC_IDS[:3])
+# Both containers: a float dtype (bfloat16 with stochastic rounding; rounded to nearest it is the
+# same cast, tested on its own) and the 8-bit map with its signed and unsigned halves (rounded to
+# nearest it differs only in its rounding, tested on its own above).
+@pytest.mark.parametrize("spec", SPECS[1:3], ids=SPEC_IDS[1:3])
 @pytest.mark.parametrize("name,factory", FACTORIES, ids=[n for n, _ in FACTORIES])
 def test_every_alias_trains_close_to_float32_with_stable_state(name, factory, spec):
     """One jit for the whole run, state structure and dtypes stable, and the run stays close to the
@@ -317,9 +324,16 @@ def test_every_alias_trains_close_to_float32_with_stable_state(name, factory, sp
         float(np.max(np.abs(a - b)))
         for a, b in zip(jax.tree.leaves(iterates[-1]), jax.tree.leaves(full[-1]))
     )
-    assert gap <= 0.05 * moved, (gap, moved)
+    # Lion steps each coordinate by +-lr: a stored moment near 0 flips a step's sign (2 lr apart)
+    # for a few steps, whatever the storage's precision.
+    lion_lr = next(kwargs["learning_rate"] for n, kwargs in STORAGE_ROWS if n == "lion")
+    flips = 3 * 2 * lion_lr if name.startswith("lion") else 0.0
+    # FTRL's z is the weight up to scale: the 8-bit map's precision reaches the weights directly
+    # (its docstring; measured 6.5%).
+    bound = 0.1 if name.startswith("ftrl") and spec is INT8 else 0.05
+    assert gap <= max(bound * moved, flips), (gap, moved)
     chex.assert_trees_all_equal_structs(
-        state[0].per_coordinate_scale(), full_state[0].per_coordinate_scale()
+        *(atx.effective_learning_rate(s) for s in (state, full_state))
     )
 
 
@@ -593,7 +607,11 @@ def test_float8_stochastic_rounding_is_unbiased_and_on_the_grid(dtype):
 
 
 @pytest.mark.parametrize("spec", ["float8_e4m3fn_blockwise", "float8_e5m2_blockwise"])
-@pytest.mark.parametrize("name,factory", [FACTORIES[0], FACTORIES[3]], ids=["adagrad", "adam"])
+@pytest.mark.parametrize(
+    "name,factory",
+    [(n, f) for n, f in FACTORIES if n in ("adagrad()", "adam()")],
+    ids=["adagrad", "adam"],
+)
 def test_float8_state_trains_close_to_float32(name, factory, spec):
     """As for the other storages, one jit and a run near float32's; FP8 keeps 2 or 3 mantissa
     bits (a spacing of 12.5% to 25%, against 0.7% to 7% for the 8-bit map), so its stochastic
