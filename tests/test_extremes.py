@@ -101,6 +101,12 @@ def alias_grid(name):
 
 
 def torch_grid(name):
+    if name == "Adadelta":  # as the alias: eps > 0 starts its steps
+        return [{"lr": SCHEDULE, "rho": rho, "eps": eps} for rho in BETAS for eps in (1e-8, 1e-6)]
+    if name == "Rprop":  # the step-size bounds at their edges (a largest step that still moves)
+        return [
+            {"lr": 0.05, "step_sizes": (low, high)} for low in (0.0, 1e-30) for high in (1e-2, 1e30)
+        ]
     if name == "Adagrad":
         return _grid(None, "lr", SCHEDULE, "eps")
     if name == "RMSprop":
@@ -109,6 +115,25 @@ def torch_grid(name):
 
 
 def keras_grid(name, schedule):
+    if name == "Adadelta":  # as the alias: epsilon > 0 starts its steps
+        return [
+            {"learning_rate": schedule, "rho": rho, "epsilon": eps}
+            for rho in BETAS
+            for eps in (1e-8, 1e-6)
+        ]
+    if name == "Lion":  # no epsilon: beta_1 at its edges instead (keras refuses 0)
+        return [
+            {"learning_rate": schedule, "beta_2": b2, "beta_1": b1}
+            for b2 in BETAS
+            for b1 in (1e-6, 0.9999)
+        ]
+    if name == "Ftrl":  # no beta: the accumulator's start at 0 and 1e-30, a fixed and a 1/sqrt
+        # rate (one number: FTRL's closed form has no schedule)
+        return [
+            {"learning_rate": 0.1, "initial_accumulator_value": n0, "learning_rate_power": p}
+            for n0 in (0.0, 1e-30)
+            for p in (0.0, -0.5)
+        ]
     if name == "Adagrad":
         return _grid(None, "learning_rate", schedule, "epsilon")
     if name == "Adafactor":
@@ -156,7 +181,9 @@ def test_alias_matches_optax_at_extreme_betas(name):
     _assert_grid(ours, theirs, settings, 1e-5, FLOOR, params)
 
 
-TORCH_NAMES = ["Adagrad", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop"]
+TORCH_NAMES = [
+    "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Rprop"
+]
 
 
 @pytest.mark.parametrize("name", TORCH_NAMES)
@@ -171,7 +198,10 @@ def test_torch_preset_matches_torch_at_extreme_betas(name):
     _assert_grid(ours, theirs, settings, TOL, FLOOR, params)
 
 
-KERAS_NAMES = ["Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop"]
+KERAS_NAMES = [
+    "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lamb", "Lion", "Nadam",
+    "RMSprop",
+]
 
 
 @pytest.mark.parametrize("name", KERAS_NAMES)
