@@ -6,7 +6,9 @@ tests/test_compat_torch.py and tests/test_compat_keras.py):
 * No state the library made holds a NaN or an Inf, under ``jax_debug_nans`` and ``jax_debug_infs``
   (``init`` and a few updates of every row).
 * At β2 ∈ {0.9999, 0.99999} (RMSProp's decay, torch's alpha, keras' rho; Adagrad and Adafactor,
-  which have none, vary ε alone) and ε ∈ {0, 1e-30}, with a learning-rate schedule, 100 steps match
+  which have none, vary ε alone) and ε ∈ {0, 1e-30}, with a learning-rate schedule (the methods
+  without that pair vary their own edges: Adadelta's ρ with ε ∈ {1e-8, 1e-6}, Lion's β1 near 0
+  and 1, Rprop's step-size bounds, FTRL's initial accumulator and rate power), 100 steps match
   the reference, relative to max(|θ|, 1) (parameters start ~N(0, 1); float32 rounding is an
   absolute ~1e-7 there): optax for the aliases (1e-5), torch.optim for ``compat.torch`` and keras
   for ``compat.keras`` (1e-4). This is where the scalars derived from a
