@@ -534,8 +534,8 @@ def print_rates_by_count(results):
         )
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def experiment(args):
+    """The runs of `args` on their corpus: (the runs' results, the data's loss floor)."""
     corpus = Corpus(args)
     eval_tokens = corpus.sequences(np.random.default_rng([args.seed, 2**32 - 1]), 128)
     optimal = corpus.optimal_loss()
@@ -544,7 +544,12 @@ def main(argv=None):
         f"{args.steps} steps of {args.batch_size} x {args.seq_len} tokens, {args.optimizer}; "
         f"loss floor {optimal:.3f} nats, uniform guess {np.log(args.vocab):.3f}"
     )
-    results = train(corpus, eval_tokens, args)
+    return train(corpus, eval_tokens, args), optimal
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results, optimal = experiment(args)
     header = f"{'embedding updates':<18} {'ms/step':>8} {'of which fwd+bwd':>17}"
     print(f"\n{header} {'held-out':>9} {'rare pos.':>9}")
     for r in results:

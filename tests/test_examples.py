@@ -149,8 +149,8 @@ def test_transformer_lm_tiny_run(tmp_path):
     # Resume: keep only the step-20 checkpoint of the row-sparse run, train steps 21..40 again.
     resumed = tmp_path / "b" / "checkpoints" / "row-sparse"
     shutil.copytree(tmp_path / "a" / "checkpoints" / "row-sparse" / "20", resumed / "20")
-    again = lm.main(["--tiny", "--modes", "row-sparse", "--resume", str(tmp_path / "b")])
-    (r,) = again["results"]
+    args = lm.parse_args(["--tiny", "--modes", "row-sparse", "--resume", str(tmp_path / "b")])
+    (r,), _ = lm.experiment(args)  # the runs without the report and figures
     assert [p["step"] for p in r["log"]] == [30, 40]
     for x, y in zip(
         jax.tree.leaves(by_mode["row-sparse"]["params"]), jax.tree.leaves(r["params"]), strict=True
