@@ -183,7 +183,8 @@ def plot(results, path):
     for r in results:
         steps, rare, _ = zip(*r["curve"])
         line, marker = styles[r["mode"]]
-        label = f"{r['optimizer']} ({'lazy ' if r['optimizer'] == 'adam' and r['mode'] != 'dense' else ''}{r['mode']})"
+        lazy = r["optimizer"] == "adam" and r["mode"] == "row-sparse"  # SGD, Adagrad: no momentum
+        label = f"{r['optimizer']} ({'lazy ' if lazy else ''}{r['mode']})"
         ax.plot(steps, rare, line, marker=marker, color=colors[r["optimizer"]], label=label)
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
     ax.set(xlabel="training step", ylabel="test accuracy on rare-token documents", ylim=(0.4, 1.02))
