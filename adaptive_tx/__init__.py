@@ -31,13 +31,13 @@ from adaptive_tx.aliases_extended import (
     lion,
     novograd,
     rprop,
-    schedule_free_adamw,
     sm3,
     yogi,
 )
 from adaptive_tx.averaging import (
     ScheduleFreeState,
     schedule_free,
+    schedule_free_adamw,
     schedule_free_eval_params,
 )
 from adaptive_tx.cover_set import CoverArray, CoverSet, ScaleBySm3State, scale_by_sm3

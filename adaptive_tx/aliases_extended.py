@@ -1,28 +1,24 @@
 r"""The rest of the adaptive family as aliases: LAMB, Adadelta, Lion, AdaBelief, Yogi, Rprop, ADOPT,
-Adan, AdEMAMix, LaProp, FTRL-Proximal, SM3, NovoGrad and schedule-free AdamW.
+Adan, AdEMAMix, LaProp, FTRL-Proximal, SM3 and NovoGrad (schedule-free AdamW is in
+`adaptive_tx.averaging`, with the transformation it chains).
 
 Chains of this library's primitives like `adaptive_tx.aliases` (whose conventions hold here), each
 with the signature and defaults of its reference: optax's function of the same name
-(``optax.contrib``'s for ADOPT, AdEMAMix and schedule-free AdamW), keras' ``Ftrl`` for FTRL,
+(``optax.contrib``'s for ADOPT and AdEMAMix), keras' ``Ftrl`` for FTRL,
 the paper for LaProp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
-import numpy as np
 import optax
 
-from adaptive_tx import _validate
 from adaptive_tx.aliases import ScalarOrSchedule, _chain
-from adaptive_tx.averaging import schedule_free
 from adaptive_tx.compat._common import is_off
 from adaptive_tx.cover_set import scale_by_sm3
 from adaptive_tx.delta import scale_by_adadelta
-from adaptive_tx.ema_of_squares import scale_by_ema_of_squares
 from adaptive_tx.ftrl_proximal import scale_by_ftrl
 from adaptive_tx.layerwise import scale_by_novograd, scale_by_trust_ratio
 from adaptive_tx.learning_rate import scale_by_learning_rate
@@ -537,82 +533,3 @@ def novograd(
     """
     scaling = scale_by_novograd(b1, b2, eps, eps_root, weight_decay)
     return _chain(scaling, learning_rate)
-
-
-def schedule_free_adamw(
-    learning_rate: float = 0.0025,
-    warmup_steps: int | None = None,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    weight_lr_power: float = 2.0,
-    state_dtype: Any = None,
-    *,
-    nu_dtype: StorageSpec = None,
-) -> optax.GradientTransformationExtraArgs:
-    r"""Schedule-free AdamW: AdamW's step without momentum, on :math:`z`; the average replaces it.
-
-    The base step (AdamW with :math:`\beta_1 = 0`, at the parameters :math:`y_{t-1}`) and
-    `schedule_free`'s interpolation:
-
-    .. math::
-
-       z_t &= z_{t-1} - \eta_t \Big(\frac{g_t}{\sqrt{\nu_t/(1-\beta_2^t)} + \epsilon}
-              + \lambda y_{t-1}\Big), \qquad
-       \nu_t = \beta_2 \nu_{t-1} + (1-\beta_2) g_t^2, \\
-       x_t &= (1-c_t)\, x_{t-1} + c_t z_t, \qquad
-       y_t = \beta_1 x_t + (1-\beta_1) z_t,
-
-    with :math:`c_t = \eta_{\max,t}^{p} / \sum_{s\le t} \eta_{\max,s}^{p}` and :math:`\eta_t` the
-    rate warmed up linearly from 0 over ``warmup_steps`` then constant (no decay: the average
-    does what a decaying schedule would). ``scale_by_ema_of_squares`` (bias-corrected, ε outside
-    the root), ``add_decoupled_weight_decay`` and the learning rate, made schedule-free by
-    `schedule_free`; equals ``optax.contrib.schedule_free_adamw``. The parameters hold
-    :math:`y`: **evaluate and save the model at** `schedule_free_eval_params` (:math:`x_t`).
-
-    Reference: Defazio et al., "The Road Less Scheduled", NeurIPS 2024,
-    https://arxiv.org/abs/2405.15682
-
-    Args:
-      learning_rate: the peak rate :math:`\eta`, >= 0 (a number, as in optax).
-      warmup_steps: None (no warm-up) or the length of the linear warm-up, an integer >= 1 (a
-        static argument under ``optax.inject_hyperparams``).
-      b1: :math:`\beta_1` of the interpolation, in (0, 1].
-      b2: :math:`\beta_2` of the second moment, in [0, 1).
-      eps: :math:`\epsilon`, >= 0.
-      weight_decay: :math:`\lambda`, >= 0, at :math:`y_{t-1}` inside the base step.
-      weight_lr_power: :math:`p`, >= 0 (2: the paper's weighting of the average).
-      state_dtype: dtype of :math:`z`: None (the parameters') or a float dtype.
-      nu_dtype: storage of :math:`\nu_t` (see `scale_by_ema_of_squares`).
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> from adaptive_tx import schedule_free_eval_params
-      >>> tx = schedule_free_adamw(0.1)
-      >>> params = jnp.array([1.0, -1.0])
-      >>> state = tx.init(params)
-      >>> updates, state = tx.update(jnp.array([2.0, -3.0]), state, params)
-      >>> params = optax.apply_updates(params, updates)  # z moves by -0.1 sign(g); c_1 = 1
-      >>> params, schedule_free_eval_params(state, params)
-      (Array([ 0.9, -0.9], dtype=float32), Array([ 0.9, -0.9], dtype=float32))
-    """
-    if warmup_steps is not None:
-        if isinstance(warmup_steps, (jax.Array, np.ndarray)):
-            raise ValueError(
-                f"warmup_steps must be a Python integer >= 1 (it fixes the warm-up schedule), "
-                f"got warmup_steps={warmup_steps!r}; under optax.inject_hyperparams pass "
-                "static_args=('warmup_steps',)"
-            )
-        _validate.check_positive_int("warmup_steps", warmup_steps)
-        learning_rate = optax.warmup_constant_schedule(
-            init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps
-        )
-    base = optax.chain(
-        scale_by_ema_of_squares(
-            decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True, nu_dtype=nu_dtype
-        ),
-        add_decoupled_weight_decay(weight_decay),
-        scale_by_learning_rate(learning_rate),
-    )
-    return schedule_free(base, learning_rate, b1, weight_lr_power, state_dtype)
