@@ -281,11 +281,14 @@ def trajectories(txs, params, grads) -> list:
 def max_rel_diff(actual, expected, floor: float = 1e-3) -> float:
     """max |a - e| / max(|e|, floor) over all leaves: relative, with a floor for values near zero.
 
-    Equal values (infinities, NaN against NaN) differ by 0; a NaN against a number is infinitely
-    far (the max of an array with a NaN is NaN, which Python's max would skip)."""
+    Complex leaves are compared as complex numbers (|a - e| the modulus). Equal values
+    (infinities, NaN against NaN) differ by 0; a NaN against a number is infinitely far (the max
+    of an array with a NaN is NaN, which Python's max would skip)."""
     worst = 0.0
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        complex_ = np.iscomplexobj(a) or np.iscomplexobj(e)
+        dtype = np.complex128 if complex_ else np.float64
+        a, e = np.asarray(a, dtype), np.asarray(e, dtype)
         with np.errstate(invalid="ignore"):
             diff = np.abs(a - e) / np.maximum(np.abs(e), floor)
         diff = np.where((a == e) | (np.isnan(a) & np.isnan(e)), 0.0, diff)
