@@ -47,8 +47,12 @@ def _launch(num_processes, local_devices, **options):
         ["--num_processes", str(num_processes), "--local_devices", str(local_devices)]
         + [f"--{k}={v}" for k, v in options.items()]
     )
-    # Less LLVM optimisation: compiling is most of the run's time; every run compiles alike.
-    flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    # make test's code generation (Makefile TEST_XLA_FLAGS): compiling is most of the run's time;
+    # every run compiles alike.
+    flags = (
+        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+        " --xla_cpu_use_fusion_emitters=false"
+    )
     env = dict(os.environ, XLA_FLAGS=flags)
     example.launch(example.worker_argv(args), num_processes, TIMEOUT, env=env)
     return dict(np.load(args.out)) if args.out else None

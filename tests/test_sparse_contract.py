@@ -173,8 +173,9 @@ def test_multi_steps_equals_optax_multisteps_on_dense_gradients(shape):
     theirs, _, _ = run(optax.MultiSteps(optax.adagrad(0.5), k).gradient_transformation(), params,
                        dense)
     assert traces == 1
-    # rows summed then divided by k, where optax keeps a running mean: equal up to rounding
-    assert max_rel_diff(ours, theirs) <= 3e-5
+    # rows summed then divided by k, where optax keeps a running mean: equal up to rounding (a
+    # few float32 ulps of the parameters, which are ~1)
+    assert max_rel_diff(ours, theirs, 1.0) <= 1e-6
     assert max_rel_diff(ours[-1]["emb"], params["emb"]) > 1e-2
     # optax.MultiSteps itself raises on row-sparse leaves (a structure error, never a wrong step)
     with pytest.raises((TypeError, ValueError)):

@@ -7,6 +7,7 @@ a float64 NumPy quantizer written from the paper, tests/reference/numpy_lean_sta
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import chex
@@ -20,7 +21,7 @@ from flax import nnx
 import adaptive_tx as atx
 from adaptive_tx import quantized
 from adaptive_tx import state_precision as sp
-from tests.cases import DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff, run
+from tests.cases import DEFAULT_CODEGEN, DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff, run
 from tests.reference import numpy_lean_state as ref
 
 INT8 = atx.Int8Blockwise(min_size=0)  # quantize every leaf, however small; stochastic rounding
@@ -548,7 +549,7 @@ def test_row_sparse_steps_touch_their_rows_only_or_the_storage_refuses(name):
         return
     params = {k: params[k] for k in kept}
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=DEFAULT_CODEGEN)  # compared bit for bit
     def steps(state, rows, dense):
         return tx.update(rows, state, params), tx.update(dense, state, params)
 
