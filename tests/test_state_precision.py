@@ -330,8 +330,9 @@ def test_every_alias_trains_close_to_float32_with_stable_state(name, factory, sp
     lion_lr = next(kwargs["learning_rate"] for n, kwargs in STORAGE_ROWS if n == "lion")
     flips = 3 * 2 * lion_lr if name.startswith("lion") else 0.0
     # FTRL's z is the weight up to scale: the 8-bit map's precision reaches the weights directly
-    # (its docstring; measured 6.5%).
-    bound = 0.1 if name.startswith("ftrl") and spec is INT8 else 0.05
+    # (its docstring; measured 6.5%). Adan's third moment, of gradient differences, is small
+    # beside its block's maximum, where the map is coarsest: 1.8-6.6% over six streams.
+    bound = 0.1 if name.startswith(("ftrl", "adan")) and spec is INT8 else 0.05
     assert gap <= max(bound * moved, flips), (gap, moved)
     chex.assert_trees_all_equal_structs(
         *(jax.eval_shape(atx.effective_learning_rate, s) for s in (state, full_state))
