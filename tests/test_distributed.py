@@ -12,8 +12,9 @@ failed process with its stderr (tested with a process that fails and one that ha
 Tolerance: the two runs compile the same program, but the gradient's all-reduce over the 8
 devices sums in another order under gloo (ring) than inside one process, so the first gradients
 already differ by float32 rounding (checked: a few ulp), and Adam's normalised steps carry that
-relative error into parameters and moments (1e-5 relative after 3 steps). Checkpoints restore
-bit for bit.
+relative error into parameters and moments (1e-5 relative after 3 steps). A statistic kept in
+bfloat16 or 8-bit codes can round those few ulps to neighbouring values of its grid: one unit
+apart on a few coordinates (`_assert_state_leaf_close`). Checkpoints restore bit for bit.
 """
 
 from __future__ import annotations
@@ -76,12 +77,37 @@ def test_two_processes_are_two_processes_of_eight_devices(runs):
     assert (int(runs["single"]["processes"]), int(runs["single"]["devices"])) == (1, 8)
 
 
+def _assert_state_leaf_close(multi, single, key):
+    """A state leaf within TOLERANCE, but for a few coordinates one unit of its stored grid apart.
+
+    A statistic kept in bfloat16 or 8-bit codes is rounded (to nearest or stochastically) from a
+    float32 value, and the two runs' float32 values differ by a few ulps (the all-reduce's order):
+    where one lies within those ulps of a rounding boundary, the two runs keep neighbouring values
+    of the grid. That happens to ~few ulps / grid spacing of the coordinates (2^-16 of them for
+    bfloat16), so at most 1 % of a leaf's coordinates, each one unit apart: a bfloat16 unit
+    (2^-7 relative at most) or one 8-bit code.
+    """
+    a, b = np.asarray(multi).astype(np.float64), np.asarray(single).astype(np.float64)
+    far = np.abs(a - b) > TOLERANCE * np.maximum(np.abs(b), 1e-3)
+    assert far.sum() <= max(1, 0.01 * far.size), (key, int(far.sum()), far.size)
+    if np.issubdtype(np.asarray(multi).dtype, np.integer):  # 8-bit codes
+        assert np.all(np.abs(a[far] - b[far]) <= 1), key
+    else:
+        unit = 2.0**-7 * np.maximum(np.abs(a[far]), np.abs(b[far]))
+        assert np.all(np.abs(a[far] - b[far]) <= unit), key
+
+
 @pytest.mark.parametrize("storage", example.STORAGES)
 def test_two_processes_train_as_one_process(runs, storage):
     multi = _tree(runs["multi"], "trained", storage)
     single = _tree(runs["single"], "trained", storage)
     assert multi.keys() == single.keys() and len(multi) >= 10  # params and every state leaf
-    assert max_rel_diff(multi, single, floor=1e-3) <= TOLERANCE
+    params = [k for k in multi if k.startswith(f"trained|['{storage}'][0]")]
+    assert params and max_rel_diff(
+        {k: multi[k] for k in params}, {k: single[k] for k in params}, floor=1e-3
+    ) <= TOLERANCE
+    for key in sorted(set(multi) - set(params)):
+        _assert_state_leaf_close(multi[key], single[key], key)
     # and the run did train: every parameter moved from its initial value (3 Adam steps of 1e-2)
     _, host_params, *_ = example.setup(Mesh(np.array(jax.devices()[:1]), ("fsdp",)), [])
     for path, initial in jax.tree_util.tree_flatten_with_path(host_params)[0]:
