@@ -308,9 +308,6 @@ def _quantize_map(x: jax.Array, signed: bool, key: jax.Array | None) -> Quantize
     return QuantizedArray(codes, scales.reshape(scales_shape(jnp.shape(x))))
 
 
-# One op in init, not thirty (a lambda: no docstring for the doctest collector to run twice).
-_quantize_one = jax.jit(lambda x, signed: quantize_blockwise(x, signed), static_argnums=1)
-
 
 def _check_real(where: str, param: jax.Array) -> None:
     if jnp.iscomplexobj(param):
@@ -372,7 +369,7 @@ class Int8Blockwise(NamedTuple):
         if math.prod(param.shape) < self.min_size:
             return QuantizedArray(full_like(param, value, jnp.float32), placeholder())
         # Every block of a constant array holds the same code and scale: those of one value.
-        one = _quantize_one(jnp.full((1,), value, jnp.float32), self.signed is not False)
+        one = quantize_blockwise(jnp.full((1,), value, jnp.float32), self.signed is not False)
         code, scale = one.codes[0], one.scales[0]
         return QuantizedArray(
             full_like(param, code, code.dtype),
