@@ -6,6 +6,8 @@ name and signature, which is the independent reference for parity.
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,6 +179,15 @@ REFUSES_ROWS = {
 
 # One row per alias, with default settings: for the properties every method must have.
 DEFAULTS = [row for i, row in enumerate(ALIASES) if row[0] not in [r[0] for r in ALIASES[:i]]]
+
+
+# Storage options this library adds to optax's signatures: keyword-only, after optax's arguments.
+STORAGE_OPTIONS = ("mu_dtype", "nu_dtype")
+
+
+def storage_options(name: str) -> set:
+    """The storage options (of STORAGE_OPTIONS) that the alias `name` takes."""
+    return set(STORAGE_OPTIONS) & set(inspect.signature(getattr(atx, name)).parameters)
 
 
 def case_id(row) -> str:

@@ -9,7 +9,6 @@ between the sharded run and the single-device run (parameters and decoded state)
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 
@@ -22,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 import adaptive_tx as atx
 from adaptive_tx import state_precision
-from tests.cases import DEFAULTS, case_id, max_rel_diff
+from tests.cases import DEFAULTS, case_id, max_rel_diff, storage_options
 
 STEPS = 5
 # Every parameter but the scalar is split over all 8 devices, so that a copy of a state leaf on
@@ -191,7 +190,7 @@ def _explicit_case(row, storage):
     statistic that storage applies to (Lion's one signed moment and the estimating storages; an
     alias without storage options appears once, as "float32", its default)."""
     spec = EXPLICIT_STORAGES[storage]
-    accepted = inspect.signature(getattr(atx, row[0])).parameters
+    accepted = storage_options(row[0])
     estimating = isinstance(spec, (atx.Factored, atx.BlockMean))
     kwargs = {"nu_dtype": spec} if "nu_dtype" in accepted else {}
     if not estimating and "mu_dtype" in accepted:
@@ -205,10 +204,7 @@ def _explicit_case(row, storage):
 
 # Aliases with storage options (mu_dtype / nu_dtype), run with every storage; the others (SM3,
 # whose accumulator's storage is its cover set) once, with their own.
-STORAGE_ROWS = [
-    r for r in DEFAULTS
-    if {"mu_dtype", "nu_dtype"} & set(inspect.signature(getattr(atx, r[0])).parameters)
-]
+STORAGE_ROWS = [r for r in DEFAULTS if storage_options(r[0])]
 OWN_STORAGE_ROWS = [r for r in DEFAULTS if r not in STORAGE_ROWS]
 
 

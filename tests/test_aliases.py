@@ -19,6 +19,7 @@ from tests.cases import (
     DEFAULTS,
     FACTORED,
     PARITY_FLOOR,
+    STORAGE_OPTIONS,
     case_id,
     gradient_stream,
     make_params,
@@ -37,8 +38,6 @@ def final(tx, params, grads):
     return iterates[-1], state, traces
 
 
-# Storage options this library adds to optax's signatures: keyword-only, after optax's arguments.
-STORAGE_OPTIONS = ("mu_dtype", "nu_dtype")
 
 
 def _comparable(default):

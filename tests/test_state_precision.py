@@ -8,7 +8,6 @@ a float64 NumPy quantizer written from the paper, tests/reference/numpy_lean_sta
 from __future__ import annotations
 
 import functools
-import inspect
 
 import chex
 import jax
@@ -21,7 +20,16 @@ from flax import nnx
 import adaptive_tx as atx
 from adaptive_tx import quantized
 from adaptive_tx import state_precision as sp
-from tests.cases import DEFAULT_CODEGEN, DEFAULTS, case_id, gradient_stream, make_params, max_rel_diff, run
+from tests.cases import (
+    DEFAULT_CODEGEN,
+    DEFAULTS,
+    case_id,
+    gradient_stream,
+    make_params,
+    max_rel_diff,
+    run,
+    storage_options,
+)
 from tests.reference import numpy_lean_state as ref
 
 INT8 = atx.Int8Blockwise(min_size=0)  # quantize every leaf, however small; stochastic rounding
@@ -276,17 +284,14 @@ def _with_storage(row):
     """A factory spec -> the alias of the table row `row` with its statistics stored as spec
     (every storage option the alias has: mu_dtype, nu_dtype)."""
     name, kwargs = row
-    options = {"mu_dtype", "nu_dtype"} & set(inspect.signature(getattr(atx, name)).parameters)
+    options = storage_options(name)
     return lambda spec: getattr(atx, name)(**kwargs, **dict.fromkeys(options, spec))
 
 
 # Every alias with storage options, at its table row's defaults; centred RMSProp (a second
 # statistic that can be negative beside a square) and FTRL-Proximal with L1 (its z is signed, and
 # the weights it gives are exactly 0 below the L1 strength).
-STORAGE_ROWS = [
-    r for r in DEFAULTS
-    if {"mu_dtype", "nu_dtype"} & set(inspect.signature(getattr(atx, r[0])).parameters)
-] + [
+STORAGE_ROWS = [r for r in DEFAULTS if storage_options(r[0])] + [
     ("rmsprop", dict(learning_rate=0.01, centered=True)),
     ("ftrl", dict(learning_rate=0.1, l1_regularization_strength=0.01)),
 ]
