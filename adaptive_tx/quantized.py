@@ -103,72 +103,91 @@ def dynamic_map(signed: bool) -> np.ndarray:
 
 
 TABLES = {True: dynamic_map(True), False: dynamic_map(False)}
-MIDPOINTS = {signed: (t[1:] + t[:-1]) / 2 for signed, t in TABLES.items()}
-# The nearest-entry boundaries between decades: a value at or above ``_EDGES[k]`` is nearest to
-# an entry of decade k - 1 or above (k = 1..6): the midpoint of the two entries around 10^-k.
-_EDGES = {
-    signed: [np.float32(m[np.searchsorted(t, 10.0**-k) - 1]) for k in range(1, 7)]
-    for signed, (t, m) in ((s, (TABLES[s], MIDPOINTS[s])) for s in (True, False))
-}
 
 
-def map_guess(x: jax.Array, signed: bool) -> jax.Array:
-    r"""The index of the map entry nearest to `x` in [-1, 1], from the map's closed form, ±1.
-
-    The decade :math:`e` is the number of decade edges above :math:`|x|`; within it the entries
-    are the centres of :math:`C 2^{-e}` equal cells of :math:`[0.1, 1]\,10^{-e}` (:math:`C` = 64
-    signed, 128 unsigned), so the cell is :math:`\lfloor (|x|\,10^{e} - 0.1)\, C 2^{-e} / 0.9
-    \rfloor`, and the decade's cells follow those of the smaller decades in the sorted map.
-    Rounding in this float32 arithmetic leaves the guess at most one entry off; `count_near`
-    corrects it exactly.
-    """
-    y = jnp.abs(x)
-    scale = jnp.ones_like(y)
-    decade = jnp.zeros(y.shape, jnp.int32)
-    for edge in _EDGES[signed]:
-        below = y < edge
-        scale = jnp.where(below, scale * 10, scale)
-        decade = decade + below.astype(jnp.int32)
-    cells = jnp.right_shift(jnp.int32(64 if signed else 128), decade)
-    cell = jnp.floor((y * scale - 0.1) * (cells.astype(jnp.float32) / 0.9))
-    cell = jnp.clip(cell.astype(jnp.int32), 0, cells - 1)
-    index = (128 if signed else 0) + cells - 1 + cell
-    return jnp.where(x < 0, 254 - index, index) if signed else index
+def _decade_table(signed: bool) -> np.ndarray:
+    """Per decade e = 0..6 (rows), float32: the entry that follows its last one (the first of
+    decade e - 1; 1 for e = 0), its offset, spacing, 1 / spacing and number of cells."""
+    offset, spacing = _DECADES[signed]
+    cells = (64 if signed else 128) / 2.0 ** np.arange(7)
+    first = offset * spacing
+    after = np.concatenate([[1.0], first[:-1]])
+    return np.stack([after, offset, spacing, 1 / spacing, cells], axis=1).astype(np.float32)
 
 
-def count_near(values, x: jax.Array, guess: jax.Array, size: int) -> jax.Array:
-    """How many of the `size` sorted ``values(i)`` are below `x`, given that count to within ±1.
+_DECADE_TABLE = {signed: _decade_table(signed) for signed in (True, False)}
 
-    ``guess - 1 + [values(guess - 1) < x] + [values(guess) < x]``: exact whenever the true count
-    is ``guess - 1``, ``guess`` or ``guess + 1``; two evaluations, no search. NaN counts as above
-    every value, as in ``jnp.searchsorted``.
+
+def map_bracket(y: jax.Array, signed: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""The map's entries around magnitudes `y` in [0, 1]: ``(rank, lo, hi)``, ``lo <= y < hi``.
+
+    ``lo`` is the entry of rank `rank` among the map's entries >= 0 (0 has rank 0) and ``hi`` the
+    next one; at 1, ``lo = hi = 1``. The decade :math:`e` of `y` is the number of decades whose
+    first entry is above it (six compares); its entries are :math:`(o_e + c)\, s_e` for the cells
+    :math:`c = 0, 1, \dots` (`dynamic_map`'s arithmetic), so :math:`c = \lfloor y / s_e - o_e
+    \rfloor` up to float32 rounding, which one comparison with each computed neighbour corrects:
+    the bracket is exactly the one a search over the sorted map finds, from a few dozen
+    elementwise operations (no search, no table read).
 
     Example:
-      >>> table = jnp.array([0.0, 1.0, 2.0, 3.0])
-      >>> count_near(lambda i: table[i], jnp.array([0.5, 2.5]), jnp.array([2, 2]), 4)
-      Array([1, 3], dtype=int32)
+      >>> rank, lo, hi = map_bracket(jnp.array([0.0, 0.5, 1.0]), signed=True)
+      >>> rank.tolist(), [f"{v:.4g}" for v in lo.tolist()], [f"{v:.4g}" for v in hi.tolist()]
+      ([0, 91, 128], ['0', '0.4867', '1'], ['5.5e-07', '0.5008', '1'])
     """
-    guess = jnp.clip(guess, 1, size - 1)
-    below = (values(guess - 1) < x).astype(jnp.int32)
-    count = guess - 1 + below + (values(guess) < x).astype(jnp.int32)
-    return jnp.where(jnp.isnan(x), size, count)
+    table = _DECADE_TABLE[signed]
+    after, offset, spacing, inverse, cells = (jnp.float32(v) for v in table[0])
+    for row in table[1:]:
+        inside = y < row[0]  # below the first entry of the decade above this row's
+        after, offset, spacing, inverse, cells = (
+            jnp.where(inside, new, old)
+            for new, old in zip(row, (after, offset, spacing, inverse, cells))
+        )
+    entry = lambda cell: (offset + cell) * spacing  # noqa: E731
+    top = cells - 1
+    cell = jnp.clip(jnp.floor(y * inverse - offset), 0, top)
+    lo = entry(cell)
+    hi = jnp.where(cell == top, after, entry(cell + 1))
+    down = y < lo  # the guess is one cell too high (never in the decade's first cell)
+    up = (y >= hi) & (cell < top)  # one cell too low (never in its last)
+    next_hi = jnp.where(cell + 1 == top, after, entry(cell + 2))
+    lo, hi = (
+        jnp.where(down, entry(cell - 1), jnp.where(up, hi, lo)),
+        jnp.where(down, lo, jnp.where(up, next_hi, hi)),
+    )
+    rank = (cells + cell - down + up).astype(jnp.int32) - (0 if signed else 1)
+    smallest = TABLES[signed][128 if signed else 1]  # below it, the bracket is (0, smallest)
+    below, one = y < smallest, y >= 1
+    rank = jnp.where(below, 0, rank + one)
+    lo = jnp.where(below, jnp.float32(0), jnp.where(one, jnp.float32(1), lo))
+    hi = jnp.where(below, smallest, hi)
+    return rank, lo, hi
 
 
 def encode_map(normalized: jax.Array, signed: bool, u: jax.Array | None = None) -> jax.Array:
     r"""Map indices (0..255) of values in [-1, 1]: the nearest entry, or with `u` a neighbour.
 
-    Nearest: the number of midpoints between entries below the value (as ``searchsorted``).
-    Stochastic (uniform draws `u` in [0, 1)): the entries just below and above the value, the
-    upper with probability proportional to the distance from the lower, so that the expected
-    decoded value is the value. Entries are computed (`dynamic_map`'s arithmetic), not read.
+    Nearest: the entry whose midpoint with its neighbour the value passes (as ``searchsorted``
+    over the midpoints; NaN counts as above them all). Stochastic (uniform draws `u` in [0, 1)):
+    of the entries just below and above the value (`map_bracket`), the upper with probability
+    proportional to the distance from the lower, so that the expected decoded value is the
+    value. The signed map has no -1: a value below its lowest entry takes that entry.
+
+    Example:
+      >>> encode_map(jnp.array([-1.0, 0.0, 0.5, 1.0]), signed=True)
+      Array([  0, 127, 219, 255], dtype=int32)
     """
-    guess = map_guess(normalized, signed)
-    entry = functools.partial(_entry, signed=signed, xp=jnp)
+    y = jnp.abs(normalized)
+    rank, lo, hi = map_bracket(y, signed)
+    negative = normalized < 0  # its bracket is (-hi, -lo): "up" is away from zero
     if u is None:
-        return count_near(lambda i: (entry(i) + entry(i + 1)) / 2, normalized, guess, 255)
-    upper = jnp.clip(count_near(entry, normalized, guess, 256), 1, 255)
-    low, high = entry(upper - 1), entry(upper)
-    return jnp.where(u * (high - low) < normalized - low, upper, upper - 1)
+        middle = (lo + hi) / 2
+        up = jnp.where(negative, y >= middle, middle < y)
+    else:
+        draw = u * (hi - lo)
+        up = jnp.where(negative, ~(draw < hi - y), draw < y - lo)
+    rank = rank + up.astype(jnp.int32)
+    index = jnp.where(negative, 127 - rank, 127 + rank) if signed else rank
+    return jnp.where(jnp.isnan(normalized), 255, jnp.clip(index, 0, 255))
 
 
 # ---------------------------------------------------------------- blocks
@@ -284,7 +303,7 @@ def quantize_blockwise(x: jax.Array, signed: bool, key: jax.Array | None = None)
     second moment decoded as 0 under a non-zero first moment would make a step of
     :math:`m / \epsilon` (the "zero-point problem" of Li, Chen & Zhu, "Memory Efficient Optimizers
     with 4-bit States", 2023, https://arxiv.org/abs/2309.01507). The code is computed from the
-    map's closed form (`map_guess`, `count_near`): exactly the nearest (or bracketing) entry.
+    map's closed form (`map_bracket`): exactly the nearest (or bracketing) entry.
 
     Example:
       >>> q = quantize_blockwise(jnp.array([[0.5, -2.0, 0.001]]), signed=True)

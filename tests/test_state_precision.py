@@ -141,23 +141,34 @@ def test_arithmetic_map_encoder_equals_searchsorted_bit_for_bit(signed):
     table = sp.dynamic_map(signed)
     midpoints = (table[1:] + table[:-1]) / 2
     x = _encoder_inputs(signed)
-    nearest, entries, count = jax.jit(
+    below = np.float32(1) - np.float32(2.0**-24)  # the largest draw
+    nearest, entries, upper, lower = jax.jit(
         lambda x: (
             quantized.encode_map(x, signed),
             quantized._entry(jnp.arange(256), signed, jnp),
-            quantized.count_near(
-                lambda i: quantized._entry(i, signed, jnp), x, quantized.map_guess(x, signed), 256
-            ),
+            quantized.encode_map(x, signed, jnp.zeros(x.shape, jnp.float32)),
+            quantized.encode_map(x, signed, jnp.full(x.shape, below)),
         )
     )(jnp.asarray(x))
     np.testing.assert_array_equal(entries, table)  # the step computes the table's values
     np.testing.assert_array_equal(nearest, np.searchsorted(midpoints, x, side="left"))
-    np.testing.assert_array_equal(count, np.searchsorted(table, x, side="left"))
     # a draw u = 0 takes the entry at or above x (the bracket's upper end; the lowest entry
-    # below the map)
-    codes = quantized.encode_map(jnp.asarray(x), signed, jnp.zeros(x.shape, jnp.float32))
-    upper = np.searchsorted(table, x, side="left")
-    np.testing.assert_array_equal(codes, np.where(upper == 0, 0, upper))
+    # below the map), the largest draw the entry at or below x, unless x is so close to the
+    # entry above that u * (hi - lo) < x - lo still holds
+    at_or_above = np.searchsorted(table, x, side="left")
+    np.testing.assert_array_equal(upper, np.where(at_or_above == 0, 0, at_or_above))
+    at_or_below = np.clip(np.searchsorted(table, x, side="right") - 1, 0, 255)
+    hi, lo = table[np.minimum(at_or_below + 1, 255)], table[at_or_below]
+    closest = (x - lo).astype(np.float32) > below * (hi - lo).astype(np.float32)
+    np.testing.assert_array_equal(lower, np.where(closest, at_or_below + 1, at_or_below))
+    # the bracket's magnitudes and rank (0 = the entry 0) from the closed form
+    magnitudes = np.abs(x)
+    rank, lo, hi = jax.jit(lambda y: quantized.map_bracket(y, signed))(jnp.asarray(magnitudes))
+    positive = table[127:] if signed else table  # the entries >= 0, in rank order
+    expected = np.searchsorted(positive, magnitudes, side="right") - 1
+    np.testing.assert_array_equal(rank, expected)
+    np.testing.assert_array_equal(lo, positive[expected])
+    np.testing.assert_array_equal(hi, positive[np.minimum(expected + 1, len(positive) - 1)])
 
 
 def test_counter_bits_are_global_balanced_and_decorrelated():
