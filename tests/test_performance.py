@@ -112,6 +112,30 @@ def test_benchmark_quick_mode_times_every_contender_and_rewrites_only_its_sectio
     assert "| adagrad | 2^10 | 1 |" in text and "| adam |" not in text
 
 
+def test_storage_benchmark_quick_mode_times_every_storage_against_float32():
+    """`--storages` times every lean storage on each model in the same rounds as float32 state;
+    its floor row (linear 8-bit codes, a measuring rod, not a storage to train with) keeps a
+    statistic to within half a step of its grid, 1/254 of the block's absolute maximum."""
+    rows = step_time.main(["--storages", "--quick", "--no-torch"])
+    models = ["one leaf 2^12", "transformer (19 leaves)"]
+    names = [name for name, _, _ in step_time.STORAGES]
+    assert [(r["model"], r["storage"]) for r in rows] == [(m, n) for m in models for n in names]
+    assert all(r["ms"] > 0 and r["compile"] > 0 and r["ratio"] > 0 for r in rows)
+    by_name = {(r["model"], r["storage"]): r for r in rows}
+    assert by_name[(models[0], "int8_blockwise")]["bytes_ratio"] < 0.3  # ~1 byte in 4
+    floor = step_time.LinearBlockwise(min_size=0)
+    x = jax.random.normal(jax.random.key(0), (3, 300)) * jnp.array([[1.0], [1e-3], [0.0]])
+    stored = floor.init(x, 0.0)
+    stored = floor.encode(x, stored, None)
+    blocks_max = np.abs(np.asarray(x)).reshape(3, 300)  # blocks: [0, 256), [256, 300)
+    scale = np.concatenate(
+        [np.repeat(blocks_max[:, :256].max(1, keepdims=True), 256, 1),
+         np.repeat(blocks_max[:, 256:].max(1, keepdims=True), 44, 1)], axis=1,
+    )  # fmt: skip
+    np.testing.assert_array_less(np.abs(stored.widen() - x), scale / 254 * (1 + 1e-6) + 1e-30)
+    assert float(jnp.abs(stored.widen()[2]).max()) == 0.0
+
+
 def _distinct_fusions(hlo: str) -> int:
     """How many different fused computations a compiled HLO module holds, names and the order of
     their instructions and parameters aside."""
