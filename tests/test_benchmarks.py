@@ -36,3 +36,19 @@ def test_guard_compile_tiny_run():
     for row in rows:
         assert all(row[f"{name} compile"] > 0 for name in guard_compile.CONTENDERS)
         assert row["ratio"] > 0
+
+
+def test_profile_step_tiny_run():
+    """The per-kernel profile reads every kernel of the step back from a profiler trace."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import profile_step
+    finally:
+        sys.path.pop(0)
+    results = profile_step.main(["--storages", "float32", "int8_blockwise", "--size", "12"])
+    assert set(results) == {"float32", "int8_blockwise"}
+    for result in results.values():
+        assert sum(result["times"].values()) > 0  # seconds per step, kernel by kernel
+        assert result["kernels"] >= 1 and result["temp_mb"] >= 0
+    # the 8-bit step reduces each new statistic over its blocks: more kernels than float32's
+    assert results["int8_blockwise"]["kernels"] > results["float32"]["kernels"]
