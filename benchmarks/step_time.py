@@ -59,7 +59,13 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 from timing import interleaved_times
 
 import adaptive_tx
-from adaptive_tx.quantized import from_blocks, scale_blocks, scales_shape, to_blocks
+from adaptive_tx.quantized import (
+    QuantizedArray,
+    from_blocks,
+    scale_blocks,
+    scales_shape,
+    to_blocks,
+)
 
 METHODS = (
     "adam",
@@ -411,15 +417,8 @@ def write_section(path: Path, section: str, markers: tuple[str, str] = (BEGIN, E
 
 # ---------------------------------------------------------------- lean state storages
 
-class LinearCodes(NamedTuple):
-    """`LinearBlockwise`'s state of one leaf: int8 codes and one float32 scale per block."""
-
-    codes: jax.Array
-    scales: jax.Array
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.codes.shape
+class LinearCodes(QuantizedArray):
+    """`LinearBlockwise`'s state of one leaf: int8 codes of a linear grid, one scale per block."""
 
     def widen(self) -> jax.Array:
         if self.codes.dtype == jnp.float32:  # a small leaf, kept whole
