@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import jax
-import optax
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 import step_time
@@ -32,19 +31,14 @@ import adaptive_tx
 
 
 def compiled_step(mu_dtype, nu_dtype, size: int):
-    """The compiled donated Adam step on one leaf of 2^size coordinates, with its inputs."""
+    """The compiled donated Adam step (`step_time.jax_step`) on `step_time`'s one leaf of 2^size
+    coordinates, with its carry (parameters, state) and gradient."""
     tx = adaptive_tx.adam(1e-3, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    rows = 1 << (size // 2)
-    shape = (rows, (1 << size) // rows)
+    shape = step_time.storage_models([size], quick=False)[f"one leaf 2^{size}"]["w"]
     params = {"w": jax.random.normal(jax.random.key(0), shape)}
     grads = {"w": jax.random.normal(jax.random.key(1), shape)}
-
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
     state = tx.init(params)
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+    compiled = step_time.jax_step(tx).lower(params, state, grads).compile()
     return compiled, [params, state], grads
 
 
